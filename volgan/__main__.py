@@ -1,0 +1,5 @@
+import sys
+
+from volgan.cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""The ``volgan`` command line. Bad input ends with one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from volgan.errors import VolganInputError
+from volgan.labels import tumor_type_from_name
+
+
+def _triple(kind: type, name: str):
+    def parse(text: str):
+        parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+        try:
+            values = [kind(p) for p in parts]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number or three numbers, got {text!r}") from None
+        if len(values) == 1:
+            values *= 3
+        if len(values) != 3:
+            raise argparse.ArgumentTypeError(f"{name} must be a number or three numbers, got {text!r}")
+        return tuple(values)
+
+    return parse
+
+
+def _types(values: list[str]) -> tuple[int, ...]:
+    names = [v for text in values for v in text.split(",") if v.strip()]
+    try:
+        types = tuple(sorted({tumor_type_from_name(n) for n in names}))
+    except ValueError as exc:
+        raise VolganInputError(None, f"--types: {exc}") from None
+    if 0 in types:
+        raise VolganInputError(None, "--types names tumor classes (1–3); use --tumor-fraction for tumor-free cases")
+    return types
+
+
+def add_phantom_parser(sub) -> None:
+    p = sub.add_parser("phantom", help="write a labeled spinal MRI phantom dataset",
+                       description="Write labeled 3D spinal MRI phantoms (.nii.gz image and label) and a datalist.")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--cases", type=int, required=True, help="number of cases")
+    p.add_argument("--size", type=_triple(int, "--size"), default=(64, 64, 64), help="voxels: N or NX,NY,NZ (64)")
+    p.add_argument("--spacing", type=_triple(float, "--spacing"), default=(1.5, 1.5, 1.5),
+                   help="mm: S or SX,SY,SZ along the RAS axes (1.5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tumor-fraction", type=float, default=0.75, help="share of cases with a tumor (0.75)")
+    p.add_argument("--types", nargs="+", default=["1,2,3"],
+                   help="tumor classes to draw: names or numbers (intramedullary intradural_extramedullary vertebral)")
+    p.add_argument("--contrast", choices=["t1", "t2"], default="t2")
+    p.add_argument("--orientation", default="RAS", help="axis code of the stored arrays (RAS, LPS, PIR, …) or random")
+    p.add_argument("--format", choices=["msd", "nnunet"], default="msd")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of cases in the balanced test split")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes")
+    p.add_argument("--start-index", type=int, default=0, help="first case index (to extend a dataset)")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    p.set_defaults(run=run_phantom)
+
+
+def run_phantom(args) -> int:
+    from volgan.phantom import PhantomConfig, make_dataset
+    from volgan.summary import format_summary
+
+    try:
+        config = PhantomConfig(size=args.size, spacing=args.spacing, contrast=args.contrast,
+                               tumor_fraction=args.tumor_fraction, types=_types(args.types),
+                               orientation=args.orientation)
+    except ValueError as exc:
+        raise VolganInputError(None, str(exc)) from None
+    start = time.perf_counter()
+    datalist, cases, stats = make_dataset(args.out, args.cases, config, seed=args.seed, fmt=args.format,
+                                          test_fraction=args.test_fraction, workers=args.workers,
+                                          overwrite=args.overwrite, start=args.start_index,
+                                          progress=sys.stderr.isatty())
+    elapsed = time.perf_counter() - start
+    print(format_summary(cases, stats, f"volgan phantom: {len(cases)} cases ({args.contrast}, seed {args.seed}) "
+                                       f"in {elapsed:.1f} s → {datalist}"))
+    return 0
+
+
+def add_check_parser(sub) -> None:
+    p = sub.add_parser("check", help="validate a datalist and every volume it names, and summarise it")
+    p.add_argument("datalist", help="dataset.json (MSD or nnU-Net) or the folder holding it")
+    p.set_defaults(run=run_check)
+
+
+def run_check(args) -> int:
+    from volgan.datalist import check_cases, read_datalist
+    from volgan.summary import format_summary
+
+    datalist = read_datalist(args.datalist)
+    stats = check_cases(datalist.cases, datalist.path)
+    print(format_summary(datalist.cases, stats, f"volgan check: {datalist.path} ({datalist.format}) is valid, "
+                                                f"{len(datalist.cases)} cases"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="volgan", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"volgan {__import__('volgan').__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (add_phantom_parser, add_check_parser):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except VolganInputError as exc:
+        print(f"volgan {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"volgan {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

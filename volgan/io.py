@@ -1,0 +1,238 @@
+"""Volume I/O: NIfTI files and DICOM series in, atomic ``.nii.gz`` out, one :class:`Volume` in between.
+
+Arrays are indexed (i, j, k) in voxel order as stored; ``affine`` maps (i, j, k, 1) to RAS+ world
+coordinates in mm, as in NIfTI and nibabel. DICOM (LPS) geometry is converted to that convention.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from volgan.errors import VolganInputError
+from volgan.labels import NUM_LABELS
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+AFFINE_TOLERANCE = 1e-4  # mm; two affines closer than this describe the same grid
+
+
+@dataclass
+class Volume:
+    """A 3D array with its voxel-to-RAS affine (4×4, mm) and the file it came from."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    path: str | None = None
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the array's three axes."""
+        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+    @property
+    def orientation(self) -> str:
+        """Axis codes of the array, such as ``"RAS"`` or ``"LPS"``."""
+        return "".join(nib.aff2axcodes(self.affine))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def strip_nifti_suffix(name: str) -> str:
+    """``"case_001.nii.gz"`` → ``"case_001"``."""
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def read_volume(path: str | os.PathLike, *, label: bool = False) -> Volume:
+    """Read a NIfTI file or a DICOM series folder into a :class:`Volume`.
+
+    Images come back as float32 and label maps as uint8 (values checked to lie in 0–5). A 4D array
+    with one channel is squeezed to 3D. Anything else that is not one finite 3D volume raises
+    :class:`VolganInputError` naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VolganInputError(path, "no such file or folder")
+    if path.is_dir():
+        array, affine = _read_dicom_series(path)
+    elif is_nifti(path):
+        array, affine = _read_nifti(path)
+    else:
+        raise VolganInputError(path, "not a volume: expected a .nii, .nii.gz file or a DICOM series folder")
+    array = _as_3d(path, array)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise VolganInputError(path, "the header's affine is singular or not finite")
+    if label:
+        return Volume(_as_label_map(path, array), affine, str(path))
+    array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise VolganInputError(path, f"{bad} voxels are NaN or Inf")
+    return Volume(array, affine, str(path))
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for files that are not NIfTI
+        raise VolganInputError(path, f"not a readable NIfTI volume ({_short(exc)})") from None
+    try:
+        array = np.asanyarray(img.dataobj)
+    except Exception as exc:  # EOFError, zlib.error, OSError, ValueError on truncated data
+        raise VolganInputError(path, f"truncated or corrupt voxel data ({_short(exc)})") from None
+    return np.asarray(array), np.asarray(img.affine, dtype=np.float64)
+
+
+def _read_dicom_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    try:
+        series = reader.GetGDCMSeriesIDs(str(path))
+    except RuntimeError:
+        series = ()
+    if not series:
+        raise VolganInputError(path, "folder holds no DICOM series")
+    if len(series) > 1:
+        raise VolganInputError(path, f"folder holds {len(series)} DICOM series; expected one")
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise VolganInputError(path, f"unreadable DICOM series ({_short(exc)})") from None
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (z, y, x) -> (i, j, k)
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction * np.asarray(image.GetSpacing())
+    affine[:3, 3] = image.GetOrigin()
+    return array, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # LPS -> RAS
+
+
+def _as_3d(path: Path, array: np.ndarray) -> np.ndarray:
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.ndim == 4:
+        raise VolganInputError(path, f"has {array.shape[3]} channels (shape {array.shape}); expected one")
+    if array.ndim != 3:
+        raise VolganInputError(path, f"expected a 3D volume, got a {array.ndim}D array of shape {array.shape}")
+    if min(array.shape) < 2:
+        raise VolganInputError(path, f"expected a 3D volume, got shape {array.shape}")
+    return array
+
+
+def _as_label_map(path: Path, array: np.ndarray) -> np.ndarray:
+    if not np.isfinite(array).all():
+        raise VolganInputError(path, "label map holds NaN or Inf voxels")
+    rounded = np.rint(array)
+    if not np.array_equal(rounded, array):
+        raise VolganInputError(path, "label map holds non-integer values")
+    low, high = int(rounded.min()), int(rounded.max())
+    if low < 0 or high >= NUM_LABELS:
+        bad = sorted(set(np.unique(rounded).astype(int).tolist()) - set(range(NUM_LABELS)))
+        raise VolganInputError(path, f"label values {bad[:6]} outside 0–{NUM_LABELS - 1}")
+    return rounded.astype(np.uint8)
+
+
+def check_same_grid(image: Volume, label: Volume) -> None:
+    """Raise if an image and its label map do not share shape and affine."""
+    if image.shape != label.shape:
+        raise VolganInputError(label.path, f"label shape {label.shape} differs from image shape {image.shape}")
+    if not np.allclose(image.affine, label.affine, atol=AFFINE_TOLERANCE):
+        raise VolganInputError(label.path, f"label affine differs from the image's ({image.path})")
+
+
+def write_nifti(volume: Volume | np.ndarray, path: str | os.PathLike, affine: np.ndarray | None = None) -> Path:
+    """Write a volume to ``path`` (``.nii.gz`` or ``.nii``) atomically: a temporary file, then a rename.
+
+    uint8 arrays (label maps) are stored as uint8, everything else as float32.
+    """
+    if isinstance(volume, Volume):
+        array, affine = volume.array, volume.affine
+    else:
+        array = volume
+    if affine is None:
+        raise ValueError("write_nifti needs an affine")
+    path = Path(path)
+    if not is_nifti(path):
+        raise VolganInputError(path, "output name must end in .nii.gz or .nii")
+    dtype = np.uint8 if array.dtype == np.uint8 else np.float32
+    img = nib.Nifti1Image(np.asarray(array, dtype=dtype), np.asarray(affine, dtype=np.float64))
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    suffix = ".nii.gz" if str(path).endswith(".gz") else ".nii"
+    with atomic_path(path, suffix=suffix) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+@contextmanager
+def staged_output_dir(out: str | os.PathLike, names: tuple[str, ...], overwrite: bool = False) -> Iterator[Path]:
+    """Build an output folder's entries ``names`` in a hidden staging folder, then move them in.
+
+    Raises before any work if ``out`` already holds one of ``names`` (unless ``overwrite``). On an error
+    the staging folder is removed and ``out`` is left as it was; other files in ``out`` are never touched.
+    """
+    import shutil
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise VolganInputError(out, "output path exists and is not a folder")
+    taken = [n for n in names if (out / n).exists()]
+    if taken and not overwrite:
+        raise VolganInputError(out, f"already holds {', '.join(taken)}; pass --overwrite to replace")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield staging
+        out.mkdir(exist_ok=True)
+        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        for name in taken:
+            os.replace(out / name, trash / name)
+        for item in staging.iterdir():
+            os.replace(item, out / item.name)
+        shutil.rmtree(trash, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

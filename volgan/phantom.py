@@ -1,0 +1,442 @@
+"""Labeled spinal MRI phantoms: volgan's embedded default data.
+
+A case is a spine segment of 3–5 vertebrae (body and posterior elements) with discs between them,
+the canal filled with CSF and the cord inside it, in muscle and fat, drawn in millimetres on a RAS
+grid and then given T1- or T2-weighted intensities, partial-volume blur, a bias field and Rician
+noise. Tumors of the three types of DESIGN.md are placed where their type says. Anatomy is scaled
+to the field of view (a 96 mm field, 64 voxels of 1.5 mm, holds a natural-size lumbar segment).
+
+Every case depends only on ``(seed, index)`` and the :class:`PhantomConfig`, so datasets can be made in
+parallel or extended without changing the cases already made.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from volgan.datalist import DATASET_FILE, FORMATS, Case, balanced_test_split, layout_paths, write_datalist
+from volgan.errors import VolganInputError
+from volgan.io import Volume, staged_output_dir, write_nifti
+from volgan.labels import TUMOR_LABEL
+from volgan.summary import case_stats
+
+# Label numbers (DESIGN.md).
+BACKGROUND, VERTEBRA, DISC, CORD, CSF = 0, 1, 2, 3, 4
+
+# Tissue intensities (arbitrary units, 1.0 = fat on T1) before per-case jitter.
+TISSUES = ("air", "fat", "muscle", "body", "posterior", "disc", "csf", "cord")
+INTENSITY = {
+    "t1": {"air": 0.0, "fat": 0.95, "muscle": 0.35, "body": 0.65, "posterior": 0.55, "disc": 0.40,
+           "csf": 0.12, "cord": 0.50},
+    "t2": {"air": 0.0, "fat": 0.80, "muscle": 0.25, "body": 0.45, "posterior": 0.35, "disc": 0.70,
+           "csf": 0.95, "cord": 0.40},
+}
+ORIENTATIONS = ("RAS", "LPS", "LAS", "RPI", "PIR", "ASL", "SRA", "ILP")
+REFERENCE_FOV_MM = 96.0  # field of view at which anatomy has its natural size
+GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """What every case of a dataset shares.
+
+    ``size`` in voxels and ``spacing`` in mm are per RAS axis (left-right, posterior-anterior,
+    inferior-superior) before reorientation. ``orientation`` is an axis code such as ``"LPS"`` or
+    ``"random"`` (a code per case from :data:`ORIENTATIONS`). ``tumor_fraction`` of the cases carry a
+    tumor, split evenly over ``types``; ``overlap_fraction`` of the tumors have a contrast within
+    ±8% of the tissue they sit in.
+    """
+
+    size: tuple[int, int, int] = (64, 64, 64)
+    spacing: tuple[float, float, float] = (1.5, 1.5, 1.5)
+    contrast: str = "t2"
+    tumor_fraction: float = 0.75
+    types: tuple[int, ...] = (1, 2, 3)
+    orientation: str = "RAS"
+    overlap_fraction: float = 0.3
+    noise: float = 0.025  # Rician noise sigma relative to the fat intensity
+    blur: float = 0.6  # partial-volume blur, Gaussian sigma in voxels
+    bias: float = 0.3  # bias-field polynomial coefficient range
+
+    def __post_init__(self):
+        if self.contrast not in INTENSITY:
+            raise ValueError(f"contrast must be one of {sorted(INTENSITY)}, got {self.contrast!r}")
+        if not 0.0 <= self.tumor_fraction <= 1.0:
+            raise ValueError(f"tumor fraction must lie in [0, 1], got {self.tumor_fraction}")
+        if not self.types or any(t not in (1, 2, 3) for t in self.types):
+            raise ValueError(f"types must be a non-empty subset of 1, 2, 3, got {self.types}")
+        if len(self.size) != 3 or min(self.size) < 16:
+            raise ValueError(f"size must be three numbers of at least 16 voxels, got {self.size}")
+        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+            raise ValueError(f"spacing must be three positive numbers in mm, got {self.spacing}")
+        if self.orientation != "random":
+            try:
+                nib.orientations.axcodes2ornt(tuple(self.orientation.upper()))
+                assert len(self.orientation) == 3
+            except Exception:
+                raise ValueError(f"orientation must be a 3-letter code such as RAS or 'random', "
+                                 f"got {self.orientation!r}") from None
+
+
+@dataclass
+class PhantomCase:
+    """One generated case: image (float32) and label map (uint8) in the same geometry."""
+
+    index: int
+    tumor_type: int
+    image: Volume
+    label: Volume
+    info: dict = field(default_factory=dict)
+
+
+def tumor_type_for(seed: int, index: int, tumor_fraction: float, types: tuple[int, ...]) -> int:
+    """The class of case ``index``: a golden-ratio sequence, so every prefix of a dataset holds the
+    asked fractions to within a case or two, and the class depends only on ``(seed, index)``."""
+    offset = np.random.default_rng([seed, 0x7A3B]).random()
+    u = (offset + index * GOLDEN) % 1.0
+    if u >= tumor_fraction:
+        return 0
+    return types[min(int(u / tumor_fraction * len(types)), len(types) - 1)]
+
+
+def generate_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()) -> PhantomCase:
+    """Make case ``index`` of the dataset ``seed``."""
+    rng = np.random.default_rng([seed, index])
+    tumor_type = tumor_type_for(seed, index, config.tumor_fraction, config.types)
+    shape = tuple(int(s) for s in config.size)
+    spacing = np.asarray(config.spacing, dtype=np.float64)
+    fov = np.asarray(shape) * spacing
+
+    x, y, z = _local_coordinates(rng, shape, spacing, fov)
+    anatomy = _Anatomy(rng, fov, x, y, z)
+    tumor, tumor_info = anatomy.place_tumor(rng, tumor_type, spacing)
+    label = anatomy.label_map(tumor)
+    image = _appearance(rng, config, anatomy, tumor, tumor_type)
+
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = -spacing * (np.asarray(shape) - 1) / 2.0
+    code = config.orientation.upper()
+    if code == "RANDOM":
+        code = ORIENTATIONS[int(rng.integers(len(ORIENTATIONS)))]
+    image, label, affine = _reorient(image, label, affine, code)
+    info = {"n_vertebrae": anatomy.n_vertebrae, "orientation": code, **tumor_info}
+    return PhantomCase(index, tumor_type, Volume(image, affine), Volume(label, affine), info)
+
+
+def _local_coordinates(rng, shape, spacing, fov):
+    """Millimetre coordinates of every voxel in the spine's own frame: x left-right, y anterior, z superior.
+
+    The spine is rotated (up to 15° axially, 8° in the other planes) and shifted (up to 8% of the
+    field in-plane, 4% along it). Returns three float32 arrays of ``shape``.
+    """
+    axes = [((np.arange(n) - (n - 1) / 2.0) * s).astype(np.float32) for n, s in zip(shape, spacing, strict=True)]
+    ax, ay, az = np.deg2rad(rng.uniform(-8, 8)), np.deg2rad(rng.uniform(-8, 8)), np.deg2rad(rng.uniform(-15, 15))
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    rot = (rz @ ry @ rx).T.astype(np.float32)  # world -> local
+    shift = (rng.uniform(-1, 1, 3) * fov * np.array([0.08, 0.08, 0.04])).astype(np.float32)
+    gx, gy, gz = axes[0][:, None, None] - shift[0], axes[1][None, :, None] - shift[1], axes[2][None, None, :] - shift[2]
+    return tuple(rot[r, 0] * gx + rot[r, 1] * gy + rot[r, 2] * gz for r in range(3))
+
+
+def _ellipse(u, v, cu, cv, ru, rv):
+    """Normalised squared radius of an ellipse in the (u, v) plane: < 1 inside."""
+    return ((u - cu) / ru) ** 2 + ((v - cv) / rv) ** 2
+
+
+class _Anatomy:
+    """The spine's geometry in mm, drawn once per case; masks are boolean arrays of the grid's shape."""
+
+    def __init__(self, rng, fov, x, y, z):
+        s = min(fov[0], fov[1]) / REFERENCE_FOV_MM * rng.uniform(0.9, 1.1)
+        self.scale, self.z = s, z
+        length = fov[2]
+        # Sagittal (lordosis) and coronal (scoliosis) curvature of the centre line.
+        phase = rng.uniform(0, 2 * math.pi)
+        bend_ap, bend_lr = rng.uniform(0, 6) * s, rng.uniform(0, 3) * s
+        wavelength = length * rng.uniform(1.2, 2.5)
+        yc = bend_ap * np.sin(2 * math.pi * z / wavelength + phase)
+        xc = bend_lr * np.sin(2 * math.pi * z / wavelength + phase * 0.7)
+        self.u = (y - yc).astype(np.float32)  # anterior offset from the canal axis
+        self.v = (x - xc).astype(np.float32)  # left-right offset
+
+        self.canal_r = np.array([9.0, 7.0]) * s * rng.uniform(0.9, 1.1, 2)  # (lr, ap) radii
+        self.cord_r = np.array([5.0, 3.8]) * s * rng.uniform(0.9, 1.1, 2)
+        self.body_r = np.array([18.0, 14.0]) * s * rng.uniform(0.9, 1.1, 2)
+        self.canal_u = -10.0 * s
+        self.body_u = self.canal_u + self.canal_r[1] + 3.0 * s + self.body_r[1]
+
+        # Vertebral levels along z: n bodies of height fraction `fill` with discs between.
+        self.n_vertebrae = int(rng.integers(3, 6))
+        self.period = length / (self.n_vertebrae + 0.3)
+        self.fill = rng.uniform(0.7, 0.8)
+        z0 = -length / 2 + 0.15 * self.period + rng.uniform(-0.05, 0.05) * self.period
+        self.z0 = z0
+        body_q = _ellipse(self.u, self.v, self.body_u, 0.0, self.body_r[1], self.body_r[0])
+        t = (z - z0 + 1.2 * s * body_q) / self.period  # concave endplates
+        level = np.floor(t)
+        frac = t - level
+        in_body = body_q < 1.0
+        self.body = in_body & (frac < self.fill) & (level >= 0) & (level < self.n_vertebrae)
+        self.disc = (body_q < 1.05) & (frac >= self.fill) & (level >= -1) & (level < self.n_vertebrae)
+        self.level, self.frac = level, frac
+        self.outer = _ellipse(self.u, self.v, 2.0 * s, 0.0, 40.0 * s, 46.0 * s)
+        # Cord and canal are drawn in place_tumor, where a tumor may widen or push them.
+
+    def canal_and_cord(self, canal_grow=None, cord_shift=(0.0, 0.0), cord_grow=None):
+        """Canal and cord masks; ``*_grow`` (arrays over z) widen them, ``cord_shift`` (lr, ap mm, arrays
+        over z) displaces the cord."""
+        canal_scale = 1.0 if canal_grow is None else 1.0 + canal_grow
+        cord_scale = 1.0 if cord_grow is None else 1.0 + cord_grow
+        canal = _ellipse(self.u, self.v, self.canal_u, 0.0, self.canal_r[1] * canal_scale,
+                         self.canal_r[0] * canal_scale) < 1.0
+        cord = _ellipse(self.u, self.v, self.canal_u + cord_shift[1], cord_shift[0],
+                        self.cord_r[1] * cord_scale, self.cord_r[0] * cord_scale) < 1.0
+        return canal, cord & canal
+
+    def posterior_elements(self, canal):
+        """Pedicles, laminae, transverse and spinous processes at the levels of the bodies."""
+        s = self.scale
+        at_level = (self.level >= 0) & (self.level < self.n_vertebrae) & (self.frac < self.fill)
+        ring = _ellipse(self.u, self.v, self.canal_u, 0.0, self.canal_r[1] + 4 * s, self.canal_r[0] + 4 * s) < 1.0
+        ring &= ~canal & (self.u < self.body_u)
+        back = self.canal_u - self.canal_r[1]
+        spinous = (np.abs(self.v) < 2.5 * s) & (self.u < back) & (self.u > back - 18 * s) & (self.frac > 0.1)
+        transverse = (np.abs(self.u - self.canal_u) < 2.5 * s) & (np.abs(self.v) > self.canal_r[0]) & (
+            np.abs(self.v) < self.canal_r[0] + 16 * s) & (self.frac > 0.15) & (self.frac < self.fill - 0.1)
+        return at_level & (ring | spinous | transverse) & ~canal
+
+    def place_tumor(self, rng, tumor_type: int, spacing):
+        """Draw canal and cord, deformed by the tumor, and the tumor mask itself (empty for type 0)."""
+        s = self.scale
+        info: dict = {}
+        if tumor_type == 0:
+            self.canal, self.cord = self.canal_and_cord()
+            self.tumor_host = None
+            return np.zeros(self.u.shape, dtype=bool), info
+        min_voxel = float(min(spacing))
+        diameter = rng.uniform(4.0, 25.0) * s  # longest extent, mm
+        z_lo = self.z0 + 0.3 * self.period
+        z_hi = self.z0 + (self.n_vertebrae - 0.3) * self.period
+        for attempt in range(6):
+            half = max(diameter / 2.0 * 1.3**attempt, 1.2 * min_voxel)
+            if tumor_type == 1:
+                zc = rng.uniform(z_lo, z_hi)
+                bump = np.exp(-(((self.z - zc) / max(half, 1e-3)) ** 2))
+                room = self.canal_r / self.cord_r - 1.0 - 1.2 * min_voxel / self.cord_r.min()
+                grow = bump * max(0.0, min(half / self.cord_r.min(), float(room.min())))
+                self.canal, self.cord = self.canal_and_cord(cord_grow=grow)
+                r_in = np.minimum(half, self.cord_r * (1.0 + grow.max()) * 0.8)
+                centre = (0.0, self.canal_u, zc)
+                radii = (r_in[0], r_in[1], half)
+                host = self.cord
+            elif tumor_type == 2:
+                zc = rng.uniform(z_lo, z_hi)
+                bump = np.exp(-(((self.z - zc) / max(half, 1e-3)) ** 2))
+                angle = rng.uniform(0, 2 * math.pi)
+                canal_grow = 0.2 * bump
+                push = (self.canal_r.min() - self.cord_r.max()) * 0.6 * bump
+                shift = (-math.cos(angle) * push, -math.sin(angle) * push)
+                self.canal, self.cord = self.canal_and_cord(canal_grow=canal_grow, cord_shift=shift,
+                                                            cord_grow=-0.15 * bump)
+                centre = (math.cos(angle) * 0.5 * self.canal_r[0], self.canal_u + math.sin(angle) * 0.5 *
+                          self.canal_r[1], zc)
+                r_in = np.minimum(half, 0.6 * self.canal_r)
+                radii = (r_in[0], r_in[1], half)
+                host = self.canal & ~self.cord
+            else:
+                self.canal, self.cord = self.canal_and_cord()
+                level = int(rng.integers(self.n_vertebrae))
+                zc = self.z0 + (level + self.fill / 2.0) * self.period
+                centre = (rng.uniform(-0.3, 0.3) * self.body_r[0],
+                          self.body_u + rng.uniform(-0.3, 0.3) * self.body_r[1], zc)
+                r_in = np.minimum(half, 0.7 * self.body_r)
+                radii = (r_in[0], r_in[1], min(half, 0.45 * self.fill * self.period))
+                host = self.body
+            tumor = _blob(rng, self.v, self.u, self.z, centre, radii) & host
+            if tumor.any():
+                break
+        else:  # pragma: no cover - geometry makes this unreachable at the supported sizes
+            raise RuntimeError(f"could not place a type-{tumor_type} tumor")
+        self.tumor_host = host
+        extent = 2.0 * max(radii)
+        info.update(tumor_diameter_mm=round(float(extent), 2), tumor_centre_z_mm=round(float(zc), 2))
+        return tumor, info
+
+    def label_map(self, tumor) -> np.ndarray:
+        canal = self.canal
+        self.posterior = self.posterior_elements(canal)
+        label = np.zeros(self.u.shape, dtype=np.uint8)
+        label[canal] = CSF
+        label[self.cord] = CORD
+        label[(self.body & ~canal) | self.posterior] = VERTEBRA
+        label[self.disc & ~canal & ~self.body] = DISC
+        label[tumor] = TUMOR_LABEL
+        return label
+
+
+def _blob(rng, x, y, z, centre, radii) -> np.ndarray:
+    """An irregular ellipsoid: the normalised radius is compared with a threshold that three random
+    plane waves bend by up to ±30%."""
+    q = sum(((c - m) / max(r, 1e-3)) ** 2 for c, m, r in zip((x, y, z), centre, radii, strict=True))
+    wave = np.zeros_like(q)
+    scale = 2 * math.pi / max(2.0 * max(radii), 1e-3)
+    for _ in range(3):
+        k = rng.normal(size=3)
+        k *= scale * rng.uniform(1.0, 2.5) / np.linalg.norm(k)
+        wave += np.sin(k[0] * x + k[1] * y + k[2] * z + rng.uniform(0, 2 * math.pi)) / 3.0
+    return q < (1.0 + 0.3 * wave) ** 2
+
+
+def _appearance(rng, config: PhantomConfig, anatomy: _Anatomy, tumor, tumor_type: int) -> np.ndarray:
+    """Intensities: tissue values with jitter and texture, tumor contrast, blur, bias field, Rician noise.
+
+    Returns float32 in arbitrary units (fat ≈ 1000 on T1).
+    """
+    table = {k: v * rng.uniform(0.9, 1.1) for k, v in INTENSITY[config.contrast].items()}
+    s = anatomy.scale
+    image = np.full(anatomy.u.shape, table["air"], dtype=np.float32)
+    inside = anatomy.outer < 1.0
+    image[inside] = table["muscle"]
+    image[inside & (anatomy.outer > (1.0 - 6.0 * s / 40.0) ** 2)] = table["fat"]  # subcutaneous fat
+    front = anatomy.body_u + anatomy.body_r[1] + 3.0 * s
+    image[inside & (anatomy.u > front)] = table["fat"] * 0.8  # retroperitoneal fat
+    image[anatomy.canal] = table["csf"]
+    image[anatomy.cord] = table["cord"]
+    image[anatomy.posterior] = table["posterior"]
+    image[anatomy.body & ~anatomy.canal] = table["body"]
+    disc = anatomy.disc & ~anatomy.canal & ~anatomy.body
+    image[disc] = table["disc"]
+    image *= 1.0 + 0.06 * _smooth_noise(rng, image.shape)  # tissue texture
+    if tumor_type:
+        host_value = float(np.median(image[anatomy.tumor_host & ~tumor])) if (anatomy.tumor_host & ~tumor).any() \
+            else float(np.median(image[tumor]))
+        if rng.random() < config.overlap_fraction:
+            value = host_value * (1.0 + rng.uniform(-0.08, 0.08))
+        else:
+            step = rng.uniform(0.2, 0.4)
+            value = host_value + step if host_value + step <= 1.1 else host_value - step
+        texture = 1.0 + 0.1 * _smooth_noise(rng, image.shape, cells=6)
+        image[tumor] = (value * texture[tumor]).astype(np.float32)
+    if config.blur > 0:
+        image = ndimage.gaussian_filter(image, sigma=config.blur, mode="nearest")
+    image *= _bias_field(rng, image.shape, config.bias)
+    sigma = config.noise * table["fat"]
+    real = image + rng.normal(0.0, sigma, image.shape).astype(np.float32)
+    imag = rng.normal(0.0, sigma, image.shape).astype(np.float32)
+    return (np.sqrt(real * real + imag * imag) * 1000.0).astype(np.float32)
+
+
+def _smooth_noise(rng, shape, cells: int = 4) -> np.ndarray:
+    """Zero-mean smooth noise in [-1, 1]: a ``cells``³ random grid upsampled linearly to ``shape``."""
+    coarse = rng.uniform(-1, 1, (cells, cells, cells)).astype(np.float32)
+    zoom = [n / cells for n in shape]
+    return ndimage.zoom(coarse, zoom, order=1, mode="nearest", grid_mode=True)
+
+
+def _bias_field(rng, shape, strength: float) -> np.ndarray:
+    """A multiplicative field exp(Σ c·x^i y^j z^k), i+j+k ≤ 2, coefficients in ±``strength``."""
+    axes = [np.linspace(-1, 1, n, dtype=np.float32) for n in shape]
+    x, y, z = axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :]
+    log_field = np.zeros(shape, dtype=np.float32)
+    for i in range(3):
+        for j in range(3 - i):
+            for k in range(3 - i - j):
+                if i + j + k:
+                    log_field += rng.uniform(-strength, strength) * (x**i) * (y**j) * (z**k)
+    return np.exp(log_field)
+
+
+def _reorient(image, label, affine, code: str):
+    """Re-store RAS arrays in axis order ``code``; the affine keeps every voxel at its world position."""
+    if code == "RAS":
+        return image, label, affine
+    ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
+                                           nib.orientations.axcodes2ornt(tuple(code)))
+    new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, image.shape)
+    image = np.ascontiguousarray(nib.orientations.apply_orientation(image, ornt))
+    label = np.ascontiguousarray(nib.orientations.apply_orientation(label, ornt))
+    return image, label, new_affine
+
+
+def config_dict(config: PhantomConfig) -> dict:
+    """The configuration as JSON-ready values, recorded in the datalist."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+DATASET_ENTRIES = ("dataset.json", "imagesTr", "labelsTr", "imagesTs", "labelsTs")
+
+
+def case_name(index: int) -> str:
+    return f"phantom_{index:05d}"
+
+
+def _write_case(job: tuple[int, int, PhantomConfig, str, str, str]) -> tuple[Case, dict]:
+    """Generate one case and write its image and label; runs in a worker process."""
+    seed, index, config, split, root, fmt = job
+    case = generate_case(seed, index, config)
+    image_path, label_path = layout_paths(Path(root), case_name(index), split, fmt)
+    write_nifti(case.image, image_path)
+    write_nifti(case.label, label_path)
+    stats = case_stats(case.image.array, case.label.array, case.image.spacing)
+    stats.update(case.info)
+    return Case(case_name(index), image_path, label_path, case.tumor_type, "real", split), stats
+
+
+def make_dataset(out: str | os.PathLike, n_cases: int, config: PhantomConfig = PhantomConfig(), seed: int = 0,
+                 fmt: str = "msd", test_fraction: float = 0.2, workers: int = 1, overwrite: bool = False,
+                 start: int = 0, progress: bool = False) -> tuple[Path, list[Case], list[dict]]:
+    """Write cases ``start .. start + n_cases - 1`` of dataset ``seed`` and their datalist under ``out``.
+
+    The test split (``test_fraction`` of the cases, the same number of each class) never changes with
+    ``workers``. Everything is built in a staging folder and moved into ``out`` at the end.
+    Returns the datalist path, the cases and each case's statistics (see :func:`case_stats`).
+    """
+    if n_cases < 1:
+        raise VolganInputError(None, f"--cases must be at least 1, got {n_cases}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise VolganInputError(None, f"--test-fraction must lie in [0, 1), got {test_fraction}")
+    if fmt not in FORMATS:
+        raise VolganInputError(None, f"--format must be one of {FORMATS}, got {fmt!r}")
+    indices = list(range(start, start + n_cases))
+    types = [tumor_type_for(seed, i, config.tumor_fraction, config.types) for i in indices]
+    test = balanced_test_split(types, round(test_fraction * n_cases), seed)
+    out = Path(out)
+    with staged_output_dir(out, DATASET_ENTRIES, overwrite) as staging:
+        jobs = [(seed, i, config, "test" if k in test else "training", str(staging), fmt)
+                for k, i in enumerate(indices)]
+        results = list(_map(_write_case, jobs, workers, progress, "phantom"))
+        cases = [c for c, _ in results]
+        meta = {"volgan": {"generator": "volgan.phantom", "seed": seed, "config": config_dict(config)}}
+        write_datalist(cases, staging, fmt, meta if fmt == "msd" else meta["volgan"])
+    for case in cases:  # paths now lie in ``out``
+        case.image = out / case.image.relative_to(staging)
+        case.label = out / case.label.relative_to(staging)
+    return out / DATASET_FILE, cases, [s for _, s in results]
+
+
+def _map(fn, jobs: list, workers: int, progress: bool, desc: str):
+    """``map(fn, jobs)`` in order, over ``workers`` processes when > 1, with a tqdm bar if ``progress``."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc=desc, unit="case", disable=not progress, leave=False)
+    if workers <= 1 or len(jobs) < 2:
+        for job in jobs:
+            yield fn(job)
+            bar.update()
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(min(workers, len(jobs))) as pool:
+            for result in pool.imap(fn, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
+                yield result
+                bar.update()
+    bar.close()

@@ -1,0 +1,58 @@
+"""Dataset summaries: per-case statistics and the table ``volgan phantom`` and ``volgan check`` print."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from volgan.labels import LABELS, TUMOR_LABEL, TUMOR_TYPES
+
+
+def case_stats(image: np.ndarray, label: np.ndarray, spacing: tuple[float, float, float]) -> dict:
+    """Shape, spacing (mm), voxels per label, tumor volume (mm³) and the image's 1st/99th percentiles."""
+    counts = np.bincount(label.ravel(), minlength=len(LABELS))
+    voxel_mm3 = float(np.prod(spacing))
+    p1, p99 = np.percentile(image, [1, 99])
+    return {
+        "shape": list(image.shape),
+        "spacing": [round(float(s), 4) for s in spacing],
+        "label_voxels": {LABELS[k]: int(counts[k]) for k in LABELS},
+        "tumor_mm3": round(float(counts[TUMOR_LABEL]) * voxel_mm3, 2),
+        "intensity_p1": round(float(p1), 3),
+        "intensity_p99": round(float(p99), 3),
+    }
+
+
+def format_summary(cases: list, stats: list[dict], header: str) -> str:
+    """A plain-text table: cases per split and class, geometry, tumor sizes, intensity range."""
+    lines = [header]
+    names = [TUMOR_TYPES[k] for k in TUMOR_TYPES] + ["unknown"]
+    counts = Counter((c.split, TUMOR_TYPES.get(c.tumor_type, "unknown")) for c in cases)
+    shown = [n for n in names if any(counts[(s, n)] for s in ("training", "test"))]
+    widths = [len(n) + 2 for n in shown]
+    lines.append("  " + "split".ljust(10) + "".join(n.rjust(w) for n, w in zip(shown, widths, strict=True))
+                 + "total".rjust(8))
+    for split in ("training", "test"):
+        row = [counts[(split, n)] for n in shown]
+        lines.append("  " + split.ljust(10) + "".join(str(v).rjust(w) for v, w in zip(row, widths, strict=True))
+                     + str(sum(row)).rjust(8))
+    shapes = Counter("×".join(map(str, s["shape"])) for s in stats)
+    spacings = Counter("×".join(f"{v:g}" for v in s["spacing"]) for s in stats)
+    lines.append(f"  shape      {_common(shapes)}   spacing (mm) {_common(spacings)}")
+    orientations = Counter(s.get("orientation", "?") for s in stats)
+    lines.append(f"  orientation {_common(orientations)}")
+    tumors = np.array([s["tumor_mm3"] for s in stats if s["tumor_mm3"] > 0])
+    if tumors.size:
+        lines.append(f"  tumor volume (mm³) median {np.median(tumors):.0f}, range {tumors.min():.0f}–{tumors.max():.0f}"
+                     f" in {tumors.size} cases")
+    low = min(s["intensity_p1"] for s in stats)
+    high = max(s["intensity_p99"] for s in stats)
+    lines.append(f"  intensity  1st–99th percentile within {low:g}–{high:g}")
+    return "\n".join(lines)
+
+
+def _common(counter: Counter) -> str:
+    items = counter.most_common()
+    text = ", ".join(f"{k} ({v})" for k, v in items[:4]) if len(items) > 1 else items[0][0]
+    return text + (f", … {len(items) - 4} more" if len(items) > 4 else "")
