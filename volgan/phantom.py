@@ -116,7 +116,7 @@ def generate_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()
     fov = np.asarray(shape) * spacing
 
     x, y, z = _local_coordinates(rng, shape, spacing, fov)
-    anatomy = _Anatomy(rng, fov, x, y, z)
+    anatomy = _Anatomy(rng, fov, spacing, x, y, z)
     tumor, tumor_info = anatomy.place_tumor(rng, tumor_type, spacing)
     label = anatomy.label_map(tumor)
     image = _appearance(rng, config, anatomy, tumor, tumor_type)
@@ -156,7 +156,7 @@ def _ellipse(u, v, cu, cv, ru, rv):
 class _Anatomy:
     """The spine's geometry in mm, drawn once per case; masks are boolean arrays of the grid's shape."""
 
-    def __init__(self, rng, fov, x, y, z):
+    def __init__(self, rng, fov, spacing, x, y, z):
         s = min(fov[0], fov[1]) / REFERENCE_FOV_MM * rng.uniform(0.9, 1.1)
         self.scale, self.z = s, z
         length = fov[2]
@@ -172,6 +172,9 @@ class _Anatomy:
         self.canal_r = np.array([9.0, 7.0]) * s * rng.uniform(0.9, 1.1, 2)  # (lr, ap) radii
         self.cord_r = np.array([5.0, 3.8]) * s * rng.uniform(0.9, 1.1, 2)
         self.body_r = np.array([18.0, 14.0]) * s * rng.uniform(0.9, 1.1, 2)
+        # At least this much CSF (mm) between cord and canal wall, so the sampled cord never touches bone.
+        self.margin = 1.25 * float(max(spacing))
+        self.canal_r = np.maximum(self.canal_r, self.cord_r + self.margin)
         self.canal_u = -10.0 * s
         self.body_u = self.canal_u + self.canal_r[1] + 3.0 * s + self.body_r[1]
 
@@ -232,7 +235,7 @@ class _Anatomy:
             if tumor_type == 1:
                 zc = rng.uniform(z_lo, z_hi)
                 bump = np.exp(-(((self.z - zc) / max(half, 1e-3)) ** 2))
-                room = self.canal_r / self.cord_r - 1.0 - 1.2 * min_voxel / self.cord_r.min()
+                room = (self.canal_r - self.margin) / self.cord_r - 1.0
                 grow = bump * max(0.0, min(half / self.cord_r.min(), float(room.min())))
                 self.canal, self.cord = self.canal_and_cord(cord_grow=grow)
                 r_in = np.minimum(half, self.cord_r * (1.0 + grow.max()) * 0.8)
@@ -244,7 +247,7 @@ class _Anatomy:
                 bump = np.exp(-(((self.z - zc) / max(half, 1e-3)) ** 2))
                 angle = rng.uniform(0, 2 * math.pi)
                 canal_grow = 0.2 * bump
-                push = (self.canal_r.min() - self.cord_r.max()) * 0.6 * bump
+                push = max(0.0, self.canal_r.min() - self.cord_r.max() * 0.85 - self.margin) * bump
                 shift = (-math.cos(angle) * push, -math.sin(angle) * push)
                 self.canal, self.cord = self.canal_and_cord(canal_grow=canal_grow, cord_shift=shift,
                                                             cord_grow=-0.15 * bump)

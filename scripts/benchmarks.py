@@ -1,0 +1,41 @@
+"""Shared by the benchmark scripts: write a named section of BENCHMARKS.md atomically."""
+
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from volgan.io import write_text  # noqa: E402
+
+
+def machine() -> str:
+    import os
+
+    import torch
+
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, {'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
+
+
+def write_section(name: str, body: str, command: str) -> None:
+    """Replace (or append) the section ``name`` of BENCHMARKS.md with ``body``."""
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# volgan benchmarks\n\nWritten by the scripts under `scripts/`; each section says how to re-run it.\n"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    block = (f"<!-- {name} -->\n## {name}\n\nCommand: `{command}`  \nMeasured {stamp} at commit {commit} on "
+             f"{machine()}.\n\n{body.strip()}\n<!-- /{name} -->")
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    write_text(path, text)

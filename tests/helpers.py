@@ -1,0 +1,43 @@
+"""Test helpers that write volumes in forms volgan reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def write_dicom_series(array: np.ndarray, affine: np.ndarray, folder: Path) -> Path:
+    """Write a 3D int16 array with a RAS affine as an MR DICOM series (one file per k slice)."""
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
+    direction = lps[:3, :3] / spacing
+    image = sitk.GetImageFromArray(array.astype(np.int16).transpose(2, 1, 0))
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection(direction.ravel().tolist())
+    image.SetOrigin(lps[:3, 3].tolist())
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    series_uid = "1.2.826.0.1.3680043.2.1125.1.42"
+    orientation = "\\".join(f"{v:.6f}" for v in direction[:, 0].tolist() + direction[:, 1].tolist())
+    for k in range(image.GetDepth()):
+        slice_ = image[:, :, k]
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        for tag, value in {
+            "0008|0060": "MR",
+            "0020|000e": series_uid,
+            "0020|000d": series_uid + ".0",
+            "0020|0037": orientation,
+            "0020|0032": "\\".join(f"{v:.6f}" for v in position),
+            "0020|0013": str(k + 1),
+            "0018|0050": f"{spacing[2]:.6f}",
+            "0028|0030": f"{spacing[1]:.6f}\\{spacing[0]:.6f}",
+            "0008|0018": f"{series_uid}.{k + 1}",
+        }.items():
+            slice_.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice_{k:04d}.dcm"))
+        writer.Execute(slice_)
+    return folder

@@ -1,0 +1,145 @@
+"""The phantom: anatomy invariants, tumor placement, determinism, split, speed-independent properties."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from volgan.datalist import read_datalist
+from volgan.io import read_volume
+from volgan.phantom import PhantomConfig, generate_case, make_dataset, tumor_type_for
+
+FACES = ndimage.generate_binary_structure(3, 1)
+CONFIGS = {
+    "64iso": PhantomConfig(),
+    "32iso_t1": PhantomConfig(size=(32, 32, 32), contrast="t1"),
+    "aniso_random": PhantomConfig(size=(24, 96, 96), spacing=(3.0, 0.8, 0.8), orientation="random"),
+}
+
+
+def shell_fractions(label: np.ndarray, value: int) -> np.ndarray:
+    """Share of each label among the voxels that touch (6-connectivity) the region ``label == value``."""
+    region = label == value
+    shell = ndimage.binary_dilation(region, FACES) & ~region
+    return np.bincount(label[shell], minlength=6) / max(int(shell.sum()), 1)
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def cases(request):
+    config = CONFIGS[request.param]
+    return [generate_case(3, i, config) for i in range(16)]
+
+
+def test_labels_and_structures(cases):
+    for case in cases:
+        values = set(np.unique(case.label.array).tolist())
+        assert values <= {0, 1, 2, 3, 4, 5}
+        assert {0, 1, 2, 3, 4} <= values, f"case {case.index} misses a structure: {values}"
+        assert case.image.array.dtype == np.float32 and case.label.array.dtype == np.uint8
+        assert np.isfinite(case.image.array).all() and case.image.array.min() >= 0
+        assert np.allclose(case.image.affine, case.label.affine)
+        assert 3 <= case.info["n_vertebrae"] <= 5
+
+
+def test_cord_lies_inside_the_canal(cases):
+    for case in cases:
+        touching = shell_fractions(case.label.array, 3)
+        assert touching[[0, 1, 2]].sum() == 0, f"case {case.index}: cord touches {touching.round(2)}"
+
+
+def test_tumor_present_exactly_when_typed_and_where_its_type_says(cases):
+    seen = set()
+    for case in cases:
+        label = case.label.array
+        assert (label == 5).any() == (case.tumor_type != 0), f"case {case.index}"
+        if not case.tumor_type:
+            continue
+        seen.add(case.tumor_type)
+        around = shell_fractions(label, 5)
+        if case.tumor_type == 1:  # intramedullary: enclosed by cord and CSF, never bone or outside
+            assert around[[0, 1, 2]].sum() == 0 and around[3] > 0.1, around.round(2)
+        elif case.tumor_type == 2:  # intradural extramedullary: in the CSF beside the cord
+            assert around[4] >= 0.4 and around[3] > 0 and around[3] < 0.6, around.round(2)
+        else:  # vertebral: inside a vertebral body
+            assert around[[3, 4]].sum() == 0 and around[1] >= 0.5, around.round(2)
+    assert seen == {1, 2, 3}
+
+
+def test_tumor_sizes_span_few_mm_to_about_25mm():
+    diameters = [generate_case(0, i).info.get("tumor_diameter_mm") for i in range(40)]
+    diameters = [d for d in diameters if d is not None]
+    assert min(diameters) < 8 and 18 < max(diameters) <= 32
+
+
+def test_tumor_contrast_overlaps_tissue_in_a_share_of_cases():
+    """With overlap_fraction=1 the tumor's mean is within 15% of its surroundings; with 0 it stands out."""
+    def contrast(config, index):
+        case = generate_case(5, index, config)
+        image, label = case.image.array, case.label.array
+        tumor = label == 5
+        ring = ndimage.binary_dilation(tumor, FACES, iterations=2) & ~tumor & (label != 0)
+        return abs(image[tumor].mean() / image[ring].mean() - 1)
+
+    typed = [i for i in range(30) if tumor_type_for(5, i, 0.75, (1, 2, 3)) == 3][:4]  # body: uniform host
+    subtle = [contrast(PhantomConfig(overlap_fraction=1.0), i) for i in typed]
+    clear = [contrast(PhantomConfig(overlap_fraction=0.0), i) for i in typed]
+    assert max(subtle) < 0.15 < min(clear)
+
+
+def test_same_seed_same_arrays_and_case_depends_only_on_seed_and_index():
+    a, b = generate_case(11, 4), generate_case(11, 4)
+    assert np.array_equal(a.image.array, b.image.array) and np.array_equal(a.label.array, b.label.array)
+    c = generate_case(12, 4)
+    assert not np.array_equal(a.image.array, c.image.array)
+
+
+def test_dataset_is_parallel_and_extension_safe(tmp_path):
+    config = PhantomConfig(size=(24, 24, 24))
+    make_dataset(tmp_path / "serial", 6, config, seed=2, workers=1, test_fraction=0)
+    make_dataset(tmp_path / "parallel", 6, config, seed=2, workers=2, test_fraction=0)
+    make_dataset(tmp_path / "extension", 3, config, seed=2, start=3, test_fraction=0)
+    for name in ("phantom_00000", "phantom_00004"):
+        serial = read_volume(tmp_path / "serial" / "imagesTr" / f"{name}.nii.gz")
+        parallel = read_volume(tmp_path / "parallel" / "imagesTr" / f"{name}.nii.gz")
+        assert np.array_equal(serial.array, parallel.array)
+    extended = read_volume(tmp_path / "extension" / "imagesTr" / "phantom_00004.nii.gz")
+    assert np.array_equal(extended.array, read_volume(tmp_path / "serial" / "imagesTr" / "phantom_00004.nii.gz").array)
+
+
+def test_class_fractions_and_balanced_test_split(tmp_path):
+    path, cases, _ = make_dataset(tmp_path / "d", 40, PhantomConfig(size=(16, 16, 16)), seed=9)
+    counts = np.bincount([c.tumor_type for c in cases], minlength=4)
+    assert counts.min() >= 9 and counts.max() <= 11  # 0.75 tumor fraction over 3 types: 10 each
+    test = [c.tumor_type for c in cases if c.split == "test"]
+    assert len(test) == 8 and np.bincount(test, minlength=4).tolist() == [2, 2, 2, 2]
+    again = read_datalist(path)
+    assert [c.split for c in again.cases if c.name == "phantom_00003"] == [
+        c.split for c in cases if c.name == "phantom_00003"]
+
+
+def test_types_and_fraction_options():
+    config = PhantomConfig(tumor_fraction=0.5, types=(3,))
+    types = [tumor_type_for(1, i, config.tumor_fraction, config.types) for i in range(100)]
+    assert set(types) == {0, 3} and 45 <= types.count(3) <= 55
+
+
+def test_orientation_and_anisotropic_spacing_in_header(tmp_path):
+    config = PhantomConfig(size=(20, 40, 40), spacing=(3.0, 0.8, 0.8), orientation="PIR")
+    case = generate_case(0, 1, config)
+    assert case.image.orientation == "PIR"
+    assert sorted(case.image.spacing) == pytest.approx([0.8, 0.8, 3.0])
+    canonical = generate_case(0, 1, PhantomConfig(size=(20, 40, 40), spacing=(3.0, 0.8, 0.8)))
+    back = nib.as_closest_canonical(nib.Nifti1Image(case.label.array, case.label.affine))
+    assert np.array_equal(np.asarray(back.dataobj), canonical.label.array)
+    assert np.allclose(back.affine, canonical.label.affine)
+
+
+def test_datalist_records_generator_settings(phantom_dir):
+    doc = json.loads((phantom_dir / "dataset.json").read_text())
+    assert doc["volgan"]["seed"] == 7 and doc["volgan"]["config"]["size"] == [32, 32, 32]
+    assert doc["labels"]["5"] == "tumor" and doc["numTraining"] + doc["numTest"] == 12
+    assert all(e["source"] == "real" and e["tumor_type"] in (0, 1, 2, 3) for e in doc["training"] + doc["test"])
