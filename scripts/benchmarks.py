@@ -20,14 +20,16 @@ def machine() -> str:
 
     import torch
 
+    gpu = f"CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
     return (f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, {'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
+            f"torch {torch.__version__}, {gpu}")
 
 
 def write_section(name: str, body: str, command: str) -> None:
     """Replace (or append) the section ``name`` of BENCHMARKS.md with ``body``."""
     path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# volgan benchmarks\n\nWritten by the scripts under `scripts/`; each section says how to re-run it.\n"
+    header = "# volgan benchmarks\n\nWritten by the scripts under `scripts/`; each section says how to re-run it.\n"
+    text = path.read_text() if path.exists() else header
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip()
