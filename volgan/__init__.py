@@ -8,3 +8,15 @@ from volgan.labels import LABELS, TUMOR_TYPES
 
 __all__ = ["LABELS", "TUMOR_TYPES", "VolganInputError"]
 __version__ = "0.1.0"
+
+_SUBMODULES = {"cli", "datalist", "errors", "evaluate", "gradcam", "inference", "io", "labels", "loader", "metrics",
+               "network", "phantom", "report", "summary", "train", "transforms"}
+
+
+def __getattr__(name: str):
+    """Import submodules on first use, so ``import volgan`` stays light and ``volgan.loader`` works in configs."""
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"volgan.{name}")
+    raise AttributeError(f"module 'volgan' has no attribute {name!r}")

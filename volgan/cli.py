@@ -98,11 +98,71 @@ def run_check(args) -> int:
     return 0
 
 
+def add_infer_parser(sub) -> None:
+    p = sub.add_parser("infer", help="segment and classify NIfTI volumes or DICOM series",
+                       description="Label maps in each input's own geometry, and a table of tumor probabilities.")
+    p.add_argument("--model", required=True, help="checkpoint file (model.pt) or bundle folder")
+    p.add_argument("--input", required=True, nargs="+", help="NIfTI files, folders of them, or DICOM series folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--gradcam", action="store_true", help="also write a Grad-CAM heat map of the tumor class")
+    p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (0.25)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--overwrite", action="store_true", help="replace predictions already in --out")
+    p.set_defaults(run=run_infer)
+
+
+def run_infer(args) -> int:
+    from volgan.inference import load_model, run_inference
+
+    model = load_model(args.model, args.device)
+    rows = run_inference(model, args.input, args.out, gradcam=args.gradcam, overlap=args.overlap,
+                         overwrite=args.overwrite, progress=sys.stderr.isatty())
+    failed = [r for r in rows if r["error"]]
+    for row in rows:
+        if row["error"]:
+            print(f"FAILED  {row['error']}")
+        else:
+            print(f"{row['output']}  tumor {row['tumor_probability']:.3f}  type {row['predicted_tumor_type']}")
+    print(f"volgan infer: {len(rows) - len(failed)} of {len(rows)} volumes written; table {args.out}/predictions.csv")
+    if failed:
+        print(f"volgan infer: error: {len(failed)} input(s) failed; see the table", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="segmentation and classification report with confidence intervals")
+    p.add_argument("--pred", required=True, help="folder of predicted label maps (NAME_seg.nii.gz or NAME.nii.gz)")
+    p.add_argument("--ref", required=True, help="reference datalist (its test split) or folder of label maps")
+    p.add_argument("--classes", help="predictions.csv or .json of volgan infer, for the classification figures")
+    p.add_argument("--images", help="folder of images for the overlays (when --ref is a folder)")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance in mm (2.0)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    from volgan.report import evaluate
+
+    if args.bootstrap < 1 or args.nsd_tolerance < 0:
+        raise VolganInputError(None, "--bootstrap must be at least 1 and --nsd-tolerance non-negative")
+    summary = evaluate(args.pred, args.ref, args.out, classes=args.classes, images=args.images,
+                       tolerance_mm=args.nsd_tolerance, resamples=args.bootstrap, seed=args.seed,
+                       overwrite=args.overwrite, progress=sys.stderr.isatty())
+    fm = summary["foreground_mean"]
+    print(f"volgan evaluate: {summary['volgan']['n_cases']} cases, foreground Dice {fm['Dice']:.3f}, "
+          f"HD95 {fm['HD95']:.2f} mm; report {args.out}/report.html")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="volgan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"volgan {__import__('volgan').__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_phantom_parser, add_check_parser):
+    for add in (add_phantom_parser, add_check_parser, add_infer_parser, add_evaluate_parser):
         add(sub)
     return parser
 

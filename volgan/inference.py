@@ -1,0 +1,213 @@
+"""NIfTI volume inference: label maps in the input's own shape and affine, and tumor probabilities.
+
+A volume is resampled onto the model's RAS grid (:func:`volgan.transforms.model_grid`), z-normalised,
+segmented by sliding windows of the training patch size, and its softmax probabilities are resampled
+back onto the input grid before the argmax. The classification is that of the window most sure a tumor
+is present (for a volume that fits one window, simply the network's output).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchio as tio
+from monai.inferers import sliding_window_inference
+
+from volgan.errors import VolganInputError
+from volgan.io import Volume, atomic_path, is_nifti, read_volume, strip_nifti_suffix, write_nifti, write_text
+from volgan.labels import TUMOR_TYPES
+from volgan.network import SegClsNet
+from volgan.transforms import Preprocessing, model_grid, normalize_intensity, resample
+
+TABLE_FIELDS = ["input", "output", "gradcam", "tumor_probability", "predicted_tumor_type",
+                *[f"p_{name}" for name in TUMOR_TYPES.values()], "error"]
+
+
+@dataclass
+class LoadedModel:
+    """A network in eval mode with the preprocessing it was trained with."""
+
+    network: SegClsNet
+    prep: Preprocessing = field(default_factory=Preprocessing)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device | None = None, network: SegClsNet | None = None,
+               prep: Preprocessing | None = None) -> LoadedModel:
+    """Load a checkpoint file, or a bundle folder (its ``configs/inference.json`` and ``models/model.pt``).
+
+    A checkpoint whose weights do not fit the network raises :class:`VolganInputError` naming the file.
+    """
+    path = Path(path)
+    device = torch.device(device) if device is not None else default_device()
+    if path.is_dir():
+        config = path / "configs" / "inference.json"
+        if not config.is_file():
+            raise VolganInputError(path, "a bundle folder needs configs/inference.json")
+        from monai.bundle import ConfigParser
+
+        parser = ConfigParser()
+        parser.read_config(str(config))
+        parser["bundle_root"] = str(path)
+        network = network or parser.get_parsed_content("network_def")
+        prep = prep or parser.get_parsed_content("prep")
+        path = path / "models" / "model.pt"
+    if not path.is_file():
+        raise VolganInputError(path, "no such checkpoint")
+    card = path.parent / "model.json"
+    if card.is_file() and (network is None or prep is None):
+        try:
+            info = json.loads(card.read_text())
+            network = network or SegClsNet(channels=tuple(info["channels"]))
+            prep = prep or Preprocessing(tuple(info["spacing"]), tuple(info["patch"]))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise VolganInputError(card, f"unreadable model card ({exc})") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise VolganInputError(path, f"not a PyTorch checkpoint ({type(exc).__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    network = network or SegClsNet()
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else (first[0] if first else type(exc).__name__)
+        raise VolganInputError(path, f"checkpoint does not fit the network ({detail[:150]})") from None
+    return LoadedModel(network.to(device).eval(), prep or Preprocessing(), device)
+
+
+@dataclass
+class Prediction:
+    """Output for one volume: ``label`` on the input grid (uint8), class probabilities (4,), model-grid input."""
+
+    label: Volume
+    type_probabilities: np.ndarray
+    model_input: torch.Tensor  # (1, 1, X, Y, Z), normalised, on the model grid
+    model_affine: np.ndarray
+
+    @property
+    def tumor_probability(self) -> float:
+        return float(1.0 - self.type_probabilities[0])
+
+
+def to_model_grid(volume: Volume, prep: Preprocessing) -> tuple[torch.Tensor, np.ndarray, float]:
+    """Resample and normalise a volume as training did: (1, 1, X, Y, Z) tensor, its affine, and the
+    normalised value of zero intensity (used to pad windows, as training pads with zeros)."""
+    affine, shape = model_grid(volume.affine, volume.shape, prep.spacing)
+    data = resample(torch.from_numpy(np.ascontiguousarray(volume.array))[None], volume.affine, affine, shape)
+    raw = tio.ScalarImage(tensor=data, affine=affine)
+    normalized = normalize_intensity()(raw).data
+    std = float(data.std()) or 1.0
+    pad_value = float(-data.mean()) / std
+    return normalized[None].float(), affine, pad_value
+
+
+@torch.inference_mode()
+def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_size: int = 2) -> Prediction:
+    """Segment and classify one volume; the label map has the input's shape and affine."""
+    x, affine, pad_value = to_model_grid(volume, model.prep)
+    x = x.to(model.device)
+    window_logits: list[torch.Tensor] = []
+
+    def predictor(windows: torch.Tensor) -> torch.Tensor:
+        seg, cls = model.network(windows)
+        window_logits.append(cls.float())
+        return seg
+
+    seg = sliding_window_inference(x, model.prep.patch, sw_batch_size, predictor, overlap=overlap,
+                                   mode="constant", cval=pad_value)
+    probs = torch.softmax(seg[0].float(), dim=0)
+    back = resample(probs, affine, volume.affine, volume.shape, "bilinear")
+    label = back.argmax(dim=0).to(torch.uint8).cpu().numpy()
+    window_probs = torch.softmax(torch.cat(window_logits), dim=1)
+    chosen = window_probs[int((1.0 - window_probs[:, 0]).argmax())]
+    return Prediction(Volume(label, volume.affine), chosen.cpu().numpy(), x, affine)
+
+
+def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
+    """Files stay files; a folder of NIfTI files gives those files (sorted); any other folder is read as one
+    DICOM series."""
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            nifti = sorted(p for p in item.iterdir() if is_nifti(p) and not p.name.startswith("."))
+            paths.extend(nifti or [item])
+        else:
+            paths.append(item)
+    return paths
+
+
+def output_stem(path: Path) -> str:
+    return strip_nifti_suffix(path.name)
+
+
+def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str | os.PathLike,
+                  gradcam: bool = False, overlap: float = 0.25, overwrite: bool = False,
+                  progress: bool = False) -> list[dict]:
+    """Predict every input, write ``<name>_seg.nii.gz`` (and ``<name>_gradcam.nii.gz``) into ``out`` and the
+    table ``predictions.csv`` / ``predictions.json``. A bad input is listed with its error and gets no output
+    file; the others go on. Returns the table rows."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    table_csv, table_json = out / "predictions.csv", out / "predictions.json"
+    if (table_csv.exists() or table_json.exists()) and not overwrite:
+        raise VolganInputError(out, "already holds predictions.csv; pass --overwrite to replace")
+    paths = expand_inputs(inputs)
+    if not paths:
+        raise VolganInputError(None, "no input volumes given")
+    stems = [output_stem(p) for p in paths]
+    if len(set(stems)) != len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise VolganInputError(None, f"two inputs would both write {dup}_seg.nii.gz")
+    rows = []
+    for path in tqdm(paths, desc="infer", unit="volume", disable=not progress):
+        row = {"input": str(path), "output": "", "gradcam": "", "error": ""}
+        try:
+            volume = read_volume(path)
+            prediction = predict(model, volume, overlap=overlap)
+            seg_path = out / f"{output_stem(path)}_seg.nii.gz"
+            cam_volume = None
+            if gradcam:
+                from volgan.gradcam import gradcam_volume
+
+                cam_volume = gradcam_volume(model, prediction, volume)
+            write_nifti(prediction.label, seg_path)
+            row["output"] = str(seg_path)
+            if cam_volume is not None:
+                cam_path = out / f"{output_stem(path)}_gradcam.nii.gz"
+                write_nifti(cam_volume, cam_path)
+                row["gradcam"] = str(cam_path)
+            probs = prediction.type_probabilities
+            row.update({f"p_{name}": round(float(probs[k]), 6) for k, name in TUMOR_TYPES.items()})
+            row["tumor_probability"] = round(prediction.tumor_probability, 6)
+            row["predicted_tumor_type"] = int(np.argmax(probs))
+        except VolganInputError as exc:
+            row["error"] = str(exc)
+        rows.append({k: row.get(k, "") for k in TABLE_FIELDS})
+    write_table(rows, table_csv, table_json)
+    return rows
+
+
+def write_table(rows: list[dict], csv_path: Path, json_path: Path) -> None:
+    """Write the same rows as CSV and JSON, each atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else TABLE_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_path(csv_path) as tmp:
+        tmp.write_text(buffer.getvalue())
+    write_text(json_path, json.dumps(rows, indent=2) + "\n")

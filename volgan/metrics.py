@@ -1,0 +1,217 @@
+"""Segmentation and classification metrics, with the definitions of DESIGN.md.
+
+Segmentation, per case and label (1–5), from integer label maps and the header's spacing (mm):
+
+- Dice = 2TP/(2TP+FP+FN), IoU = TP/(TP+FP+FN) from voxel counts; both masks empty gives NaN, flagged
+  ``empty_ref_and_pred`` and left out of means (as nnU-Net does).
+- HD95 = max of the two directed 95th-percentile surface distances (MONAI's and MetricsReloaded's
+  definition: surface = mask XOR its 6-connected erosion, distances between surface voxel centres in mm,
+  percentile by linear interpolation). One side empty gives the image diagonal in mm, flagged
+  ``empty_ref`` or ``empty_pred``.
+- NSD at ``tolerance`` mm = share of both surfaces within ``tolerance`` of the other (MONAI's
+  ``compute_surface_dice`` without subvoxels). One side empty gives 0.
+
+One confusion matrix gives every label's counts; each label's two surfaces and both distance sets are
+computed once and give HD95 and NSD together. Distance queries use a KD-tree on all cores.
+
+Classification: accuracy, precision, recall (sensitivity), specificity and F1 of ``tumor`` at 0.5,
+ROC AUC of ``tumor`` and one-vs-rest macro AUC of ``tumor_type`` (MONAI's ``compute_roc_auc``), each with
+a seeded percentile-bootstrap 95% confidence interval over cases.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from volgan.labels import NUM_LABELS, NUM_TUMOR_TYPES
+
+FOREGROUND = tuple(range(1, NUM_LABELS))
+COUNT_KEYS = ("TP", "FP", "FN", "TN", "n_pred", "n_ref")
+
+
+def confusion_counts(pred: np.ndarray, ref: np.ndarray, labels=FOREGROUND) -> dict[int, dict[str, int]]:
+    """Voxel counts per label from one pass: {label: {TP, FP, FN, TN, n_pred, n_ref}}."""
+    n = NUM_LABELS
+    matrix = np.bincount(pred.astype(np.int64).ravel() * n + ref.astype(np.int64).ravel(),
+                         minlength=n * n).reshape(n, n)  # [pred, ref]
+    total = int(matrix.sum())
+    out = {}
+    for k in labels:
+        tp = int(matrix[k, k])
+        n_pred, n_ref = int(matrix[k].sum()), int(matrix[:, k].sum())
+        out[k] = {"TP": tp, "FP": n_pred - tp, "FN": n_ref - tp, "TN": total - n_pred - n_ref + tp,
+                  "n_pred": n_pred, "n_ref": n_ref}
+    return out
+
+
+def dice_iou(counts: dict[str, int]) -> tuple[float, float]:
+    tp, fp, fn = counts["TP"], counts["FP"], counts["FN"]
+    if tp + fp + fn == 0:
+        return math.nan, math.nan
+    return 2 * tp / (2 * tp + fp + fn), tp / (tp + fp + fn)
+
+
+def surface(mask: np.ndarray) -> np.ndarray:
+    """Surface voxels: the mask minus its erosion by the 6-connected cross (outside counts as background)."""
+    inner = mask.copy()
+    inner[0], inner[-1] = False, False
+    inner[:, 0], inner[:, -1] = False, False
+    inner[:, :, 0], inner[:, :, -1] = False, False
+    core = inner[1:-1, 1:-1, 1:-1]
+    core &= mask[:-2, 1:-1, 1:-1] & mask[2:, 1:-1, 1:-1]
+    core &= mask[1:-1, :-2, 1:-1] & mask[1:-1, 2:, 1:-1]
+    core &= mask[1:-1, 1:-1, :-2] & mask[1:-1, 1:-1, 2:]
+    return mask & ~inner
+
+
+def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
+    """Distances (mm, float32) from each surface voxel of ``pred`` to the surface of ``ref`` and back.
+
+    Both masks must be non-empty. The work is cropped to their joint bounding box with a 1-voxel margin.
+    """
+    both = pred | ref
+    box = tuple(slice(max(int(idx.min()) - 1, 0), int(idx.max()) + 2) for idx in np.nonzero(both))
+    scale = np.asarray(spacing, dtype=np.float64)
+    pred_pts = np.argwhere(surface(pred[box])) * scale
+    ref_pts = np.argwhere(surface(ref[box])) * scale
+    to_ref = cKDTree(ref_pts, leafsize=32).query(pred_pts, k=1, workers=-1)[0]
+    to_pred = cKDTree(pred_pts, leafsize=32).query(ref_pts, k=1, workers=-1)[0]
+    return to_ref.astype(np.float32), to_pred.astype(np.float32)
+
+
+def percentile(distances: np.ndarray, q: float) -> float:
+    """The q-th percentile with linear interpolation, in float32 as MONAI computes it."""
+    return float(torch.quantile(torch.from_numpy(distances), q / 100.0))
+
+
+def diagonal_mm(shape, spacing) -> float:
+    return float(np.linalg.norm(np.asarray(shape, dtype=np.float64) * np.asarray(spacing, dtype=np.float64)))
+
+
+def segmentation_metrics(pred: np.ndarray, ref: np.ndarray, spacing, tolerance_mm: float = 2.0,
+                         labels=FOREGROUND) -> dict[int, dict]:
+    """Per label: Dice, IoU, HD95 (mm), NSD, the voxel counts and ``flags`` (list of strings)."""
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
+    counts = confusion_counts(pred, ref, labels)
+    worst = diagonal_mm(ref.shape, spacing)
+    out = {}
+    for k in labels:
+        row: dict = dict(counts[k])
+        row["Dice"], row["IoU"] = dice_iou(counts[k])
+        flags = []
+        if row["n_pred"] == 0 and row["n_ref"] == 0:
+            flags.append("empty_ref_and_pred")
+            row["HD95"], row["NSD"] = math.nan, math.nan
+        elif row["n_pred"] == 0 or row["n_ref"] == 0:
+            flags.append("empty_pred" if row["n_pred"] == 0 else "empty_ref")
+            row["HD95"], row["NSD"] = worst, 0.0
+        else:
+            to_ref, to_pred = surface_distances(pred == k, ref == k, spacing)
+            row["HD95"] = max(percentile(to_ref, 95), percentile(to_pred, 95))
+            row["NSD"] = float(((to_ref <= tolerance_mm).sum() + (to_pred <= tolerance_mm).sum())
+                               / (to_ref.size + to_pred.size))
+        row["flags"] = flags
+        out[k] = row
+    return out
+
+
+@dataclass
+class Interval:
+    value: float
+    low: float
+    high: float
+
+    def as_dict(self) -> dict:
+        return {"value": _clean(self.value), "ci_low": _clean(self.low), "ci_high": _clean(self.high)}
+
+
+def _clean(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else round(float(x), 6)
+
+
+def bootstrap(values_fn, n: int, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
+    """Percentile bootstrap of ``values_fn(indices)`` over ``n`` cases: the full-sample value and the
+    ``level`` interval of ``resamples`` seeded resamples (resamples giving NaN are skipped)."""
+    value = values_fn(np.arange(n))
+    rng = np.random.default_rng(seed)
+    draws = np.array([values_fn(rng.integers(0, n, n)) for _ in range(resamples)], dtype=np.float64)
+    draws = draws[np.isfinite(draws)]
+    if draws.size == 0:
+        return Interval(value, math.nan, math.nan)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return Interval(value, float(low), float(high))
+
+
+def nan_mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
+    """ROC AUC of binary ``truth`` (0/1) from ``scores``; NaN when only one class is present."""
+    from monai.metrics import compute_roc_auc
+
+    if truth.min() == truth.max():
+        return math.nan
+    return float(compute_roc_auc(torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(truth)))
+
+
+def macro_auc(probabilities: np.ndarray, truth: np.ndarray) -> float:
+    """One-vs-rest macro ROC AUC over the classes present in ``truth`` (probabilities: N × 4)."""
+    aucs = [roc_auc(probabilities[:, k], (truth == k).astype(np.int64)) for k in range(NUM_TUMOR_TYPES)]
+    return nan_mean(np.array(aucs))
+
+
+def binary_rates(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Accuracy, precision, recall (sensitivity), specificity and F1 of 0/1 predictions."""
+    tp = float(((predicted == 1) & (truth == 1)).sum())
+    tn = float(((predicted == 0) & (truth == 0)).sum())
+    fp = float(((predicted == 1) & (truth == 0)).sum())
+    fn = float(((predicted == 0) & (truth == 1)).sum())
+
+    def ratio(a, b):
+        return a / b if b else math.nan
+
+    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    f1 = ratio(2 * tp, 2 * tp + fp + fn)
+    return {"accuracy": ratio(tp + tn, tp + tn + fp + fn), "precision": precision, "recall": recall,
+            "specificity": ratio(tn, tn + fp), "f1": f1}
+
+
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "auc_tumor",
+                          "type_accuracy", "macro_auc_tumor_type")
+
+
+def classification_metrics(probabilities: np.ndarray, truth: np.ndarray, resamples: int = 1000,
+                           seed: int = 0) -> dict[str, Interval]:
+    """Every classification figure with its bootstrap CI. ``probabilities``: N × 4 over ``tumor_type``;
+    ``truth``: N tumor types. ``tumor`` is ``tumor_type != 0``, its probability ``1 - p(none)``."""
+    tumor_score = 1.0 - probabilities[:, 0]
+    tumor_truth = (truth != 0).astype(np.int64)
+    tumor_pred = (tumor_score >= 0.5).astype(np.int64)
+    type_pred = probabilities.argmax(axis=1)
+
+    def one(name):
+        def fn(idx):
+            if name in ("accuracy", "precision", "recall", "specificity", "f1"):
+                return binary_rates(tumor_pred[idx], tumor_truth[idx])[name]
+            if name == "auc_tumor":
+                return roc_auc(tumor_score[idx], tumor_truth[idx])
+            if name == "type_accuracy":
+                return float((type_pred[idx] == truth[idx]).mean())
+            return macro_auc(probabilities[idx], truth[idx])
+        return fn
+
+    return {name: bootstrap(one(name), len(truth), resamples, seed) for name in CLASSIFICATION_METRICS}
+
+
+def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int = NUM_TUMOR_TYPES) -> np.ndarray:
+    """classes × classes counts, rows = truth, columns = prediction."""
+    return np.bincount(truth * classes + predicted, minlength=classes * classes).reshape(classes, classes)

@@ -1,0 +1,397 @@
+"""Evaluation reports: ``summary.json`` (nnU-Net's keys and volgan's own), ``per_case.csv``, ``report.md``
+and a self-contained ``report.html`` with figures (confusion matrix, ROC curves, best and worst cases).
+
+References come from a datalist (its test split: label maps, ``tumor_type`` and images) or a folder of
+label maps; predictions are ``NAME_seg.nii.gz`` (as ``volgan infer`` writes) or ``NAME.nii.gz``;
+classification probabilities come from the ``predictions.csv``/``.json`` table of ``volgan infer``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from volgan.datalist import DATASET_FILE, read_datalist
+from volgan.errors import VolganInputError
+from volgan.inference import output_stem
+from volgan.io import check_same_grid, is_nifti, read_volume, staged_output_dir, strip_nifti_suffix
+from volgan.labels import LABELS, TUMOR_LABEL, TUMOR_TYPES
+from volgan.metrics import (CLASSIFICATION_METRICS, COUNT_KEYS, FOREGROUND, bootstrap, classification_metrics,
+                            confusion_matrix, nan_mean, segmentation_metrics)
+
+SEG_METRICS = ("Dice", "IoU", "HD95", "NSD")
+REPORT_ENTRIES = ("summary.json", "per_case.csv", "report.md", "report.html", "figures")
+DEFINITIONS = [
+    "Dice = 2TP/(2TP+FP+FN) and IoU = TP/(TP+FP+FN) from voxel counts; a label empty in both reference and "
+    "prediction gives NaN (null), flagged empty_ref_and_pred, and is left out of means (as nnU-Net does).",
+    "HD95 = max of the two directed 95th-percentile surface distances in mm (MONAI's and MetricsReloaded's "
+    "definition; surface = mask minus its 6-connected erosion; spacing from the header). One side empty gives "
+    "the image diagonal in mm, flagged empty_pred or empty_ref.",
+    "NSD = share of both surfaces within the stated tolerance (mm) of the other; one side empty gives 0.",
+    "Classification: tumor = tumor_type != 0 with probability 1 - p(none); accuracy, precision, recall "
+    "(sensitivity), specificity and F1 at threshold 0.5; ROC AUC for tumor; one-vs-rest macro AUC for "
+    "tumor_type; tumor_type accuracy from the argmax.",
+    "Confidence intervals: 95% percentile bootstrap over cases, seeded, with the stated number of resamples.",
+]
+
+
+@dataclass
+class Pair:
+    name: str
+    pred: Path
+    ref: Path
+    image: Path | None
+    tumor_type: int | None
+
+
+def find_pairs(pred_dir: str | os.PathLike, ref: str | os.PathLike, images: str | os.PathLike | None = None) -> list[Pair]:
+    """Match predictions to references by case name; a reference without a prediction is an error."""
+    pred_dir, ref = Path(pred_dir), Path(ref)
+    if not pred_dir.is_dir():
+        raise VolganInputError(pred_dir, "prediction folder does not exist")
+    preds = {}
+    for path in sorted(pred_dir.iterdir()):
+        if is_nifti(path) and not path.name.startswith("."):
+            stem = strip_nifti_suffix(path.name)
+            if stem.endswith("_gradcam"):
+                continue
+            preds[stem[: -len("_seg")] if stem.endswith("_seg") else stem] = path
+    if ref.suffix == ".json" or (ref / DATASET_FILE).is_file():
+        datalist = read_datalist(ref)
+        cases = [c for c in (datalist.split("test") or datalist.cases) if c.label is not None]
+        refs = [(c.name, c.label, c.image, c.tumor_type) for c in cases]
+    elif ref.is_dir():
+        refs = [(strip_nifti_suffix(p.name), p, None, None) for p in sorted(ref.iterdir())
+                if is_nifti(p) and not p.name.startswith(".")]
+    else:
+        raise VolganInputError(ref, "reference must be a datalist or a folder of label maps")
+    if not refs:
+        raise VolganInputError(ref, "no reference label maps found")
+    pairs = []
+    for name, label, image, tumor_type in refs:
+        if name not in preds:
+            raise VolganInputError(pred_dir / f"{name}_seg.nii.gz", f"no prediction for reference case {name!r}")
+        if image is None and images is not None:
+            candidates = [Path(images) / f"{name}{suffix}" for suffix in (".nii.gz", ".nii", "_0000.nii.gz")]
+            image = next((c for c in candidates if c.exists()), None)
+        pairs.append(Pair(name, preds[name], Path(label), image, tumor_type))
+    return pairs
+
+
+def read_class_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``volgan infer``'s table (CSV or JSON) → {case name: probabilities over tumor_type (4,)}."""
+    path = Path(path)
+    if not path.is_file():
+        raise VolganInputError(path, "no such classification table")
+    try:
+        rows = json.loads(path.read_text()) if path.suffix == ".json" else list(csv.DictReader(path.open()))
+    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as exc:
+        raise VolganInputError(path, f"unreadable table ({exc})") from None
+    columns = [f"p_{name}" for name in TUMOR_TYPES.values()]
+    table = {}
+    for n, row in enumerate(rows):
+        if not isinstance(row, dict) or "input" not in row or any(c not in row for c in columns):
+            raise VolganInputError(path, f"row {n} lacks 'input' or one of {columns}")
+        if row.get("error"):
+            continue
+        try:
+            probs = np.array([float(row[c]) for c in columns])
+        except (TypeError, ValueError):
+            raise VolganInputError(path, f"row {n} has a probability that is not a number") from None
+        table[output_stem(Path(row["input"]))] = probs
+    return table
+
+
+def evaluate(pred_dir, ref, out, classes: str | os.PathLike | None = None, images=None, tolerance_mm: float = 2.0,
+             resamples: int = 1000, seed: int = 0, overwrite: bool = False, progress: bool = False) -> dict:
+    """Compute every metric and write the report into ``out``. Returns the summary dict."""
+    from tqdm import tqdm
+
+    pairs = find_pairs(pred_dir, ref, images)
+    out = Path(out)
+    if not overwrite:  # fail before the work, not after
+        taken = [n for n in REPORT_ENTRIES if (out / n).exists()]
+        if taken:
+            raise VolganInputError(out, f"already holds {', '.join(taken)}; pass --overwrite to replace")
+    per_case = []
+    for pair in tqdm(pairs, desc="evaluate", unit="case", disable=not progress):
+        pred, ref_volume = read_volume(pair.pred, label=True), read_volume(pair.ref, label=True)
+        check_same_grid(ref_volume, pred)
+        metrics = segmentation_metrics(pred.array, ref_volume.array, ref_volume.spacing, tolerance_mm)
+        has_tumor = bool(metrics[TUMOR_LABEL]["n_ref"])
+        per_case.append({"pair": pair, "metrics": metrics, "ref_tumor": has_tumor, "spacing": ref_volume.spacing})
+    summary = summarize(per_case, tolerance_mm, resamples, seed)
+    if classes is not None:
+        summary["classification"] = classify(per_case, read_class_table(classes), resamples, seed, classes)
+    with staged_output_dir(out, REPORT_ENTRIES, overwrite) as staging:
+        (staging / "figures").mkdir()
+        figures = make_figures(per_case, summary, staging / "figures")
+        (staging / "summary.json").write_text(json.dumps(strict(summary), indent=2, allow_nan=False) + "\n")
+        (staging / "per_case.csv").write_text(per_case_csv(per_case))
+        tables = report_tables(summary)
+        (staging / "report.md").write_text(render_markdown(tables, figures, summary))
+        (staging / "report.html").write_text(render_html(tables, figures, summary, staging / "figures"))
+    return summary
+
+
+def summarize(per_case: list[dict], tolerance_mm: float, resamples: int, seed: int) -> dict:
+    """nnU-Net's ``metric_per_case``/``mean``/``foreground_mean`` plus volgan's CIs, flags and definitions."""
+    metric_per_case = []
+    for row in per_case:
+        metric_per_case.append({
+            "reference_file": str(row["pair"].ref), "prediction_file": str(row["pair"].pred),
+            "metrics": {str(k): {key: v[key] for key in (*SEG_METRICS, *COUNT_KEYS, "flags")}
+                        for k, v in row["metrics"].items()},
+        })
+    mean, intervals, spread = {}, {}, {}
+    for k in FOREGROUND:
+        mean[str(k)] = {}
+        intervals[str(k)] = {}
+        spread[str(k)] = {}
+        for key in (*SEG_METRICS, *COUNT_KEYS):
+            values = np.array([row["metrics"][k][key] for row in per_case], dtype=np.float64)
+            mean[str(k)][key] = nan_mean(values)
+            if key in SEG_METRICS:
+                finite = values[np.isfinite(values)]
+                spread[str(k)][key] = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
+                intervals[str(k)][key] = bootstrap(lambda idx, v=values: nan_mean(v[idx]), len(values), resamples,
+                                                   seed).as_dict()
+    foreground_mean = {key: nan_mean(np.array([mean[str(k)][key] for k in FOREGROUND])) for key in mean["1"]}
+    flags = [{"case": row["pair"].name, "label": k, "flags": row["metrics"][k]["flags"]}
+             for row in per_case for k in FOREGROUND if row["metrics"][k]["flags"]]
+    return {
+        "metric_per_case": metric_per_case,
+        "mean": mean,
+        "foreground_mean": foreground_mean,
+        "volgan": {
+            "n_cases": len(per_case),
+            "labels": {str(k): LABELS[k] for k in FOREGROUND},
+            "sd": spread,
+            "confidence_intervals": intervals,
+            "flags": flags,
+            "settings": {"nsd_tolerance_mm": tolerance_mm, "bootstrap_resamples": resamples, "bootstrap_seed": seed,
+                         "confidence_level": 0.95},
+            "definitions": DEFINITIONS,
+        },
+    }
+
+
+def classify(per_case: list[dict], table: dict[str, np.ndarray], resamples: int, seed: int, source) -> dict:
+    names = [row["pair"].name for row in per_case]
+    missing = [n for n in names if n not in table]
+    if missing:
+        raise VolganInputError(source, f"no probabilities for case {missing[0]!r} ({len(missing)} missing)")
+    probabilities = np.stack([table[n] for n in names])
+    types = [row["pair"].tumor_type for row in per_case]
+    known_types = all(t is not None for t in types)
+    truth = np.array(types if known_types else [int(row["ref_tumor"]) for row in per_case], dtype=np.int64)
+    if not known_types:  # without tumor_type in the reference, only the binary tumor figures are defined
+        probabilities = np.stack([probabilities[:, 0], 1 - probabilities[:, 0], 0 * probabilities[:, 0],
+                                  0 * probabilities[:, 0]], axis=1)
+    figures = classification_metrics(probabilities, truth, resamples, seed)
+    result = {name: interval.as_dict() for name, interval in figures.items()}
+    if not known_types:
+        for name in ("type_accuracy", "macro_auc_tumor_type"):
+            result[name] = {"value": None, "ci_low": None, "ci_high": None}
+    return {
+        "n_cases": len(names),
+        "tumor_type_known": known_types,
+        "metrics": result,
+        "confusion_matrix": confusion_matrix(truth, probabilities.argmax(axis=1)).tolist() if known_types else None,
+        "per_case": [{"case": n, "tumor_type": int(t), "probabilities": [round(float(p), 6) for p in probs]}
+                     for n, t, probs in zip(names, truth, probabilities, strict=True)],
+        "_roc": {"scores": (1 - probabilities[:, 0]).tolist(), "truth": (truth != 0).astype(int).tolist(),
+                 "probabilities": probabilities.tolist(), "types": truth.tolist()},
+    }
+
+
+def strict(value):
+    """NaN and ±Inf → None, numpy scalars → Python, keys starting with '_' dropped (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def per_case_csv(per_case: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["case", "label", "label_name", *SEG_METRICS, *COUNT_KEYS, "flags"])
+    for row in per_case:
+        for k, m in row["metrics"].items():
+            writer.writerow([row["pair"].name, k, LABELS[k], *["" if not math.isfinite(m[key]) else f"{m[key]:.6g}"
+                                                               for key in SEG_METRICS],
+                             *[m[key] for key in COUNT_KEYS], ";".join(m["flags"])])
+    return buffer.getvalue()
+
+
+def _fmt(x, digits: int = 3) -> str:
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def report_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) tables shared by the Markdown and HTML reports."""
+    v = summary["volgan"]
+    rows = []
+    for k in FOREGROUND:
+        key = str(k)
+        cells = [f"{k} {LABELS[k]}"]
+        for metric in SEG_METRICS:
+            ci = v["confidence_intervals"][key][metric]
+            digits = 2 if metric == "HD95" else 3
+            cells.append(f"{_fmt(summary['mean'][key][metric], digits)} ± {_fmt(v['sd'][key][metric], digits)} "
+                         f"[{_fmt(ci['ci_low'], digits)}, {_fmt(ci['ci_high'], digits)}]")
+        cells.append(str(sum(1 for f in v["flags"] if f["label"] == k)))
+        rows.append(cells)
+    tables = [("Segmentation (mean ± sd [95% CI] over cases)", ["label", *SEG_METRICS[:2], "HD95 (mm)",
+               f"NSD @ {v['settings']['nsd_tolerance_mm']} mm", "flagged cases"], rows)]
+    cls = summary.get("classification")
+    if cls:
+        tables.append(("Classification (value [95% CI])", ["metric", "value", "95% CI"], [
+            [name, _fmt(m["value"]), f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"]
+            for name, m in cls["metrics"].items()]))
+        if cls["confusion_matrix"]:
+            names = list(TUMOR_TYPES.values())
+            tables.append(("Confusion matrix of tumor_type (rows: reference, columns: prediction)",
+                           ["reference \\ predicted", *names],
+                           [[names[i], *map(str, r)] for i, r in enumerate(cls["confusion_matrix"])]))
+    return tables
+
+
+def _header(summary: dict) -> list[str]:
+    v = summary["volgan"]
+    s = v["settings"]
+    fm = summary["foreground_mean"]
+    return [f"{v['n_cases']} cases; foreground mean Dice {_fmt(fm['Dice'])}, IoU {_fmt(fm['IoU'])}, "
+            f"HD95 {_fmt(fm['HD95'], 2)} mm, NSD {_fmt(fm['NSD'])}.",
+            f"Bootstrap: {s['bootstrap_resamples']} resamples, seed {s['bootstrap_seed']}, 95% percentile intervals. "
+            f"{len(v['flags'])} (case, label) pairs are flagged (see summary.json)."]
+
+
+def render_markdown(tables, figures: dict[str, str], summary: dict) -> str:
+    lines = ["# volgan evaluation report", "", *_header(summary), ""]
+    for title, header, rows in tables:
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines.append("")
+    if figures:
+        lines += ["## Figures", ""] + [f"![{title}](figures/{name})" for name, title in figures.items()] + [""]
+    lines += ["## Definitions", ""] + [f"- {d}" for d in DEFINITIONS] + [""]
+    return "\n".join(lines)
+
+
+def render_html(tables, figures: dict[str, str], summary: dict, figure_dir: Path) -> str:
+    """One HTML file with the tables and the figures embedded as base64 PNG."""
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>volgan evaluation report</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+             "margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}th{background:#eee}"
+             "td:first-child{text-align:left}img{max-width:100%}</style></head><body>",
+             "<h1>volgan evaluation report</h1>"]
+    parts += [f"<p>{html.escape(line)}</p>" for line in _header(summary)]
+    for title, header, rows in tables:
+        parts.append(f"<h2>{html.escape(title)}</h2><table><tr>"
+                     + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
+        parts.append("</table>")
+    for name, title in figures.items():
+        data = base64.b64encode((figure_dir / name).read_bytes()).decode()
+        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
+    parts.append("<h2>Definitions</h2><ul>" + "".join(f"<li>{html.escape(d)}</li>" for d in DEFINITIONS) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def make_figures(per_case: list[dict], summary: dict, folder: Path) -> dict[str, str]:
+    """Write PNG figures into ``folder``; returns {file name: title}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = {}
+    cls = summary.get("classification")
+    if cls:
+        roc = cls["_roc"]
+        fig, ax = plt.subplots(figsize=(5, 5))
+        _roc_curve(ax, np.array(roc["scores"]), np.array(roc["truth"]),
+                   f"tumor (AUC {_fmt(cls['metrics']['auc_tumor']['value'])})")
+        if cls["tumor_type_known"]:
+            probs, types = np.array(roc["probabilities"]), np.array(roc["types"])
+            for k, name in TUMOR_TYPES.items():
+                if k and 0 < (types == k).sum() < len(types):
+                    _roc_curve(ax, probs[:, k], (types == k).astype(int), f"{name} vs rest", dashed=True)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
+        ax.set(xlabel="1 − specificity", ylabel="sensitivity", title="ROC")
+        ax.legend(fontsize=7, loc="lower right")
+        _save(fig, folder / "roc.png")
+        figures["roc.png"] = "ROC curves"
+        if cls["confusion_matrix"]:
+            matrix = np.array(cls["confusion_matrix"])
+            fig, ax = plt.subplots(figsize=(5, 4.5))
+            ax.imshow(matrix, cmap="Blues")
+            names = [n[:14] for n in TUMOR_TYPES.values()]
+            ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+            ax.set_yticks(range(len(names)), names, fontsize=8)
+            for (i, j), count in np.ndenumerate(matrix):
+                ax.text(j, i, str(count), ha="center", va="center", color="black")
+            ax.set(xlabel="predicted", ylabel="reference", title="tumor_type confusion matrix")
+            _save(fig, folder / "confusion_matrix.png")
+            figures["confusion_matrix.png"] = "Confusion matrix"
+    scores = [nan_mean(np.array([row["metrics"][k]["Dice"] for k in FOREGROUND])) for row in per_case]
+    order = np.argsort(np.nan_to_num(scores, nan=-1.0))
+    picks = {"best": order[-1], "worst": order[0]}
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
+    for ax, (title, idx) in zip(axes, picks.items(), strict=True):
+        _overlay(ax, per_case[idx], f"{title}: {per_case[idx]['pair'].name} (Dice {_fmt(scores[idx])})")
+    _save(fig, folder / "overlays.png")
+    figures["overlays.png"] = "Best and worst cases (mid-slice; fill: reference, contour: prediction)"
+    return figures
+
+
+def _roc_curve(ax, scores: np.ndarray, truth: np.ndarray, name: str, dashed: bool = False) -> None:
+    if truth.min() == truth.max():
+        return
+    order = np.argsort(-scores, kind="stable")
+    tps = np.concatenate([[0], np.cumsum(truth[order])])
+    fps = np.concatenate([[0], np.cumsum(1 - truth[order])])
+    ax.plot(fps / fps[-1], tps / tps[-1], ls="--" if dashed else "-", label=name)
+
+
+def _overlay(ax, row: dict, title: str) -> None:
+    pair = row["pair"]
+    ref = read_volume(pair.ref, label=True).array
+    pred = read_volume(pair.pred, label=True).array
+    tumor = np.argwhere(ref == TUMOR_LABEL)
+    axis = 0  # the first stored axis: sagittal for RAS and LPS volumes
+    index = int(np.median(tumor[:, axis])) if len(tumor) else ref.shape[axis] // 2
+    background = read_volume(pair.image).array if pair.image is not None else ref.astype(np.float32)
+    take = [slice(None)] * 3
+    take[axis] = index
+    take = tuple(take)
+    ax.imshow(background[take].T, origin="lower", cmap="gray")
+    ax.imshow(np.ma.masked_equal(ref[take].T, 0), origin="lower", cmap="tab10", vmin=0, vmax=9, alpha=0.35)
+    ax.contour(pred[take].T, levels=np.arange(0.5, 6), cmap="tab10", vmin=0, vmax=9, linewidths=0.8)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -1,0 +1,111 @@
+"""Training pieces of the segmenter-classifier for MONAI engines: batch preparation, the joint loss,
+validation metrics and the workflow builders that ``bundles/spine_segcls/configs/train.json`` calls."""
+
+from __future__ import annotations
+
+import torch
+import torchio as tio
+from ignite.metrics import Metric
+from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
+from monai.losses import DiceCELoss
+from monai.utils import CommonKeys as Keys
+from torch import nn
+
+from volgan.labels import NUM_LABELS
+
+
+def prepare_batch(batch: dict, device=None, non_blocking: bool = False, **kwargs):
+    """torchio batch → ``(image, (label, tumor_type))`` on ``device``: (B,1,X,Y,Z) float, (B,1,X,Y,Z) long, (B,)."""
+    image = batch["image"][tio.DATA].to(device=device, non_blocking=non_blocking)
+    label = batch["label"][tio.DATA].to(device=device, dtype=torch.long, non_blocking=non_blocking)
+    tumor_type = torch.as_tensor(batch["tumor_type"]).to(device=device, dtype=torch.long)
+    return image, (label, tumor_type)
+
+
+class SegClsLoss(nn.Module):
+    """Dice + cross-entropy on the six labels plus ``cls_weight`` × cross-entropy on ``tumor_type``."""
+
+    def __init__(self, cls_weight: float = 0.5):
+        super().__init__()
+        self.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=True)
+        self.cls_loss = nn.CrossEntropyLoss()
+        self.cls_weight = cls_weight
+
+    def forward(self, pred: tuple[torch.Tensor, torch.Tensor], target: tuple[torch.Tensor, torch.Tensor]):
+        (seg, cls), (label, tumor_type) = pred, target
+        return self.seg_loss(seg, label) + self.cls_weight * self.cls_loss(cls, tumor_type)
+
+
+def seg_cls_output(output: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Engine output → (seg_logits, cls_logits, label, tumor_type)."""
+    (seg, cls), (label, tumor_type) = output[Keys.PRED], output[Keys.LABEL]
+    return seg, cls, label, tumor_type
+
+
+class SegClsScore(Metric):
+    """Validation metric over an epoch: ``part`` is ``"dice"`` (mean foreground Dice, pooled voxel counts
+    per label), ``"accuracy"`` (tumor_type) or ``"score"`` (their mean, the key metric for the best model).
+    Reduces across processes under DDP."""
+
+    def __init__(self, part: str = "score", output_transform=seg_cls_output, device="cpu"):
+        if part not in ("dice", "accuracy", "score"):
+            raise ValueError(f"part must be dice, accuracy or score, got {part!r}")
+        self.part = part
+        super().__init__(output_transform=output_transform, device=device)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._intersection = torch.zeros(NUM_LABELS, dtype=torch.float64, device=self._device)
+        self._total = torch.zeros(NUM_LABELS, dtype=torch.float64, device=self._device)
+        self._correct = torch.zeros((), dtype=torch.float64, device=self._device)
+        self._count = torch.zeros((), dtype=torch.float64, device=self._device)
+
+    @reinit__is_reduced
+    def update(self, output) -> None:
+        seg, cls, label, tumor_type = output
+        pred = seg.argmax(dim=1)
+        label = label[:, 0]
+        for k in range(1, NUM_LABELS):
+            p, r = pred == k, label == k
+            self._intersection[k] += (p & r).sum().to(self._device, torch.float64)
+            self._total[k] += (p.sum() + r.sum()).to(self._device, torch.float64)
+        self._correct += (cls.argmax(dim=1) == tumor_type).sum().to(self._device, torch.float64)
+        self._count += tumor_type.numel()
+
+    @sync_all_reduce("_intersection", "_total", "_correct", "_count")
+    def compute(self) -> float:
+        present = self._total[1:] > 0
+        dice = (2 * self._intersection[1:][present] / self._total[1:][present]).mean().item() if present.any() else 0.0
+        accuracy = (self._correct / self._count.clamp(min=1)).item()
+        return {"dice": dice, "accuracy": accuracy, "score": (dice + accuracy) / 2}[self.part]
+
+
+def loss_value(output: dict) -> float:
+    """Engine output → the batch loss as a float (for stats, TensorBoard and progress handlers)."""
+    return float(output[Keys.LOSS])
+
+
+class ProgressBar:
+    """A tqdm progress bar over each epoch's iterations showing the loss; a MONAI-style handler (``attach``)."""
+
+    def __init__(self, persist: bool = False):
+        self.persist = persist
+
+    def attach(self, engine) -> None:
+        from ignite.handlers import ProgressBar as IgniteProgressBar
+
+        IgniteProgressBar(persist=self.persist).attach(engine, output_transform=lambda out: {"loss": loss_value(out)})
+
+
+MODEL_CARD = "model.json"
+
+
+def write_model_card(ckpt_dir: str, prep, channels) -> str:
+    """Write ``ckpt_dir/model.json``: the preprocessing and network width a checkpoint beside it needs."""
+    import json
+    from pathlib import Path
+
+    from volgan.io import write_text
+
+    card = {"spacing": list(prep.spacing), "patch": list(prep.patch), "channels": list(channels)}
+    return str(write_text(Path(ckpt_dir) / MODEL_CARD, json.dumps(card, indent=2) + "\n"))
