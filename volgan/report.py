@@ -25,8 +25,15 @@ from volgan.errors import VolganInputError
 from volgan.inference import output_stem
 from volgan.io import check_same_grid, is_nifti, read_volume, staged_output_dir, strip_nifti_suffix
 from volgan.labels import LABELS, TUMOR_LABEL, TUMOR_TYPES
-from volgan.metrics import (CLASSIFICATION_METRICS, COUNT_KEYS, FOREGROUND, bootstrap, classification_metrics,
-                            confusion_matrix, nan_mean, segmentation_metrics)
+from volgan.metrics import (
+    COUNT_KEYS,
+    FOREGROUND,
+    bootstrap,
+    classification_metrics,
+    confusion_matrix,
+    nan_mean,
+    segmentation_metrics,
+)
 
 SEG_METRICS = ("Dice", "IoU", "HD95", "NSD")
 REPORT_ENTRIES = ("summary.json", "per_case.csv", "report.md", "report.html", "figures")
@@ -53,7 +60,8 @@ class Pair:
     tumor_type: int | None
 
 
-def find_pairs(pred_dir: str | os.PathLike, ref: str | os.PathLike, images: str | os.PathLike | None = None) -> list[Pair]:
+def find_pairs(pred_dir: str | os.PathLike, ref: str | os.PathLike,
+               images: str | os.PathLike | None = None) -> list[Pair]:
     """Match predictions to references by case name; a reference without a prediction is an error."""
     pred_dir, ref = Path(pred_dir), Path(ref)
     if not pred_dir.is_dir():
@@ -309,7 +317,8 @@ def render_html(tables, figures: dict[str, str], summary: dict, figure_dir: Path
         parts.append("</table>")
     for name, title in figures.items():
         data = base64.b64encode((figure_dir / name).read_bytes()).decode()
-        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
+        parts.append(f"<h2>{html.escape(title)}</h2>"
+                     f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
     parts.append("<h2>Definitions</h2><ul>" + "".join(f"<li>{html.escape(d)}</li>" for d in DEFINITIONS) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
