@@ -45,23 +45,16 @@ def default_device() -> torch.device:
 
 def load_model(path: str | os.PathLike, device: str | torch.device | None = None, network: SegClsNet | None = None,
                prep: Preprocessing | None = None) -> LoadedModel:
-    """Load a checkpoint file, or a bundle folder (its ``configs/inference.json`` and ``models/model.pt``).
+    """Load a checkpoint file, or a bundle folder's ``models/model.pt``.
 
-    A checkpoint whose weights do not fit the network raises :class:`VolganInputError` naming the file.
+    The network width and preprocessing come from ``model.json`` beside the checkpoint (written by training)
+    unless given; without one, the defaults. A checkpoint whose weights do not fit the network raises :class:`VolganInputError` naming the file.
     """
     path = Path(path)
     device = torch.device(device) if device is not None else default_device()
     if path.is_dir():
-        config = path / "configs" / "inference.json"
-        if not config.is_file():
-            raise VolganInputError(path, "a bundle folder needs configs/inference.json")
-        from monai.bundle import ConfigParser
-
-        parser = ConfigParser()
-        parser.read_config(str(config))
-        parser["bundle_root"] = str(path)
-        network = network or parser.get_parsed_content("network_def")
-        prep = prep or parser.get_parsed_content("prep")
+        if not (path / "configs").is_dir() and not (path / "models").is_dir():
+            raise VolganInputError(path, "not a bundle folder (no configs/ or models/)")
         path = path / "models" / "model.pt"
     if not path.is_file():
         raise VolganInputError(path, "no such checkpoint")

@@ -80,9 +80,10 @@ class SegClsScore(Metric):
         return {"dice": dice, "accuracy": accuracy, "score": (dice + accuracy) / 2}[self.part]
 
 
-def loss_value(output: dict) -> float:
-    """Engine output → the batch loss as a float (for stats, TensorBoard and progress handlers)."""
-    return float(output[Keys.LOSS])
+def loss_value(output: dict | list[dict]) -> float:
+    """Engine output (a batch dict, or the per-sample dicts of a decollating engine) → the batch loss."""
+    first = output[0] if isinstance(output, list) else output
+    return float(first[Keys.LOSS])
 
 
 class ProgressBar:

@@ -1,0 +1,101 @@
+"""The spine_segcls bundle as a user runs it: python -m monai.bundle run / ckpt_export / verify_metadata,
+torchrun with two gloo processes, --tracking mlflow."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLE = ROOT / "bundles" / "spine_segcls"
+SCHEMA = ROOT / "bundles" / "meta_schema_20240725.json"
+QUICK = ["--max_epochs", "2", "--patch", "[32,32,32]", "--batch_size", "2"]
+
+
+def bundle(*args, cwd=BUNDLE, timeout=300, runner=(sys.executable, "-m", "monai.bundle")):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([*runner, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, phantom_dir):
+    root = tmp_path_factory.mktemp("segcls_bundle")
+    log = bundle("run", "--config_file", "configs/train.json", "--bundle_root", root, "--dataset_dir", phantom_dir,
+                 *QUICK)
+    return root, log
+
+
+def test_metadata_verifies_against_the_schema(tmp_path):
+    shared = ROOT.parent / "shared" / "schemas" / "meta_schema_20240725.json"
+    if shared.exists():
+        assert filecmp.cmp(shared, SCHEMA, shallow=False), "the bundled schema copy differs from shared/"
+    schema = tmp_path / SCHEMA.name
+    schema.write_bytes(SCHEMA.read_bytes())
+    out = bundle("verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", schema)
+    assert "metadata is verified with no error" in out
+
+
+def test_train_writes_everything_under_bundle_root(trained):
+    root, log = trained
+    assert (root / "models" / "model.pt").is_file()
+    card = json.loads((root / "models" / "model.json").read_text())
+    assert card["patch"] == [32, 32, 32]
+    assert list((root / "eval").glob("events.out.tfevents.*")), "no TensorBoard log"
+    assert re.search(r"Epoch\[2\] Metrics -- val_mean_dice: [0-9.]+ val_score", log)
+    assert "Epoch [2/2]" in log  # progress bar
+    assert not (BUNDLE / "models").exists() and not (BUNDLE / "eval").exists()
+
+
+def test_inference_evaluate_and_export(trained, phantom_dir):
+    root, _ = trained
+    bundle("run", "--config_file", "configs/inference.json", "--bundle_root", root,
+           "--dataset_dir", phantom_dir / "imagesTs")
+    outputs = sorted((root / "eval" / "inference").glob("*_seg.nii.gz"))
+    assert len(outputs) == len(list((phantom_dir / "imagesTs").glob("*.nii.gz"))) > 0
+    bundle("run", "--config_file", "configs/evaluate.json", "--bundle_root", root, "--dataset_dir", phantom_dir,
+           "--bootstrap", "50")
+    summary = json.loads((root / "eval" / "report" / "summary.json").read_text())
+    assert summary["volgan"]["n_cases"] == len(outputs) and "classification" in summary
+    bundle("ckpt_export", "network_def", "--filepath", root / "models" / "model.ts", "--ckpt_file",
+           root / "models" / "model.pt", "--meta_file", "configs/metadata.json", "--config_file",
+           "configs/inference.json", "--bundle_root", root)
+    scripted = torch.jit.load(str(root / "models" / "model.ts"))
+    from volgan.inference import load_model
+
+    eager = load_model(root, "cpu").network
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(scripted(x), eager(x), strict=True):
+            assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_torchrun_two_gloo_processes(tmp_path, phantom_dir):
+    log = bundle("--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "--config_file",
+                 "['configs/train.json','configs/multi_gpu_train.json']", "--bundle_root", tmp_path,
+                 "--dataset_dir", phantom_dir, *QUICK, runner=(sys.executable, "-m", "torch.distributed.run"))
+    assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "model.json").is_file()
+    # 12 cases: 4 test, 8 training of which 2 validate; 6 train -> 3 per rank -> 2 batches (one process: 3)
+    iterations = set(re.findall(r"Epoch \[1/2\]: \[\d+/(\d+)\]", log))
+    assert iterations == {"2"}, iterations
+
+
+def test_tracking_mlflow(tmp_path, phantom_dir):
+    pytest.importorskip("mlflow")
+    import mlflow
+
+    bundle("run", "--config_file", "configs/train.json", "--bundle_root", tmp_path, "--dataset_dir", phantom_dir,
+           "--max_epochs", "1", "--patch", "[32,32,32]", "--tracking", "mlflow")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert {"metrics.train_loss", "metrics.val_score"} <= set(runs.columns)
