@@ -1,0 +1,114 @@
+"""NIfTI volume inference: output geometry equals the input's, sliding windows, Grad-CAM, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from helpers import write_dicom_series
+
+from volgan.inference import LoadedModel, predict
+from volgan.io import Volume, read_volume, write_nifti
+from volgan.network import SegClsNet
+from volgan.phantom import PhantomConfig, generate_case
+from volgan.transforms import Preprocessing
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return LoadedModel(SegClsNet(channels=(8, 16, 32, 64)).eval(), Preprocessing(patch=(32, 32, 32)))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, model):
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    torch.save(model.network.state_dict(), path)
+    (path.parent / "model.json").write_text(json.dumps({"spacing": [1.5] * 3, "patch": [32] * 3,
+                                                        "channels": [8, 16, 32, 64]}))
+    return path
+
+
+@pytest.mark.parametrize("code, size, spacing", [("RAS", (32, 32, 32), (1.5, 1.5, 1.5)),
+                                                  ("LPS", (27, 41, 35), (1.1, 0.9, 2.2)),
+                                                  ("PIR", (20, 48, 40), (3.0, 0.8, 0.8))])
+def test_output_has_the_input_geometry(model, code, size, spacing):
+    case = generate_case(2, 5, PhantomConfig(size=size, spacing=spacing, orientation=code))
+    prediction = predict(model, case.image)
+    assert prediction.label.array.shape == case.image.shape
+    assert np.array_equal(prediction.label.affine, case.image.affine)
+    assert prediction.label.array.dtype == np.uint8 and prediction.label.array.max() <= 5
+    assert prediction.type_probabilities.shape == (4,) and abs(prediction.type_probabilities.sum() - 1) < 1e-5
+
+
+def test_prediction_does_not_depend_on_storage_order(model):
+    """The same anatomy stored as RAS and as PIR gives the same labels once both are brought to RAS."""
+    ras = generate_case(1, 3, PhantomConfig(size=(32, 32, 32)))
+    pir = generate_case(1, 3, PhantomConfig(size=(32, 32, 32), orientation="PIR"))
+    a = predict(model, ras.image).label
+    b = predict(model, pir.image).label
+    b_ras = nib.as_closest_canonical(nib.Nifti1Image(b.array, b.affine))
+    assert np.allclose(b_ras.affine, a.affine, atol=1e-4)
+    assert (np.asarray(b_ras.dataobj) == a.array).mean() > 0.999
+
+
+def test_sliding_windows_cover_a_volume_larger_than_the_patch(model, monkeypatch):
+    import volgan.inference as inference
+
+    calls = []
+    real = inference.sliding_window_inference
+
+    def spy(inputs, roi_size, sw_batch_size, predictor, **kwargs):
+        calls.append(tuple(inputs.shape[2:]))
+        return real(inputs, roi_size, sw_batch_size, predictor, **kwargs)
+
+    monkeypatch.setattr(inference, "sliding_window_inference", spy)
+    big = generate_case(0, 2, PhantomConfig(size=(80, 40, 72), spacing=(1.0, 2.0, 1.0)))
+    prediction = predict(model, big.image)
+    assert calls and any(n > 32 for n in calls[0])
+    assert prediction.label.array.shape == (80, 40, 72)
+
+
+def test_cli_batch_goes_on_past_bad_files(cli, tmp_path, checkpoint):
+    good = generate_case(0, 1, PhantomConfig(size=(32, 32, 32)))
+    write_nifti(good.image, tmp_path / "in" / "good.nii.gz")
+    (tmp_path / "in" / "broken.nii.gz").write_bytes(b"not a volume")
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 16, 2), np.float32), np.eye(4)), str(tmp_path / "in" / "two.nii.gz"))
+    result = cli("infer", "--model", checkpoint, "--input", tmp_path / "in", "--out", tmp_path / "out")
+    assert result.code == 2 and "2 input(s) failed" in result.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_seg.nii.gz", "predictions.csv",
+                                                                      "predictions.json"]
+    rows = {r["input"].split("/")[-1]: r for r in json.loads((tmp_path / "out" / "predictions.json").read_text())}
+    assert rows["good.nii.gz"]["error"] == "" and 0 <= rows["good.nii.gz"]["tumor_probability"] <= 1
+    assert "has 2 channels" in rows["two.nii.gz"]["error"] and "broken.nii.gz" in rows["broken.nii.gz"]["error"]
+    assert rows["two.nii.gz"]["output"] == ""
+    out = read_volume(tmp_path / "out" / "good_seg.nii.gz", label=True)
+    assert out.shape == good.image.shape and np.allclose(out.affine, good.image.affine, atol=1e-6)
+
+
+def test_cli_dicom_input_and_gradcam(cli, tmp_path, checkpoint):
+    case = generate_case(0, 3, PhantomConfig(size=(24, 36, 32), spacing=(1.2, 1.0, 1.6), orientation="LPS"))
+    write_dicom_series(np.rint(case.image.array), case.image.affine, tmp_path / "series")
+    result = cli("infer", "--model", checkpoint, "--input", tmp_path / "series", "--out", tmp_path / "out",
+                 "--gradcam")
+    assert result.code == 0, result.err
+    seg = read_volume(tmp_path / "out" / "series_seg.nii.gz", label=True)
+    cam = read_volume(tmp_path / "out" / "series_gradcam.nii.gz")
+    for volume in (seg, cam):
+        assert volume.shape == case.image.shape and np.allclose(volume.affine, case.image.affine, atol=1e-4)
+    assert 0 <= cam.array.min() and cam.array.max() <= 1 and cam.array.std() > 0
+
+
+def test_checkpoint_that_does_not_fit(cli, tmp_path):
+    torch.save(SegClsNet(channels=(4, 8, 16, 32)).state_dict(), tmp_path / "other.pt")
+    write_nifti(Volume(np.ones((16, 16, 16), np.float32), np.eye(4)), tmp_path / "x.nii.gz")
+    result = cli("infer", "--model", tmp_path / "other.pt", "--input", tmp_path / "x.nii.gz", "--out", tmp_path / "o")
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert "other.pt" in result.err and "does not fit the network" in result.err
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    result = cli("infer", "--model", tmp_path / "junk.pt", "--input", tmp_path / "x.nii.gz", "--out", tmp_path / "o")
+    assert result.code == 2 and "not a PyTorch checkpoint" in result.err and not (tmp_path / "o").exists()

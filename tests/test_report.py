@@ -1,0 +1,97 @@
+"""volgan evaluate: every report file and field, strict JSON, self-contained HTML, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from volgan.datalist import read_datalist
+from volgan.io import Volume, read_volume, write_nifti
+
+
+@pytest.fixture(scope="module")
+def predictions(tmp_path_factory, phantom_dir):
+    """Predicted label maps (references with errors) and a probability table for the test split."""
+    out = tmp_path_factory.mktemp("pred")
+    rows = []
+    rng = np.random.default_rng(0)
+    for case in read_datalist(phantom_dir).split("test"):
+        ref = read_volume(case.label, label=True)
+        pred = np.roll(ref.array, 1, axis=0)
+        pred[pred == 5] = 0 if case.name.endswith("0") else 5  # lose some tumors entirely
+        write_nifti(Volume(pred, ref.affine), out / f"{case.name}_seg.nii.gz")
+        probs = rng.dirichlet(np.ones(4)) * 0.3 + 0.7 * np.eye(4)[case.tumor_type]
+        rows.append({"input": str(case.image), **{f"p_{n}": p for n, p in zip(
+            ["none", "intramedullary", "intradural_extramedullary", "vertebral"], probs, strict=True)}, "error": ""})
+    (out / "predictions.json").write_text(json.dumps(rows))
+    return out
+
+
+def test_report_files_and_fields(cli, tmp_path, phantom_dir, predictions):
+    result = cli("evaluate", "--pred", predictions, "--ref", phantom_dir, "--classes", predictions / "predictions.json",
+                 "--out", tmp_path / "report", "--bootstrap", "100")
+    assert result.code == 0, result.err
+    report = tmp_path / "report"
+    assert {p.name for p in report.iterdir()} == {"summary.json", "per_case.csv", "report.md", "report.html",
+                                                  "figures"}
+
+    def no_nan(token):
+        raise AssertionError(f"non-strict JSON token {token}")
+
+    summary = json.loads((report / "summary.json").read_text(), parse_constant=no_nan)
+    n = len(read_datalist(phantom_dir).split("test"))
+    assert len(summary["metric_per_case"]) == n
+    for key in ("Dice", "IoU", "TP", "FP", "FN", "TN", "n_pred", "n_ref", "HD95", "NSD"):
+        assert key in summary["mean"]["1"] and key in summary["foreground_mean"]
+    case_metrics = summary["metric_per_case"][0]["metrics"]["5"]
+    assert {"Dice", "IoU", "HD95", "NSD", "flags"} <= set(case_metrics)
+    v = summary["volgan"]
+    assert v["settings"]["bootstrap_resamples"] == 100 and len(v["definitions"]) >= 4
+    ci = v["confidence_intervals"]["1"]["Dice"]
+    assert ci["ci_low"] <= summary["mean"]["1"]["Dice"] <= ci["ci_high"]
+    cls = summary["classification"]["metrics"]
+    for name in ("accuracy", "precision", "recall", "specificity", "f1", "auc_tumor", "macro_auc_tumor_type"):
+        assert set(cls[name]) == {"value", "ci_low", "ci_high"}
+    assert np.array(summary["classification"]["confusion_matrix"]).sum() == n
+    rows = list(csv.DictReader((report / "per_case.csv").open()))
+    assert len(rows) == 5 * n
+    html = (report / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "src='http" not in html and "<table>" in html
+    markdown = (report / "report.md").read_text()
+    assert "HD95" in markdown and "Confusion matrix" in markdown and "Definitions" in markdown
+    assert {p.name for p in (report / "figures").iterdir()} == {"roc.png", "confusion_matrix.png", "overlays.png"}
+
+
+def test_flagged_empty_tumor_predictions_count_as_worst_case(tmp_path, phantom_dir, predictions, cli):
+    cli("evaluate", "--pred", predictions, "--ref", phantom_dir, "--out", tmp_path / "r", "--bootstrap", "10")
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    flagged = [f for f in summary["volgan"]["flags"] if f["label"] == 5]
+    assert flagged and all(f["flags"] in (["empty_pred"], ["empty_ref_and_pred"]) for f in flagged)
+
+
+def test_bad_input(cli, tmp_path, phantom_dir, predictions):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    first = sorted(predictions.glob("*_seg.nii.gz"))[0]
+    (partial / first.name).write_bytes(first.read_bytes())
+    result = cli("evaluate", "--pred", partial, "--ref", phantom_dir, "--out", tmp_path / "o1")
+    assert result.code == 2 and "no prediction for reference case" in result.err and not (tmp_path / "o1").exists()
+
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    for path in predictions.glob("*_seg.nii.gz"):
+        volume = read_volume(path, label=True)
+        volume.affine[0, 3] += 5
+        write_nifti(volume, shifted / path.name)
+    result = cli("evaluate", "--pred", shifted, "--ref", phantom_dir, "--out", tmp_path / "o2")
+    assert result.code == 2 and "affine differs" in result.err and "_seg.nii.gz" in result.err
+    assert not (tmp_path / "o2").exists()
+
+    (tmp_path / "o3").mkdir()
+    (tmp_path / "o3" / "summary.json").write_text("{}")
+    result = cli("evaluate", "--pred", predictions, "--ref", phantom_dir, "--out", tmp_path / "o3")
+    assert result.code == 2 and "--overwrite" in result.err
+    assert (tmp_path / "o3" / "summary.json").read_text() == "{}"
