@@ -29,7 +29,7 @@ def write_section(name: str, body: str, command: str) -> None:
     """Replace (or append) the section ``name`` of BENCHMARKS.md with ``body``."""
     path = ROOT / "BENCHMARKS.md"
     header = "# volgan benchmarks\n\nWritten by the scripts under `scripts/`; each section says how to re-run it.\n"
-    text = path.read_text() if path.exists() else header
+    text = path.read_text(encoding="utf-8") if path.exists() else header
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip()

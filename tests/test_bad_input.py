@@ -24,7 +24,7 @@ def dataset(tmp_path, phantom_dir):
 
 
 def first_training(dataset):
-    entry = json.loads((dataset / "dataset.json").read_text())["training"][0]
+    entry = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["training"][0]
     return dataset / entry["image"], dataset / entry["label"]
 
 
@@ -115,7 +115,7 @@ def test_image_and_label_of_different_affine(cli, dataset):
 
 
 def test_tumor_type_that_contradicts_the_label_map(cli, dataset):
-    doc = json.loads((dataset / "dataset.json").read_text())
+    doc = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     entry = next(e for e in doc["training"] if e["tumor_type"] == 0)
     entry["tumor_type"] = 2
     (dataset / "dataset.json").write_text(json.dumps(doc))
@@ -123,7 +123,7 @@ def test_tumor_type_that_contradicts_the_label_map(cli, dataset):
 
 
 def test_datalist_that_is_not_json(cli, tmp_path):
-    (tmp_path / "dataset.json").write_text("{training: oops")
+    (tmp_path / "dataset.json").write_text("{training: oops", encoding="utf-8")
     assert_one_line_error(cli("check", tmp_path), "dataset.json", "not valid JSON")
 
 
@@ -133,7 +133,7 @@ def test_output_folder_that_already_holds_a_dataset(cli, dataset):
     assert_one_line_error(result, dataset, "already holds dataset.json", "--overwrite")
     assert {p: p.stat().st_mtime_ns for p in dataset.rglob("*")} == before
     assert cli("phantom", "--out", dataset, "--cases", "2", "--size", "16", "--overwrite").code == 0
-    doc = json.loads((dataset / "dataset.json").read_text())
+    doc = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert doc["numTraining"] + doc["numTest"] == 2
     assert len(list((dataset / "imagesTr").iterdir())) + len(list((dataset / "imagesTs").glob("*"))) == 2
 
@@ -152,7 +152,7 @@ def test_failure_midway_leaves_no_partial_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(phantom, "write_nifti", failing)
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "notes.txt").write_text("mine")
+    (tmp_path / "out" / "notes.txt").write_text("mine", encoding="utf-8")
     with pytest.raises(OSError):
         phantom.make_dataset(tmp_path / "out", 4, phantom.PhantomConfig(size=(16, 16, 16)))
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
@@ -175,5 +175,5 @@ def test_bad_options(cli, tmp_path, args, needle):
 def test_console_script_exit_status(tmp_path):
     """The installed entry point, as a user calls it."""
     proc = subprocess.run([sys.executable, "-m", "volgan", "check", str(tmp_path / "none")],
-                          capture_output=True, text=True)
+                          capture_output=True, encoding="utf-8", errors="replace")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no such datalist" in proc.stderr

@@ -81,7 +81,8 @@ def test_cli_batch_goes_on_past_bad_files(cli, tmp_path, checkpoint):
     assert result.code == 2 and "2 input(s) failed" in result.err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_seg.nii.gz", "predictions.csv",
                                                                       "predictions.json"]
-    rows = {r["input"].split("/")[-1]: r for r in json.loads((tmp_path / "out" / "predictions.json").read_text())}
+    table = json.loads((tmp_path / "out" / "predictions.json").read_text(encoding="utf-8"))
+    rows = {r["input"].split("/")[-1]: r for r in table}
     assert rows["good.nii.gz"]["error"] == "" and 0 <= rows["good.nii.gz"]["tumor_probability"] <= 1
     assert "has 2 channels" in rows["two.nii.gz"]["error"] and "broken.nii.gz" in rows["broken.nii.gz"]["error"]
     assert rows["two.nii.gz"]["output"] == ""

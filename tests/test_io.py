@@ -70,7 +70,7 @@ def test_nnunet_layout_round_trip(tmp_path):
     root = tmp_path / "nn"
     assert (root / "imagesTr" / "phantom_00000_0000.nii.gz").exists() or (
         root / "imagesTs" / "phantom_00000_0000.nii.gz").exists()
-    doc = json.loads(path.read_text())
+    doc = json.loads(path.read_text(encoding="utf-8"))
     assert doc["file_ending"] == ".nii.gz" and doc["labels"]["tumor"] == 5 and doc["channel_names"] == {"0": "MR"}
     back = read_datalist(root)
     assert back.format == "nnunet"

@@ -139,7 +139,7 @@ def test_orientation_and_anisotropic_spacing_in_header(tmp_path):
 
 
 def test_datalist_records_generator_settings(phantom_dir):
-    doc = json.loads((phantom_dir / "dataset.json").read_text())
+    doc = json.loads((phantom_dir / "dataset.json").read_text(encoding="utf-8"))
     assert doc["volgan"]["seed"] == 7 and doc["volgan"]["config"]["size"] == [32, 32, 32]
     assert doc["labels"]["5"] == "tumor" and doc["numTraining"] + doc["numTest"] == 12
     assert all(e["source"] == "real" and e["tumor_type"] in (0, 1, 2, 3) for e in doc["training"] + doc["test"])

@@ -41,7 +41,7 @@ def test_report_files_and_fields(cli, tmp_path, phantom_dir, predictions):
     def no_nan(token):
         raise AssertionError(f"non-strict JSON token {token}")
 
-    summary = json.loads((report / "summary.json").read_text(), parse_constant=no_nan)
+    summary = json.loads((report / "summary.json").read_text(encoding="utf-8"), parse_constant=no_nan)
     n = len(read_datalist(phantom_dir).split("test"))
     assert len(summary["metric_per_case"]) == n
     for key in ("Dice", "IoU", "TP", "FP", "FN", "TN", "n_pred", "n_ref", "HD95", "NSD"):
@@ -56,18 +56,18 @@ def test_report_files_and_fields(cli, tmp_path, phantom_dir, predictions):
     for name in ("accuracy", "precision", "recall", "specificity", "f1", "auc_tumor", "macro_auc_tumor_type"):
         assert set(cls[name]) == {"value", "ci_low", "ci_high"}
     assert np.array(summary["classification"]["confusion_matrix"]).sum() == n
-    rows = list(csv.DictReader((report / "per_case.csv").open()))
+    rows = list(csv.DictReader((report / "per_case.csv").open(encoding="utf-8")))
     assert len(rows) == 5 * n
-    html = (report / "report.html").read_text()
+    html = (report / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == 3 and "src='http" not in html and "<table>" in html
-    markdown = (report / "report.md").read_text()
+    markdown = (report / "report.md").read_text(encoding="utf-8")
     assert "HD95" in markdown and "Confusion matrix" in markdown and "Definitions" in markdown
     assert {p.name for p in (report / "figures").iterdir()} == {"roc.png", "confusion_matrix.png", "overlays.png"}
 
 
 def test_flagged_empty_tumor_predictions_count_as_worst_case(tmp_path, phantom_dir, predictions, cli):
     cli("evaluate", "--pred", predictions, "--ref", phantom_dir, "--out", tmp_path / "r", "--bootstrap", "10")
-    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text(encoding="utf-8"))
     flagged = [f for f in summary["volgan"]["flags"] if f["label"] == 5]
     assert flagged and all(f["flags"] in (["empty_pred"], ["empty_ref_and_pred"]) for f in flagged)
 
@@ -91,7 +91,7 @@ def test_bad_input(cli, tmp_path, phantom_dir, predictions):
     assert not (tmp_path / "o2").exists()
 
     (tmp_path / "o3").mkdir()
-    (tmp_path / "o3" / "summary.json").write_text("{}")
+    (tmp_path / "o3" / "summary.json").write_text("{}", encoding="utf-8")
     result = cli("evaluate", "--pred", predictions, "--ref", phantom_dir, "--out", tmp_path / "o3")
     assert result.code == 2 and "--overwrite" in result.err
-    assert (tmp_path / "o3" / "summary.json").read_text() == "{}"
+    assert (tmp_path / "o3" / "summary.json").read_text(encoding="utf-8") == "{}"

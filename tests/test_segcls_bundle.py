@@ -22,8 +22,8 @@ QUICK = ["--max_epochs", "2", "--patch", "[32,32,32]", "--batch_size", "2"]
 
 def bundle(*args, cwd=BUNDLE, timeout=300, runner=(sys.executable, "-m", "monai.bundle")):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([*runner, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    proc = subprocess.run([*runner, *map(str, args)], cwd=cwd, capture_output=True, encoding="utf-8",
+                          errors="replace", timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -49,7 +49,7 @@ def test_metadata_verifies_against_the_schema(tmp_path):
 def test_train_writes_everything_under_bundle_root(trained):
     root, log = trained
     assert (root / "models" / "model.pt").is_file()
-    card = json.loads((root / "models" / "model.json").read_text())
+    card = json.loads((root / "models" / "model.json").read_text(encoding="utf-8"))
     assert card["patch"] == [32, 32, 32]
     assert list((root / "eval").glob("events.out.tfevents.*")), "no TensorBoard log"
     assert re.search(r"Epoch\[2\] Metrics -- val_mean_dice: [0-9.]+ val_score", log)
@@ -65,7 +65,7 @@ def test_inference_evaluate_and_export(trained, phantom_dir):
     assert len(outputs) == len(list((phantom_dir / "imagesTs").glob("*.nii.gz"))) > 0
     bundle("run", "--config_file", "configs/evaluate.json", "--bundle_root", root, "--dataset_dir", phantom_dir,
            "--bootstrap", "50")
-    summary = json.loads((root / "eval" / "report" / "summary.json").read_text())
+    summary = json.loads((root / "eval" / "report" / "summary.json").read_text(encoding="utf-8"))
     assert summary["volgan"]["n_cases"] == len(outputs) and "classification" in summary
     bundle("ckpt_export", "network_def", "--filepath", root / "models" / "model.ts", "--ckpt_file",
            root / "models" / "model.pt", "--meta_file", "configs/metadata.json", "--config_file",

@@ -73,7 +73,7 @@ def read_datalist(path: str | os.PathLike, *, check_files: bool = True) -> Datal
     if not file.is_file():
         raise VolganInputError(file, "no such datalist")
     try:
-        doc = json.loads(file.read_text())
+        doc = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise VolganInputError(file, f"not valid JSON ({exc})") from None
     if not isinstance(doc, dict):

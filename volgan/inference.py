@@ -62,7 +62,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     card = path.parent / "model.json"
     if card.is_file() and (network is None or prep is None):
         try:
-            info = json.loads(card.read_text())
+            info = json.loads(card.read_text(encoding="utf-8"))
             network = network or SegClsNet(channels=tuple(info["channels"]))
             prep = prep or Preprocessing(tuple(info["spacing"]), tuple(info["patch"]))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
@@ -214,5 +214,5 @@ def write_table(rows: list[dict], csv_path: Path, json_path: Path) -> None:
     writer.writeheader()
     writer.writerows(rows)
     with atomic_path(csv_path) as tmp:
-        tmp.write_text(buffer.getvalue())
+        tmp.write_text(buffer.getvalue(), encoding="utf-8")
     write_text(json_path, json.dumps(rows, indent=2) + "\n")

@@ -23,7 +23,7 @@ import numpy as np
 from volgan.datalist import DATASET_FILE, read_datalist
 from volgan.errors import VolganInputError
 from volgan.inference import output_stem
-from volgan.io import check_same_grid, is_nifti, read_volume, staged_output_dir, strip_nifti_suffix
+from volgan.io import check_same_grid, is_nifti, read_volume, staged_output_dir, strip_nifti_suffix, write_text
 from volgan.labels import LABELS, TUMOR_LABEL, TUMOR_TYPES
 from volgan.metrics import (
     COUNT_KEYS,
@@ -101,7 +101,10 @@ def read_class_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise VolganInputError(path, "no such classification table")
     try:
-        rows = json.loads(path.read_text()) if path.suffix == ".json" else list(csv.DictReader(path.open()))
+        if path.suffix == ".json":
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            rows = list(csv.DictReader(path.open(encoding="utf-8", newline="")))
     except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as exc:
         raise VolganInputError(path, f"unreadable table ({exc})") from None
     columns = [f"p_{name}" for name in TUMOR_TYPES.values()]
@@ -143,11 +146,11 @@ def evaluate(pred_dir, ref, out, classes: str | os.PathLike | None = None, image
     with staged_output_dir(out, REPORT_ENTRIES, overwrite) as staging:
         (staging / "figures").mkdir()
         figures = make_figures(per_case, summary, staging / "figures")
-        (staging / "summary.json").write_text(json.dumps(strict(summary), indent=2, allow_nan=False) + "\n")
-        (staging / "per_case.csv").write_text(per_case_csv(per_case))
+        write_text(staging / "summary.json", json.dumps(strict(summary), indent=2, allow_nan=False) + "\n")
+        write_text(staging / "per_case.csv", per_case_csv(per_case))
         tables = report_tables(summary)
-        (staging / "report.md").write_text(render_markdown(tables, figures, summary))
-        (staging / "report.html").write_text(render_html(tables, figures, summary, staging / "figures"))
+        write_text(staging / "report.md", render_markdown(tables, figures, summary))
+        write_text(staging / "report.html", render_html(tables, figures, summary, staging / "figures"))
     return summary
 
 
