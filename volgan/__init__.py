@@ -10,7 +10,8 @@ __all__ = ["LABELS", "TUMOR_TYPES", "VolganInputError"]
 __version__ = "0.1.0"
 
 _SUBMODULES = {"cli", "datalist", "errors", "evaluate", "gradcam", "inference", "io", "labels", "loader", "metrics",
-               "network", "phantom", "report", "summary", "train", "transforms"}
+               "network", "phantom", "report", "summary", "train", "transforms", "gan", "synth",
+               "quality"}
 
 
 def __getattr__(name: str):

@@ -160,11 +160,67 @@ def run_evaluate(args) -> int:
     return 0
 
 
+def add_synth_parser(sub) -> None:
+    p = sub.add_parser("synth", help="synthesize labeled volumes with a trained spine_cgan",
+                       description="Write synthetic .nii.gz image/label pairs and a datalist (source: synthetic).")
+    p.add_argument("--checkpoint", required=True, help="generator.pt or a spine_cgan bundle folder")
+    p.add_argument("--out", required=True, help="output folder")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--cases", type=int, help="number of labeled volumes to draw from noise")
+    group.add_argument("--labels", help="folder of label maps to paint images for")
+    p.add_argument("--types", help="exact class shares, e.g. none=0.5,intramedullary=0.2,vertebral=0.3 "
+                                   "(default: equal)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(run=run_synth)
+
+
+def run_synth(args) -> int:
+    from collections import Counter
+
+    from volgan.labels import TUMOR_TYPES
+    from volgan.synth import load_synthesizer, synthesize
+
+    if args.types and args.labels:
+        raise VolganInputError(None, "--types goes with --cases, not --labels")
+    synth = load_synthesizer(args.checkpoint, args.device)
+    cases = synthesize(synth, args.out, n_cases=args.cases, types=args.types, labels=args.labels, seed=args.seed,
+                       overwrite=args.overwrite, progress=sys.stderr.isatty())
+    counts = Counter(TUMOR_TYPES.get(c.tumor_type, "unknown") for c in cases)
+    print(f"volgan synth: {len(cases)} synthetic cases → {args.out}/dataset.json ("
+          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")")
+    return 0
+
+
+def add_quality_parser(sub) -> None:
+    p = sub.add_parser("quality", help="synthetic-quality report: Fréchet distance, diversity, memorization")
+    p.add_argument("--real", required=True, help="real datalist (training split = the GAN's training pool)")
+    p.add_argument("--synthetic", required=True, help="synthetic datalist")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--model", help="spine_segcls checkpoint or bundle, for label consistency")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(run=run_quality)
+
+
+def run_quality(args) -> int:
+    from volgan.quality import quality_report
+
+    report = quality_report(args.real, args.synthetic, args.out, model=args.model, seed=args.seed,
+                            overwrite=args.overwrite)
+    o = report["overall"]
+    print(f"volgan quality: Fréchet {o['frechet_synthetic_vs_real']} (real floor {o['frechet_real_vs_real']}), "
+          f"MS-SSIM synthetic {o['msssim_synthetic']} vs real {o['msssim_real']}; report {args.out}/quality.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="volgan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"volgan {__import__('volgan').__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_phantom_parser, add_check_parser, add_infer_parser, add_evaluate_parser):
+    for add in (add_phantom_parser, add_check_parser, add_infer_parser, add_evaluate_parser, add_synth_parser,
+                add_quality_parser):
         add(sub)
     return parser
 

@@ -236,3 +236,16 @@ def staged_output_dir(out: str | os.PathLike, names: tuple[str, ...], overwrite:
         shutil.rmtree(trash, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def reorient(image: np.ndarray, label: np.ndarray, affine: np.ndarray, code: str):
+    """Re-store RAS arrays in axis order ``code`` (such as ``"LPS"``); the affine keeps every voxel at its
+    world position. Returns (image, label, affine)."""
+    if code == "RAS":
+        return image, label, affine
+    ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
+                                           nib.orientations.axcodes2ornt(tuple(code)))
+    new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, image.shape)
+    image = np.ascontiguousarray(nib.orientations.apply_orientation(image, ornt))
+    label = np.ascontiguousarray(nib.orientations.apply_orientation(label, ornt))
+    return image, label, new_affine

@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from volgan.datalist import DATASET_FILE, FORMATS, Case, balanced_test_split, layout_paths, write_datalist
 from volgan.errors import VolganInputError
-from volgan.io import Volume, staged_output_dir, write_nifti
+from volgan.io import Volume, reorient, staged_output_dir, write_nifti
 from volgan.labels import TUMOR_LABEL
 from volgan.summary import case_stats
 
@@ -126,7 +126,7 @@ def generate_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()
     code = config.orientation.upper()
     if code == "RANDOM":
         code = ORIENTATIONS[int(rng.integers(len(ORIENTATIONS)))]
-    image, label, affine = _reorient(image, label, affine, code)
+    image, label, affine = reorient(image, label, affine, code)
     info = {"n_vertebrae": anatomy.n_vertebrae, "orientation": code, **tumor_info}
     return PhantomCase(index, tumor_type, Volume(image, affine), Volume(label, affine), info)
 
@@ -357,18 +357,6 @@ def _bias_field(rng, shape, strength: float) -> np.ndarray:
                 if i + j + k:
                     log_field += rng.uniform(-strength, strength) * (x**i) * (y**j) * (z**k)
     return np.exp(log_field)
-
-
-def _reorient(image, label, affine, code: str):
-    """Re-store RAS arrays in axis order ``code``; the affine keeps every voxel at its world position."""
-    if code == "RAS":
-        return image, label, affine
-    ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
-                                           nib.orientations.axcodes2ornt(tuple(code)))
-    new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, image.shape)
-    image = np.ascontiguousarray(nib.orientations.apply_orientation(image, ornt))
-    label = np.ascontiguousarray(nib.orientations.apply_orientation(label, ornt))
-    return image, label, new_affine
 
 
 def config_dict(config: PhantomConfig) -> dict:

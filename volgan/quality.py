@@ -1,0 +1,267 @@
+"""Synthetic-quality report: Fréchet distance, MS-SSIM diversity, memorization and label consistency,
+overall and per ``tumor_type``.
+
+All volumes are brought to the synthetic data's grid with volgan's declared preprocessing (RAS, the
+synthetic spacing, centre crop/pad to the synthetic shape, z-normalisation), so real and synthetic are
+compared alike.
+
+Features for the Fréchet distance: MONAI's 3D ResNet-10, randomly initialised with a fixed seed and used
+without its classifier (512 features after global pooling). Why: no pretrained 3D MRI network can be
+downloaded here, and a fixed random convolutional network is deterministic, needs nothing outside the
+package, and still separates intensity, texture and shape statistics; its absolute values mean little, so
+the report puts the real-vs-real value (two halves of the real training pool) beside it as the floor.
+
+Memorization: each synthetic volume's RMS distance (z-normalised units) to its nearest real training
+volume, against the same distance for each real test volume. A synthetic volume nearer to the training
+set than the nearest test volume is counted as a possible copy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from volgan.datalist import Case, read_datalist
+from volgan.errors import VolganInputError
+from volgan.gan import msssim_diversity
+from volgan.io import read_volume, staged_output_dir, write_text
+from volgan.labels import LABELS, TUMOR_TYPES
+from volgan.loader import subject_for
+from volgan.transforms import Preprocessing, preprocessing
+
+QUALITY_ENTRIES = ("quality.json", "quality.md", "quality.png")
+FEATURE_NETWORK = "MONAI resnet10 (3D), random weights with torch seed 0, global-average-pooled 512 features"
+
+
+def load_arrays(cases: list[Case], prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, S, S, S) z-normalised and label maps (N, S, S, S) on the common grid."""
+    pipeline = preprocessing(prep)
+    images, labels = [], []
+    for case in cases:
+        subject = pipeline(subject_for(case))
+        images.append(subject["image"].data[0].numpy().astype(np.float32))
+        labels.append(subject["label"].data[0].numpy().astype(np.uint8) if "label" in subject
+                      else np.zeros(images[-1].shape, np.uint8))
+    return np.stack(images), np.stack(labels)
+
+
+def feature_network() -> torch.nn.Module:
+    from monai.networks.nets import resnet10
+
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    net = resnet10(spatial_dims=3, n_input_channels=1, feed_forward=False)
+    torch.random.set_rng_state(state)
+    return net.eval()
+
+
+@torch.no_grad()
+def features(images: np.ndarray, net: torch.nn.Module) -> np.ndarray:
+    out = [net(torch.from_numpy(images[i: i + 8, None])).numpy() for i in range(0, len(images), 8)]
+    return np.concatenate(out).astype(np.float64)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets (N × D each)."""
+    from scipy import linalg
+
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    covmean = covmean.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+
+
+def nearest_distances(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """RMS distance of each query volume to its nearest volume in ``bank``."""
+    q = queries.reshape(len(queries), -1).astype(np.float64)
+    b = bank.reshape(len(bank), -1).astype(np.float64)
+    d2 = (q**2).sum(1)[:, None] + (b**2).sum(1)[None] - 2 * q @ b.T
+    return np.sqrt(np.maximum(d2, 0).min(axis=1) / q.shape[1])
+
+
+def label_consistency(model, images: np.ndarray, labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Dice (N × 5, labels 1–5) between each synthetic label map and the model's prediction on its image."""
+    from volgan.inference import predict
+    from volgan.io import Volume
+    from volgan.metrics import segmentation_metrics
+
+    rows = []
+    for image, label in zip(images, labels, strict=True):
+        pred = predict(model, Volume(image, affine)).label.array
+        metrics = segmentation_metrics(pred, label, (1, 1, 1))
+        rows.append([metrics[k]["Dice"] for k in range(1, 6)])
+    return np.array(rows, dtype=np.float64)
+
+
+def _summary(values: np.ndarray) -> dict:
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return {"n": 0, "mean": None}
+    return {"n": int(finite.size), "mean": float(finite.mean()), "min": float(finite.min()),
+            "median": float(np.median(finite)), "max": float(finite.max())}
+
+
+def quality_report(real: str | os.PathLike, synthetic: str | os.PathLike, out: str | os.PathLike,
+                   model: str | os.PathLike | None = None, seed: int = 0, overwrite: bool = False) -> dict:
+    """Compute the report and write ``quality.json``, ``quality.md`` and ``quality.png`` into ``out``."""
+    real_list, synth_list = read_datalist(real), read_datalist(synthetic)
+    train = [c for c in real_list.split("training") if c.source == "real"]
+    test = [c for c in real_list.split("test") if c.source == "real"]
+    synth = synth_list.cases
+    if len(train) < 4:
+        raise VolganInputError(real_list.path, f"needs at least 4 real training cases, has {len(train)}")
+    if len(synth) < 2:
+        raise VolganInputError(synth_list.path, "needs at least 2 synthetic cases")
+    out = Path(out)
+    if not overwrite and any((out / n).exists() for n in QUALITY_ENTRIES):
+        raise VolganInputError(out, "already holds a quality report; pass --overwrite to replace")
+    first = read_volume(synth[0].image)
+    prep = Preprocessing(tuple(first.spacing), tuple(first.shape))
+    loaded_model = None
+    if model is not None:
+        from volgan.inference import load_model
+
+        loaded_model = load_model(model, "cpu")
+
+    real_images, _ = load_arrays(train, prep)
+    test_images, _ = load_arrays(test, prep) if test else (np.zeros((0, *prep.patch), np.float32), None)
+    synth_images, synth_labels = load_arrays(synth, prep)
+    net = feature_network()
+    f_real, f_synth = features(real_images, net), features(synth_images, net)
+    rng = np.random.default_rng(seed)
+    half = rng.permutation(len(train))
+    part_a, part_b = half[: len(train) // 2], half[len(train) // 2:]
+    pick = rng.permutation(len(synth))[: len(part_a)]
+
+    def group_report(real_idx: np.ndarray, synth_idx: np.ndarray) -> dict:
+        ra = np.array([i for i in part_a if i in set(real_idx)])
+        rb = np.array([i for i in part_b if i in set(real_idx)])
+        sp = np.array([i for i in pick if i in set(synth_idx)]) if len(synth_idx) else np.array([], int)
+        report = {
+            "n_real": int(len(real_idx)), "n_synthetic": int(len(synth_idx)),
+            "frechet_synthetic_vs_real": frechet_distance(f_synth[sp], f_real[rb]) if len(sp) and len(rb) else None,
+            "frechet_real_vs_real": frechet_distance(f_real[ra], f_real[rb]) if len(ra) and len(rb) else None,
+            "msssim_synthetic": msssim_diversity(torch.from_numpy(synth_images[synth_idx, None]), 64, seed)
+            if len(synth_idx) > 1 else None,
+            "msssim_real": msssim_diversity(torch.from_numpy(real_images[real_idx, None]), 64, seed)
+            if len(real_idx) > 1 else None,
+        }
+        if report["msssim_synthetic"] is not None and report["msssim_real"]:
+            report["diversity_gap"] = abs(report["msssim_synthetic"] - report["msssim_real"]) / report["msssim_real"]
+        return report
+
+    real_types = np.array([-1 if c.tumor_type is None else c.tumor_type for c in train])
+    synth_types = np.array([-1 if c.tumor_type is None else c.tumor_type for c in synth])
+    overall = group_report(np.arange(len(train)), np.arange(len(synth)))
+    per_type = {TUMOR_TYPES[k]: group_report(np.nonzero(real_types == k)[0], np.nonzero(synth_types == k)[0])
+                for k in TUMOR_TYPES if (real_types == k).any() or (synth_types == k).any()}
+
+    synth_nn = nearest_distances(synth_images, real_images)
+    test_nn = nearest_distances(test_images, real_images) if len(test_images) else np.array([])
+    floor = float(test_nn.min()) if test_nn.size else None
+    memorization = {
+        "distance": "RMS difference of z-normalised volumes to the nearest real training volume",
+        "synthetic_to_train": _summary(synth_nn), "test_to_train": _summary(test_nn),
+        "synthetic_nearer_than_nearest_test": int((synth_nn < floor).sum()) if floor is not None else None,
+    }
+    consistency = {"model": None, "note": "no spine_segcls model given (--model); label consistency is missing"}
+    if loaded_model is not None:
+        dice = label_consistency(loaded_model, synth_images, synth_labels, np.diag([*prep.spacing, 1.0]))
+        consistency = {"model": str(model), "dice": {LABELS[k]: _summary(dice[:, k - 1]) for k in range(1, 6)},
+                       "per_type": {TUMOR_TYPES[t]: {LABELS[k]: _summary(dice[synth_types == t, k - 1])
+                                                     for k in range(1, 6)} for t in TUMOR_TYPES
+                                    if (synth_types == t).any()}}
+    site = [i.get("site_verified") for i in synth_list.meta.get("volgan", {}).get("cases", {}).values()]
+    report = {
+        "real": str(real_list.path), "synthetic": str(synth_list.path), "grid": {"shape": list(prep.patch),
+                                                                                  "spacing": list(prep.spacing)},
+        "feature_network": FEATURE_NETWORK,
+        "n": {"real_train": len(train), "real_test": len(test), "synthetic": len(synth),
+              "synthetic_per_type": {TUMOR_TYPES.get(int(k), "unknown"): int(v)
+                                     for k, v in Counter(synth_types).items()}},
+        "overall": overall, "per_type": per_type, "memorization": memorization, "label_consistency": consistency,
+        "tumor_site_verified": {"n": sum(s is True for s in site), "of": sum(s is not None for s in site)},
+    }
+    report = _clean(report)
+    with staged_output_dir(out, QUALITY_ENTRIES, overwrite) as staging:
+        write_text(staging / "quality.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_text(staging / "quality.md", render_markdown(report))
+        _figure(real_images, synth_images, real_types, synth_types, staging / "quality.png")
+    return report
+
+
+def _clean(value):
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _f(x, digits=3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def render_markdown(report: dict) -> str:
+    lines = ["# Synthetic-quality report", "",
+             f"{report['n']['synthetic']} synthetic volumes against {report['n']['real_train']} real training and "
+             f"{report['n']['real_test']} real test volumes, on a {report['grid']['shape']} grid at "
+             f"{report['grid']['spacing']} mm.", "",
+             "| group | n real | n synthetic | Fréchet synthetic vs real | Fréchet real vs real (floor) | "
+             "MS-SSIM synthetic | MS-SSIM real | diversity gap |", "|---|---|---|---|---|---|---|---|"]
+    for name, g in [("all", report["overall"]), *report["per_type"].items()]:
+        lines.append(f"| {name} | {g['n_real']} | {g['n_synthetic']} | {_f(g['frechet_synthetic_vs_real'], 1)} | "
+                     f"{_f(g['frechet_real_vs_real'], 1)} | {_f(g['msssim_synthetic'])} | {_f(g['msssim_real'])} | "
+                     f"{_f(g.get('diversity_gap'))} |")
+    m = report["memorization"]
+    lines += ["", "## Memorization", "", m["distance"] + ".", "",
+              f"- synthetic → training: median {_f(m['synthetic_to_train'].get('median'))}, "
+              f"min {_f(m['synthetic_to_train'].get('min'))}",
+              f"- test → training: median {_f(m['test_to_train'].get('median'))}, "
+              f"min {_f(m['test_to_train'].get('min'))}",
+              f"- synthetic volumes nearer to a training volume than the nearest test volume: "
+              f"{m['synthetic_nearer_than_nearest_test']}", "", "## Label consistency", ""]
+    c = report["label_consistency"]
+    if c["model"] is None:
+        lines.append("Missing: " + c["note"] + ".")
+    else:
+        lines += [f"Dice between each synthetic label map and `{c['model']}`'s prediction on its image.", "",
+                  "| label | mean | median | min |", "|---|---|---|---|"]
+        lines += [f"| {k} | {_f(v.get('mean'))} | {_f(v.get('median'))} | {_f(v.get('min'))} |"
+                  for k, v in c["dice"].items()]
+    s = report["tumor_site_verified"]
+    lines += ["", f"Tumor site matching its class at synthesis: {s['n']} of {s['of']} volumes.", "",
+              f"Features: {report['feature_network']}.", "", "![synthetic beside real](quality.png)", ""]
+    return "\n".join(lines)
+
+
+def _figure(real: np.ndarray, synth: np.ndarray, real_types, synth_types, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 4, figsize=(10, 5.4))
+    for col, (k, name) in enumerate(TUMOR_TYPES.items()):
+        for row, (arrays, types, kind) in enumerate(((synth, synth_types, "synthetic"), (real, real_types, "real"))):
+            ax = axes[row, col]
+            idx = np.nonzero(types == k)[0]
+            if len(idx):
+                volume = arrays[idx[0]]
+                ax.imshow(volume[volume.shape[0] // 2].T, origin="lower", cmap="gray")
+            ax.set_title(f"{kind}: {name[:16]}", fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

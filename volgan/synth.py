@@ -1,0 +1,239 @@
+"""Synthesis with a trained spine_cgan: labeled volumes from a class, or images for given label maps.
+
+Class → volume: the EMA label generator draws a label map for the class; the class is enforced (no label 5
+for ``none``; label 5 present otherwise) and the tumor's site is checked against its class by the labels
+around it (:func:`tumor_site`), drawing again up to ``max_tries`` times; the image generator then paints the
+image. Volumes come out in the training data's spacing, orientation and intensity range, as ``.nii.gz``
+pairs with an MSD datalist whose entries say ``source: synthetic``. Case ``i`` depends only on
+``(seed, i)`` and the class it was asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from volgan.datalist import Case, layout_paths, write_datalist
+from volgan.errors import VolganInputError
+from volgan.gan import GENERATOR_FILE, ImageGenerator, LabelGenerator
+from volgan.io import Volume, is_nifti, read_volume, reorient, staged_output_dir, strip_nifti_suffix, write_nifti
+from volgan.labels import NUM_LABELS, TUMOR_LABEL, TUMOR_TYPES, tumor_type_from_name
+from volgan.transforms import model_grid, resample
+
+SYNTH_ENTRIES = ("dataset.json", "imagesTr", "labelsTr")
+FACES = ndimage.generate_binary_structure(3, 1)
+
+
+@dataclass
+class Synthesizer:
+    label_generator: LabelGenerator
+    image_generator: ImageGenerator
+    config: dict
+    stats: dict
+    device: torch.device
+
+    @property
+    def size(self) -> int:
+        return int(self.config["size"])
+
+    @property
+    def affine(self) -> np.ndarray:
+        """RAS affine of the generators' grid: training spacing, centred on the origin."""
+        spacing = np.asarray(self.config["spacing"], dtype=np.float64)
+        affine = np.diag([*spacing, 1.0])
+        affine[:3, 3] = -spacing * (self.size - 1) / 2.0
+        return affine
+
+
+def load_synthesizer(path: str | os.PathLike, device: str | torch.device | None = None) -> Synthesizer:
+    """Load ``generator.pt`` (or the one in a bundle folder's ``models/``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "models" / GENERATOR_FILE if (path / "models").is_dir() else path / GENERATOR_FILE
+    if not path.is_file():
+        raise VolganInputError(path, "no such generator checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        config, stats = state["config"], state["stats"]
+    except Exception as exc:
+        raise VolganInputError(path, f"not a spine_cgan generator checkpoint ({type(exc).__name__})") from None
+    device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    label_g = LabelGenerator(config["size"], z_dim=config["z_label"], base=config["base"])
+    image_g = ImageGenerator(config["size"], z_dim=config["z_image"], base=config["base"])
+    try:
+        label_g.load_state_dict(state["label_generator"])
+        image_g.load_state_dict(state["image_generator"])
+    except (RuntimeError, KeyError) as exc:
+        raise VolganInputError(path, f"checkpoint does not fit the generators ({str(exc).splitlines()[0][:120]})") \
+            from None
+    return Synthesizer(label_g.to(device).eval(), image_g.to(device).eval(), config, stats, device)
+
+
+def exact_counts(spec: str | None, n: int) -> dict[int, int]:
+    """``"none=0.5,intramedullary=0.2,..."`` → exact counts per class summing to ``n`` (largest remainder).
+    Without a spec, the four classes in equal shares."""
+    if spec is None:
+        shares = {k: 1.0 for k in TUMOR_TYPES}
+    else:
+        shares = {}
+        for part in (p for p in spec.split(",") if p.strip()):
+            name, _, value = part.partition("=")
+            try:
+                cls, share = tumor_type_from_name(name), float(value)
+            except ValueError as exc:
+                raise VolganInputError(None, f"--types: {exc if 'unknown' in str(exc) else f'bad share in {part!r}'}") \
+                    from None
+            if share < 0 or not np.isfinite(share):
+                raise VolganInputError(None, f"--types: share of {name} must be a non-negative number")
+            shares[cls] = shares.get(cls, 0.0) + share
+    total = sum(shares.values())
+    if total <= 0:
+        raise VolganInputError(None, "--types: shares add up to zero")
+    exact = {k: n * v / total for k, v in shares.items()}
+    counts = {k: int(np.floor(v)) for k, v in exact.items()}
+    for k in sorted(exact, key=lambda k: (-(exact[k] - counts[k]), k))[: n - sum(counts.values())]:
+        counts[k] += 1
+    return {k: counts.get(k, 0) for k in TUMOR_TYPES}
+
+
+def tumor_site(label: np.ndarray) -> int:
+    """Where the tumor sits, judged by the labels touching it (6-connectivity): 3 vertebral (mostly bone),
+    1 intramedullary (more cord than CSF around it), 2 intradural extramedullary (more CSF); 0 no tumor."""
+    tumor = label == TUMOR_LABEL
+    if not tumor.any():
+        return 0
+    shell = ndimage.binary_dilation(tumor, FACES) & ~tumor
+    share = np.bincount(label[shell], minlength=NUM_LABELS) / max(int(shell.sum()), 1)
+    if share[1] + share[2] >= 0.5:
+        return 3
+    return 1 if share[3] >= share[4] else 2
+
+
+def _enforce_class(logits: torch.Tensor, tumor_type: int) -> np.ndarray:
+    """Label map from (6, S³) logits with label 5 present exactly when ``tumor_type`` ≠ 0."""
+    if tumor_type == 0:
+        return logits[:TUMOR_LABEL].argmax(0).to(torch.uint8).cpu().numpy()
+    label = logits.argmax(0).to(torch.uint8).cpu().numpy()
+    if not (label == TUMOR_LABEL).any():  # the most tumor-like voxel and its face neighbours
+        margin = (logits[TUMOR_LABEL] - logits[:TUMOR_LABEL].max(0).values).cpu().numpy()
+        seed = np.zeros(label.shape, bool)
+        seed[np.unravel_index(int(margin.argmax()), label.shape)] = True
+        label[ndimage.binary_dilation(seed, FACES)] = TUMOR_LABEL
+    return label
+
+
+def _generator(seed: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, index]).generate_state(1)[0]))
+
+
+@torch.no_grad()
+def paint(synth: Synthesizer, label: np.ndarray, noise: torch.Generator) -> np.ndarray:
+    """Image (S³ float32, training intensity units) for a label map on the generators' grid."""
+    onehot = F.one_hot(torch.from_numpy(label.astype(np.int64)), NUM_LABELS).permute(3, 0, 1, 2)[None].float()
+    z = torch.randn(1, synth.image_generator.z_dim, generator=noise)
+    image = synth.image_generator(onehot.to(synth.device), z.to(synth.device))[0, 0].float().cpu().numpy()
+    scaled = image * synth.stats["intensity_std"] + synth.stats["intensity_mean"]
+    return np.clip(scaled, 0, None).astype(np.float32)
+
+
+@torch.no_grad()
+def synthesize_case(synth: Synthesizer, tumor_type: int, seed: int, index: int,
+                    max_tries: int = 8) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(image, label, info) on the generators' RAS grid for case ``index`` of class ``tumor_type``."""
+    noise = _generator(seed, index)
+    classes = torch.tensor([tumor_type], device=synth.device)
+    tries = 0
+    while True:
+        tries += 1
+        z = torch.randn(1, synth.label_generator.z_dim, generator=noise)
+        label = _enforce_class(synth.label_generator(z.to(synth.device), classes)[0], tumor_type)
+        site = tumor_site(label)
+        if site == tumor_type or tries == max_tries:
+            break
+    info = {"tries": tries, "site_verified": bool(site == tumor_type)}
+    return paint(synth, label, noise), label, info
+
+
+def _write(out: Path, name: str, image: np.ndarray, label: np.ndarray, affine: np.ndarray, code: str):
+    image_path, label_path = layout_paths(out, name, "training", "msd")
+    image, label, affine = reorient(image, label, affine, code)
+    write_nifti(Volume(image, affine), image_path)
+    write_nifti(Volume(label, affine), label_path)
+    return image_path, label_path
+
+
+def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None = None, types: str | None = None,
+               labels: str | os.PathLike | None = None, seed: int = 0, overwrite: bool = False,
+               progress: bool = False) -> list[Case]:
+    """Write synthetic image/label pairs and their datalist under ``out``; returns the cases."""
+    from tqdm import tqdm
+
+    if (n_cases is None) == (labels is None):
+        raise VolganInputError(None, "give either --cases N or --labels DIR")
+    if n_cases is not None and n_cases < 1:
+        raise VolganInputError(None, f"--cases must be at least 1, got {n_cases}")
+    out = Path(out)
+    code = synth.stats.get("orientation", "RAS")
+    jobs = []
+    if n_cases is not None:
+        counts = exact_counts(types, n_cases)
+        jobs = [("class", t) for t, c in counts.items() for _ in range(c)]
+    else:
+        folder = Path(labels)
+        if not folder.is_dir():
+            raise VolganInputError(folder, "--labels must be a folder of label maps")
+        files = sorted(p for p in folder.iterdir() if is_nifti(p) and not p.name.startswith("."))
+        if not files:
+            raise VolganInputError(folder, "holds no .nii/.nii.gz label maps")
+        jobs = [("label", read_volume(p, label=True)) for p in files]  # validate every file before any work
+    cases, infos = [], []
+    with staged_output_dir(out, SYNTH_ENTRIES, overwrite) as staging:
+        for index, (kind, item) in enumerate(tqdm(jobs, desc="synth", unit="case", disable=not progress)):
+            if kind == "class":
+                image, label, info = synthesize_case(synth, item, seed, index)
+                name = f"synth_{index:05d}"
+                image_path, label_path = _write(staging, name, image, label, synth.affine, code)
+                tumor_type = item
+            else:
+                image_path, label_path, tumor_type, info = _paint_given(synth, item, staging, seed, index)
+                name = strip_nifti_suffix(Path(item.path).name)
+            cases.append(Case(name, image_path, label_path, tumor_type, "synthetic", "training"))
+            infos.append(info)
+        meta = {"volgan": {"generator": "volgan.synth", "seed": seed, "config": synth.config, "stats": synth.stats,
+                           "cases": {c.name: i for c, i in zip(cases, infos, strict=True)}}}
+        write_datalist(cases, staging, "msd", meta)
+    for case in cases:
+        case.image, case.label = out / case.image.relative_to(staging), out / case.label.relative_to(staging)
+    return cases
+
+
+def _paint_given(synth: Synthesizer, label: Volume, staging: Path, seed: int, index: int):
+    """Image for a user's label map: onto the generators' grid (nearest), centre crop/pad to S³, paint, and
+    back onto the label map's own grid; the label map is kept as given."""
+    spacing = synth.config["spacing"]
+    affine, shape = model_grid(label.affine, label.shape, spacing)
+    on_grid = resample(torch.from_numpy(label.array[None].astype(np.int64)), label.affine, affine, shape, "nearest")[0]
+    s = synth.size
+    crop = np.zeros((s, s, s), np.uint8)
+    src, dst = [], []
+    for n in shape:
+        start = (n - s) // 2
+        src.append(slice(max(start, 0), max(start, 0) + min(n, s)))
+        dst.append(slice(max(-start, 0), max(-start, 0) + min(n, s)))
+    crop[tuple(dst)] = on_grid.numpy()[tuple(src)]
+    painted = paint(synth, crop, _generator(seed, index))
+    full = np.zeros(shape, np.float32)
+    full[tuple(src)] = painted[tuple(dst)]
+    image = resample(torch.from_numpy(full[None]), affine, label.affine, label.shape)[0].numpy()
+    name = strip_nifti_suffix(Path(label.path).name)
+    image_path, label_path = layout_paths(staging, name, "training", "msd")
+    write_nifti(Volume(image, label.affine), image_path)
+    write_nifti(label, label_path)
+    site = tumor_site(label.array)
+    return image_path, label_path, site, {"tries": 0, "site_verified": None, "given_label": label.path}
