@@ -102,14 +102,14 @@ class ImageGenerator(nn.Module):
         self.texture = nn.Conv3d(1, base, 1)
         self.out = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv3d(base, 1, 3, padding=1))
 
-    def forward(self, label: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, label: torch.Tensor, z: torch.Tensor, texture: torch.Tensor | None = None) -> torch.Tensor:
+        """``texture`` (B, 1, S, S, S) is the per-voxel noise; drawn from the global generator when None."""
         x = self.project(z).view(len(z), self.base * 4, self.start, self.start, self.start)
         for i, block in enumerate(self.blocks):
             x = block(F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False), label)
-            if i == len(self.blocks) - 1:
-                noise = torch.randn(len(z), 1, *x.shape[2:], device=x.device, dtype=x.dtype)
-                x = x + self.texture(noise)
-        return self.out(x)
+        if texture is None:
+            texture = torch.randn(len(z), 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+        return self.out(x + self.texture(texture))
 
 
 class PatchDiscriminator(nn.Module):
@@ -316,7 +316,8 @@ def sample(label_generator: LabelGenerator, image_generator: ImageGenerator, tum
     logits = label_generator(z_l, tumor_type.to(device))
     onehot = F.one_hot(logits.argmax(1), NUM_LABELS).permute(0, 4, 1, 2, 3).float()
     z_i = torch.randn(n, image_generator.z_dim, generator=generator).to(device)
-    return logits, image_generator(onehot, z_i)
+    texture = torch.randn(n, 1, *onehot.shape[2:], generator=generator).to(device)
+    return logits, image_generator(onehot, z_i, texture)
 
 
 GENERATOR_FILE = "generator.pt"

@@ -137,7 +137,9 @@ def paint(synth: Synthesizer, label: np.ndarray, noise: torch.Generator) -> np.n
     """Image (S³ float32, training intensity units) for a label map on the generators' grid."""
     onehot = F.one_hot(torch.from_numpy(label.astype(np.int64)), NUM_LABELS).permute(3, 0, 1, 2)[None].float()
     z = torch.randn(1, synth.image_generator.z_dim, generator=noise)
-    image = synth.image_generator(onehot.to(synth.device), z.to(synth.device))[0, 0].float().cpu().numpy()
+    texture = torch.randn(1, 1, *label.shape, generator=noise)
+    image = synth.image_generator(onehot.to(synth.device), z.to(synth.device), texture.to(synth.device))
+    image = image[0, 0].float().cpu().numpy()
     scaled = image * synth.stats["intensity_std"] + synth.stats["intensity_mean"]
     return np.clip(scaled, 0, None).astype(np.float32)
 

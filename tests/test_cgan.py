@@ -1,0 +1,177 @@
+"""spine_cgan as a user runs it: bundle training and synthesis at 16³, resume after a kill, conditioning,
+determinism, painting given label maps, the quality report, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_segcls_bundle import SCHEMA, bundle
+
+from volgan.datalist import read_datalist
+from volgan.io import read_volume
+from volgan.phantom import PhantomConfig, make_dataset
+from volgan.synth import exact_counts
+
+ROOT = Path(__file__).resolve().parent.parent
+CGAN = ROOT / "bundles" / "spine_cgan"
+TINY = ["--size", "16", "--base", "8", "--batch_size", "4", "--monitor_interval", "1"]
+
+
+@pytest.fixture(scope="module")
+def real16(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("real16") / "data"
+    make_dataset(out, 16, PhantomConfig(size=(16, 16, 16)), seed=3, test_fraction=0.25)
+    return out
+
+
+@pytest.fixture(scope="module")
+def gan(tmp_path_factory, real16) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("cgan")
+    log = bundle("run", "--config_file", "configs/train.json", "--bundle_root", root, "--dataset_dir", real16,
+                 "--max_epochs", "2", *TINY, cwd=CGAN)
+    return root, log
+
+
+def test_metadata(tmp_path):
+    schema = tmp_path / SCHEMA.name
+    schema.write_bytes(SCHEMA.read_bytes())
+    assert "verified with no error" in bundle("verify_metadata", "--meta_file", "configs/metadata.json",
+                                              "--filepath", schema, cwd=CGAN)
+
+
+def test_train_writes_checkpoints_logs_and_the_collapse_monitor(gan):
+    root, log = gan
+    assert (root / "models" / "generator.pt").is_file()
+    assert len(list((root / "models").glob("checkpoint_*.pt"))) == 1
+    assert list((root / "eval").glob("events.out.tfevents.*"))
+    assert "msssim_real" in log and "msssim_synthetic" in log
+    state = torch.load(root / "models" / "generator.pt", weights_only=True)
+    assert state["config"]["size"] == 16 and state["stats"]["orientation"] == "RAS" and state["epoch"] == 2
+
+
+def test_bundle_inference_synthesizes(gan):
+    root, _ = gan
+    bundle("run", "--config_file", "configs/inference.json", "--bundle_root", root, "--num_cases", "4", cwd=CGAN)
+    datalist = read_datalist(root / "eval" / "synthetic")
+    assert len(datalist.cases) == 4 and all(c.source == "synthetic" for c in datalist.cases)
+
+
+def test_resume_after_a_kill(tmp_path, real16):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json", "--bundle_root",
+            str(tmp_path), "--dataset_dir", str(real16), "--max_epochs", "1000", *TINY]
+    proc = subprocess.Popen(args, cwd=CGAN, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and not list((tmp_path / "models").glob("checkpoint_*epoch=2.pt")):
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved = sorted((tmp_path / "models").glob("checkpoint_*.pt"))
+    assert saved, "no checkpoint before the kill"
+    epoch = int(saved[-1].stem.split("=")[-1])
+    log = bundle("run", "--config_file", "configs/train.json", "--bundle_root", tmp_path, "--dataset_dir", real16,
+                 "--max_epochs", str(epoch + 1), *TINY, cwd=CGAN)
+    assert f"Restored all variables from {saved[-1]}" in log, log[-2000:]
+    assert f"Epoch[{epoch + 1}] Complete" in log and f"Epoch[{epoch}] Complete" not in log
+    assert torch.load(tmp_path / "models" / "generator.pt", weights_only=True)["epoch"] == epoch + 1
+
+
+def test_exact_counts():
+    assert exact_counts("none=0.5,intramedullary=0.2,vertebral=0.3", 10) == {0: 5, 1: 2, 2: 0, 3: 3}
+    assert sum(exact_counts("none=1,vertebral=1,intramed=1", 10).values()) == 10
+    assert exact_counts(None, 6) == {0: 2, 1: 2, 2: 1, 3: 1}
+
+
+def test_synth_conditioning_and_determinism(cli, tmp_path, gan):
+    root, _ = gan
+    args = ["synth", "--checkpoint", root, "--cases", "8", "--types", "none=0.5,vertebral=0.25,intramedullary=0.25"]
+    assert cli(*args, "--out", tmp_path / "a", "--seed", "4").code == 0
+    assert cli(*args, "--out", tmp_path / "b", "--seed", "4").code == 0
+    assert cli(*args, "--out", tmp_path / "c", "--seed", "5").code == 0
+    cases = read_datalist(tmp_path / "a").cases
+    assert sorted(c.tumor_type for c in cases) == [0, 0, 0, 0, 1, 1, 3, 3]
+    differs = False
+    for case in cases:
+        label = read_volume(case.label, label=True).array
+        assert (label == 5).any() == (case.tumor_type != 0)
+        image = read_volume(case.image)
+        assert image.shape == (16, 16, 16) and image.spacing == pytest.approx((1.5, 1.5, 1.5))
+        twin = read_volume(tmp_path / "b" / "imagesTr" / case.image.name)
+        assert np.array_equal(image.array, twin.array)
+        other = read_volume(tmp_path / "c" / "imagesTr" / case.image.name)
+        differs |= not np.array_equal(image.array, other.array)
+    assert differs
+
+
+def test_synth_paints_given_label_maps_in_their_geometry(cli, tmp_path, gan):
+    root, _ = gan
+    make_dataset(tmp_path / "given", 3, PhantomConfig(size=(20, 18, 16), orientation="LPS"), seed=1,
+                 test_fraction=0)
+    result = cli("synth", "--checkpoint", root, "--labels", tmp_path / "given" / "labelsTr", "--out", tmp_path / "o")
+    assert result.code == 0, result.err
+    for case in read_datalist(tmp_path / "o").cases:
+        given = read_volume(tmp_path / "given" / "labelsTr" / case.label.name, label=True)
+        label, image = read_volume(case.label, label=True), read_volume(case.image)
+        assert np.array_equal(label.array, given.array) and image.shape == given.shape
+        assert np.allclose(image.affine, given.affine) and image.orientation == "LPS"
+
+
+def test_quality_report_fields(cli, tmp_path, gan, real16):
+    root, _ = gan
+    assert cli("synth", "--checkpoint", root, "--cases", "8", "--out", tmp_path / "s").code == 0
+    from volgan.network import SegClsNet
+
+    model = tmp_path / "segcls" / "model.pt"
+    model.parent.mkdir()
+    torch.save(SegClsNet(channels=(4, 8, 16, 32)).state_dict(), model)
+    (model.parent / "model.json").write_text(json.dumps({"spacing": [1.5] * 3, "patch": [16] * 3,
+                                                         "channels": [4, 8, 16, 32]}), encoding="utf-8")
+    result = cli("quality", "--real", real16, "--synthetic", tmp_path / "s", "--out", tmp_path / "q",
+                 "--model", model)
+    assert result.code == 0, result.err
+    report = json.loads((tmp_path / "q" / "quality.json").read_text(encoding="utf-8"))
+    for key in ("frechet_synthetic_vs_real", "frechet_real_vs_real", "msssim_synthetic", "msssim_real"):
+        assert report["overall"][key] is not None
+    assert set(report["per_type"]) == {"none", "intramedullary", "intradural_extramedullary", "vertebral"}
+    memo = report["memorization"]
+    assert memo["synthetic_to_train"]["n"] == 8 and memo["test_to_train"]["n"] == 4
+    assert isinstance(memo["synthetic_nearer_than_nearest_test"], int)
+    assert set(report["label_consistency"]["dice"]) == {"vertebra", "disc", "cord", "csf", "tumor"}
+    assert "resnet10" in report["feature_network"]
+    assert (tmp_path / "q" / "quality.png").stat().st_size > 1000
+    assert cli("quality", "--real", real16, "--synthetic", tmp_path / "s", "--out", tmp_path / "q2").code == 0
+    missing = json.loads((tmp_path / "q2" / "quality.json").read_text(encoding="utf-8"))["label_consistency"]
+    assert missing["model"] is None and "missing" in missing["note"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--checkpoint", "nowhere.pt", "--cases", "2"], "no such generator checkpoint"),
+    (["--cases", "2", "--types", "spinal=1"], "unknown tumor type"),
+    (["--cases", "0"], "--cases must be at least 1"),
+])
+def test_synth_bad_input(cli, tmp_path, gan, args, needle):
+    root, _ = gan
+    full = args if "--checkpoint" in args else ["--checkpoint", root, *args]
+    result = cli("synth", *full, "--out", tmp_path / "o")
+    assert result.code == 2 and needle in result.err and result.err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_synth_keeps_an_existing_dataset(cli, tmp_path, gan):
+    root, _ = gan
+    assert cli("synth", "--checkpoint", root, "--cases", "2", "--out", tmp_path / "o").code == 0
+    before = (tmp_path / "o" / "dataset.json").read_bytes()
+    result = cli("synth", "--checkpoint", root, "--cases", "2", "--out", tmp_path / "o", "--seed", "9")
+    assert result.code == 2 and "--overwrite" in result.err
+    assert (tmp_path / "o" / "dataset.json").read_bytes() == before
