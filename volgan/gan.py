@@ -105,7 +105,7 @@ class ImageGenerator(nn.Module):
     def forward(self, label: torch.Tensor, z: torch.Tensor, texture: torch.Tensor | None = None) -> torch.Tensor:
         """``texture`` (B, 1, S, S, S) is the per-voxel noise; drawn from the global generator when None."""
         x = self.project(z).view(len(z), self.base * 4, self.start, self.start, self.start)
-        for i, block in enumerate(self.blocks):
+        for block in self.blocks:
             x = block(F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False), label)
         if texture is None:
             texture = torch.randn(len(z), 1, *x.shape[2:], device=x.device, dtype=x.dtype)
