@@ -56,6 +56,29 @@ class LabelGenerator(nn.Module):
         return self.out(x)
 
 
+class LabelEncoder(nn.Module):
+    """One-hot label map (B, 6, S³) and class (B,) → posterior mean and log-variance (B, z_dim) each.
+
+    Makes the label generator a conditional VAE-GAN: reconstruction gives the generator a dense signal that
+    pure adversarial training lacks on small data and a CPU budget; the KL term keeps the posterior near the
+    prior that synthesis samples from."""
+
+    def __init__(self, size: int = 32, z_dim: int = 64, base: int = 16, classes: int = NUM_TUMOR_TYPES):
+        super().__init__()
+        layers, c = [], NUM_LABELS + classes
+        for width in (base, base * 2, base * 4):
+            layers += [nn.Conv3d(c, width, 4, stride=2, padding=1), _norm(width), nn.LeakyReLU(0.2)]
+            c = width
+        self.net = nn.Sequential(*layers)
+        self.head = nn.Linear(c * (size // 8) ** 3, 2 * z_dim)
+        self.classes = classes
+
+    def forward(self, onehot: torch.Tensor, tumor_type: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        planes = F.one_hot(tumor_type, self.classes).float()[:, :, None, None, None].expand(-1, -1, *onehot.shape[2:])
+        mu, logvar = self.head(self.net(torch.cat([onehot, planes], 1)).flatten(1)).chunk(2, dim=1)
+        return mu, logvar.clamp(-8, 8)
+
+
 class SPADE(nn.Module):
     """Spatially-adaptive normalisation: GroupNorm without affine, then scale and shift from the label map."""
 
@@ -233,7 +256,8 @@ class CGanTrainer(Trainer):
     def __init__(self, device, max_epochs: int, train_data_loader, label_generator: LabelGenerator,
                  image_generator: ImageGenerator, label_discriminator: PatchDiscriminator,
                  image_discriminator: PatchDiscriminator, g_optimizer, d_optimizer, prepare_batch,
-                 rec_weight: float = 5.0, r1_weight: float = 1.0, r1_interval: int = 4, ema_decay: float = 0.995,
+                 label_encoder: LabelEncoder | None = None, rec_weight: float = 5.0, label_rec_weight: float = 1.0,
+                 kl_weight: float = 0.02, r1_weight: float = 1.0, r1_interval: int = 4, ema_decay: float = 0.995,
                  monitor_interval: int = 5, seed: int = 0, train_handlers=None, **kwargs):
         super().__init__(device=device, max_epochs=max_epochs, data_loader=train_data_loader,
                          prepare_batch=prepare_batch, handlers=train_handlers, decollate=False, **kwargs)
@@ -242,6 +266,7 @@ class CGanTrainer(Trainer):
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.label_ema, self.image_ema = EMA(label_generator, ema_decay), EMA(image_generator, ema_decay)
         self.rec_weight, self.r1_weight, self.r1_interval = rec_weight, r1_weight, r1_interval
+        self.label_encoder, self.label_rec_weight, self.kl_weight = label_encoder, label_rec_weight, kl_weight
         self.noise = torch.Generator(device="cpu").manual_seed(seed)
         self.monitor_interval = monitor_interval
         self.real_bank: list[torch.Tensor] = []
@@ -288,6 +313,13 @@ class CGanTrainer(Trainer):
         adv_i = -d_i(diff_augment(torch.cat([fake_image, real_onehot], 1))[0]).mean()
         rec = (fake_image - image).abs().mean()
         g_loss = adv_l + adv_i + self.rec_weight * rec
+        label_rec = kl = torch.zeros((), device=image.device)
+        if self.label_encoder is not None:  # VAE-GAN: reconstruct the real label map through the posterior
+            mu, logvar = self.label_encoder(real_onehot, tumor_type)
+            z_post = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            label_rec = F.cross_entropy(g_l(z_post, tumor_type), label[:, 0].long(), weight=self.label_weights(label))
+            kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1).mean()
+            g_loss = g_loss + self.label_rec_weight * label_rec + self.kl_weight * kl
         self.g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_optimizer.step()
@@ -295,7 +327,15 @@ class CGanTrainer(Trainer):
         self.image_ema.update(g_i)
         return {Keys.LOSS: float(g_loss.detach() + d_loss.detach()), "d_loss": float(d_loss.detach()),
                 "g_adv_label": float(adv_l.detach()),
-                "g_adv_image": float(adv_i.detach()), "rec_l1": float(rec.detach()), "r1": float(r1.detach())}
+                "g_adv_image": float(adv_i.detach()), "rec_l1": float(rec.detach()), "r1": float(r1.detach()),
+                "label_ce": float(label_rec.detach()), "kl": float(kl.detach())}
+
+    @staticmethod
+    def label_weights(label: torch.Tensor) -> torch.Tensor:
+        """Inverse square-root label frequencies of the batch (normalised to mean 1), so thin structures count."""
+        counts = torch.bincount(label.flatten().long(), minlength=NUM_LABELS).float().clamp(min=1)
+        weights = counts.rsqrt()
+        return weights / weights.mean()
 
     @torch.no_grad()
     def monitor(self, engine) -> None:
@@ -352,6 +392,7 @@ def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stat
     from volgan.io import atomic_path
 
     save_dict = {"label_generator": trainer.label_generator, "image_generator": trainer.image_generator,
+                 **({"label_encoder": trainer.label_encoder} if trainer.label_encoder is not None else {}),
                  "label_discriminator": trainer.label_discriminator,
                  "image_discriminator": trainer.image_discriminator, "label_ema": trainer.label_ema.shadow,
                  "image_ema": trainer.image_ema.shadow, "g_optimizer": trainer.g_optimizer,
