@@ -80,7 +80,7 @@ def main() -> None:
     gap = overall.get("diversity_gap")
     anatomy_ok = all(dice[k] is not None and dice[k] >= 0.8 for k in ("vertebra", "disc", "cord", "csf"))
     checks = [
-        ("training to the default schedule (150 epochs)", f"{train_s / 60:.1f} min", "< 20 min",
+        ("training to the default schedule (140 epochs)", f"{train_s / 60:.1f} min", "< 20 min",
          train_s < TARGET_TRAIN_S),
         ("label consistency, tumor Dice", f"{dice['tumor']:.3f}" if dice["tumor"] is not None else "–", "≥ 0.6",
          dice["tumor"] is not None and dice["tumor"] >= 0.6),
