@@ -9,7 +9,7 @@ from volgan.labels import LABELS, TUMOR_TYPES
 __all__ = ["LABELS", "TUMOR_TYPES", "VolganInputError"]
 __version__ = "0.1.0"
 
-_SUBMODULES = {"cli", "datalist", "errors", "evaluate", "gradcam", "inference", "io", "labels", "loader", "metrics",
+_SUBMODULES = {"cli", "datalist", "errors", "gradcam", "inference", "io", "labels", "loader", "metrics",
                "network", "phantom", "report", "summary", "train", "transforms", "gan", "synth",
                "quality"}
 
