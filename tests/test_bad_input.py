@@ -172,6 +172,13 @@ def test_bad_options(cli, tmp_path, args, needle):
     assert not (tmp_path / "o").exists()
 
 
+def test_usage_errors_are_one_line(cli, tmp_path):
+    result = cli("phantom", "--out", tmp_path / "o")
+    assert_one_line_error(result, "--cases")
+    result = cli("phantom", "--out", tmp_path / "o", "--cases", "2", "--size", "a,b")
+    assert_one_line_error(result, "--size must be a number or three numbers")
+
+
 def test_console_script_exit_status(tmp_path):
     """The installed entry point, as a user calls it."""
     proc = subprocess.run([sys.executable, "-m", "volgan", "check", str(tmp_path / "none")],

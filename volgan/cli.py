@@ -11,6 +11,13 @@ from volgan.errors import VolganInputError
 from volgan.labels import tumor_type_from_name
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (exit status 2), like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see --help\n")
+
+
 def _triple(kind: type, name: str):
     def parse(text: str):
         parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
@@ -216,7 +223,7 @@ def run_quality(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="volgan", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="volgan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"volgan {__import__('volgan').__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_phantom_parser, add_check_parser, add_infer_parser, add_evaluate_parser, add_synth_parser,
