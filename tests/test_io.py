@@ -27,6 +27,16 @@ def test_nifti_round_trip_keeps_array_and_affine(tmp_path, code):
     assert label.array.dtype == np.uint8 and nib.load(tmp_path / "lab.nii").get_data_dtype() == np.uint8
 
 
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    write_nifti(Volume(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "vol.nii.gz")
+    assert stat.S_IMODE((tmp_path / "vol.nii.gz").stat().st_mode) == 0o666 & ~umask
+
+
 def test_write_is_atomic_and_leaves_no_temporary(tmp_path, monkeypatch):
     target = tmp_path / "vol.nii.gz"
     write_nifti(Volume(np.ones((4, 4, 4), np.float32), np.eye(4)), target)

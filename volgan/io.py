@@ -21,6 +21,8 @@ from volgan.labels import NUM_LABELS
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 AFFINE_TOLERANCE = 1e-4  # mm; two affines closer than this describe the same grid
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @dataclass
@@ -188,6 +190,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide outputs from the user's group
     try:
         yield Path(tmp)
         os.replace(tmp, path)
