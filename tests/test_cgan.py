@@ -147,6 +147,8 @@ def test_quality_report_fields(cli, tmp_path, gan, real16):
     memo = report["memorization"]
     assert memo["synthetic_to_train"]["n"] == 8 and memo["test_to_train"]["n"] == 4
     assert isinstance(memo["synthetic_nearer_than_nearest_test"], int)
+    assert memo["smoothed"]["synthetic_to_train"]["n"] == 8
+    assert memo["smoothed"]["synthetic_to_train"]["min"] <= memo["synthetic_to_train"]["min"]
     assert set(report["label_consistency"]["dice"]) == {"vertebra", "disc", "cord", "csf", "tumor"}
     assert "resnet10" in report["feature_network"]
     assert (tmp_path / "q" / "quality.png").stat().st_size > 1000
