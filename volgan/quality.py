@@ -138,9 +138,16 @@ def quality_report(real: str | os.PathLike, synthetic: str | os.PathLike, out: s
         raise VolganInputError(real_list.path, f"needs at least 4 real training cases, has {len(train)}")
     if len(synth) < 2:
         raise VolganInputError(synth_list.path, "needs at least 2 synthetic cases")
-    out = Path(out)
-    if not overwrite and any((out / n).exists() for n in QUALITY_ENTRIES):
-        raise VolganInputError(out, "already holds a quality report; pass --overwrite to replace")
+    with staged_output_dir(Path(out), QUALITY_ENTRIES, overwrite) as staging:  # refuses a taken folder first
+        report = _quality(train, test, synth, real_list, synth_list, model, seed)
+        arrays = report.pop("_arrays")
+        write_text(staging / "quality.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_text(staging / "quality.md", render_markdown(report))
+        _figure(*arrays, staging / "quality.png")
+    return report
+
+
+def _quality(train, test, synth, real_list, synth_list, model, seed: int) -> dict:
     first = read_volume(synth[0].image)
     prep = Preprocessing(tuple(first.spacing), tuple(first.shape))
     loaded_model = None
@@ -160,9 +167,8 @@ def quality_report(real: str | os.PathLike, synthetic: str | os.PathLike, out: s
     pick = rng.permutation(len(synth))[: len(part_a)]
 
     def group_report(real_idx: np.ndarray, synth_idx: np.ndarray) -> dict:
-        ra = np.array([i for i in part_a if i in set(real_idx)])
-        rb = np.array([i for i in part_b if i in set(real_idx)])
-        sp = np.array([i for i in pick if i in set(synth_idx)]) if len(synth_idx) else np.array([], int)
+        ra, rb = part_a[np.isin(part_a, real_idx)], part_b[np.isin(part_b, real_idx)]
+        sp = pick[np.isin(pick, synth_idx)]
         report = {
             "n_real": int(len(real_idx)), "n_synthetic": int(len(synth_idx)),
             "frechet_synthetic_vs_real": frechet_distance(f_synth[sp], f_real[rb]) if len(sp) and len(rb) else None,
@@ -208,10 +214,7 @@ def quality_report(real: str | os.PathLike, synthetic: str | os.PathLike, out: s
         "tumor_site_verified": {"n": sum(s is True for s in site), "of": sum(s is not None for s in site)},
     }
     report = _clean(report)
-    with staged_output_dir(out, QUALITY_ENTRIES, overwrite) as staging:
-        write_text(staging / "quality.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
-        write_text(staging / "quality.md", render_markdown(report))
-        _figure(real_images, synth_images, real_types, synth_types, staging / "quality.png")
+    report["_arrays"] = (real_images, synth_images, real_types, synth_types)  # for the figure, not the JSON
     return report
 
 

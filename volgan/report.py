@@ -128,22 +128,17 @@ def evaluate(pred_dir, ref, out, classes: str | os.PathLike | None = None, image
     from tqdm import tqdm
 
     pairs = find_pairs(pred_dir, ref, images)
-    out = Path(out)
-    if not overwrite:  # fail before the work, not after
-        taken = [n for n in REPORT_ENTRIES if (out / n).exists()]
-        if taken:
-            raise VolganInputError(out, f"already holds {', '.join(taken)}; pass --overwrite to replace")
-    per_case = []
-    for pair in tqdm(pairs, desc="evaluate", unit="case", disable=not progress):
-        pred, ref_volume = read_volume(pair.pred, label=True), read_volume(pair.ref, label=True)
-        check_same_grid(ref_volume, pred)
-        metrics = segmentation_metrics(pred.array, ref_volume.array, ref_volume.spacing, tolerance_mm)
-        has_tumor = bool(metrics[TUMOR_LABEL]["n_ref"])
-        per_case.append({"pair": pair, "metrics": metrics, "ref_tumor": has_tumor, "spacing": ref_volume.spacing})
-    summary = summarize(per_case, tolerance_mm, resamples, seed)
-    if classes is not None:
-        summary["classification"] = classify(per_case, read_class_table(classes), resamples, seed, classes)
-    with staged_output_dir(out, REPORT_ENTRIES, overwrite) as staging:
+    with staged_output_dir(Path(out), REPORT_ENTRIES, overwrite) as staging:  # refuses a taken folder first
+        per_case = []
+        for pair in tqdm(pairs, desc="evaluate", unit="case", disable=not progress):
+            pred, ref_volume = read_volume(pair.pred, label=True), read_volume(pair.ref, label=True)
+            check_same_grid(ref_volume, pred)
+            metrics = segmentation_metrics(pred.array, ref_volume.array, ref_volume.spacing, tolerance_mm)
+            has_tumor = bool(metrics[TUMOR_LABEL]["n_ref"])
+            per_case.append({"pair": pair, "metrics": metrics, "ref_tumor": has_tumor, "spacing": ref_volume.spacing})
+        summary = summarize(per_case, tolerance_mm, resamples, seed)
+        if classes is not None:
+            summary["classification"] = classify(per_case, read_class_table(classes), resamples, seed, classes)
         (staging / "figures").mkdir()
         figures = make_figures(per_case, summary, staging / "figures")
         write_text(staging / "summary.json", json.dumps(strict(summary), indent=2, allow_nan=False) + "\n")
