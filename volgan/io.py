@@ -6,6 +6,7 @@ coordinates in mm, as in NIfTI and nibabel. DICOM (LPS) geometry is converted to
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -239,6 +240,19 @@ def staged_output_dir(out: str | os.PathLike, names: tuple[str, ...], overwrite:
         shutil.rmtree(trash, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def strict_json(value):
+    """NaN and ±Inf → None, numpy scalars → Python, keys starting with '_' dropped (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def reorient(image: np.ndarray, label: np.ndarray, affine: np.ndarray, code: str):

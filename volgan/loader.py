@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torchio as tio
 
-from volgan.datalist import Case
+from volgan.datalist import Case, balanced_test_split
 from volgan.io import read_volume
 from volgan.transforms import Preprocessing, augmentation, preprocessing
 
@@ -67,8 +67,6 @@ def subjects_loader(dataset: tio.SubjectsDataset, batch_size: int = 2, shuffle: 
 
 def train_val_split(cases: list[Case], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Case], list[Case]]:
     """Split training cases into (train, validation), stratified by ``tumor_type``, fixed by ``seed``."""
-    from volgan.datalist import balanced_test_split
-
     n_val = max(1, round(val_fraction * len(cases))) if len(cases) > 1 else 0
     picked = balanced_test_split([c.tumor_type for c in cases], n_val, seed + 1)
     if len(picked) < n_val:  # classes too few for equal shares: fill up in seeded order

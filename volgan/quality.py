@@ -30,9 +30,10 @@ import torch
 from volgan.datalist import Case, read_datalist
 from volgan.errors import VolganInputError
 from volgan.gan import msssim_diversity
-from volgan.io import read_volume, staged_output_dir, write_text
+from volgan.io import read_volume, staged_output_dir, strict_json, write_text
 from volgan.labels import LABELS, TUMOR_TYPES
 from volgan.loader import subject_for
+from volgan.report import fmt
 from volgan.transforms import Preprocessing, preprocessing
 
 QUALITY_ENTRIES = ("quality.json", "quality.md", "quality.png")
@@ -213,23 +214,9 @@ def _quality(train, test, synth, real_list, synth_list, model, seed: int) -> dic
         "overall": overall, "per_type": per_type, "memorization": memorization, "label_consistency": consistency,
         "tumor_site_verified": {"n": sum(s is True for s in site), "of": sum(s is not None for s in site)},
     }
-    report = _clean(report)
+    report = strict_json(report)
     report["_arrays"] = (real_images, synth_images, real_types, synth_types)  # for the figure, not the JSON
     return report
-
-
-def _clean(value):
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _f(x, digits=3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
 
 
 def render_markdown(report: dict) -> str:
@@ -240,20 +227,20 @@ def render_markdown(report: dict) -> str:
              "| group | n real | n synthetic | Fréchet synthetic vs real | Fréchet real vs real (floor) | "
              "MS-SSIM synthetic | MS-SSIM real | diversity gap |", "|---|---|---|---|---|---|---|---|"]
     for name, g in [("all", report["overall"]), *report["per_type"].items()]:
-        lines.append(f"| {name} | {g['n_real']} | {g['n_synthetic']} | {_f(g['frechet_synthetic_vs_real'], 1)} | "
-                     f"{_f(g['frechet_real_vs_real'], 1)} | {_f(g['msssim_synthetic'])} | {_f(g['msssim_real'])} | "
-                     f"{_f(g.get('diversity_gap'))} |")
+        lines.append(f"| {name} | {g['n_real']} | {g['n_synthetic']} | {fmt(g['frechet_synthetic_vs_real'], 1)} | "
+                     f"{fmt(g['frechet_real_vs_real'], 1)} | {fmt(g['msssim_synthetic'])} | {fmt(g['msssim_real'])} | "
+                     f"{fmt(g.get('diversity_gap'))} |")
     m = report["memorization"]
     lines += ["", "## Memorization", "", m["distance"] + ".", "",
-              f"- synthetic → training: median {_f(m['synthetic_to_train'].get('median'))}, "
-              f"min {_f(m['synthetic_to_train'].get('min'))}",
-              f"- test → training: median {_f(m['test_to_train'].get('median'))}, "
-              f"min {_f(m['test_to_train'].get('min'))}",
+              f"- synthetic → training: median {fmt(m['synthetic_to_train'].get('median'))}, "
+              f"min {fmt(m['synthetic_to_train'].get('min'))}",
+              f"- test → training: median {fmt(m['test_to_train'].get('median'))}, "
+              f"min {fmt(m['test_to_train'].get('min'))}",
               f"- synthetic volumes nearer to a training volume than the nearest test volume: "
               f"{m['synthetic_nearer_than_nearest_test']}",
               f"- with every volume smoothed alike ({m['smoothed']['distance'].split(',')[0]}): synthetic min "
-              f"{_f(m['smoothed']['synthetic_to_train'].get('min'))}, test min "
-              f"{_f(m['smoothed']['test_to_train'].get('min'))}, synthetic nearer than the nearest test: "
+              f"{fmt(m['smoothed']['synthetic_to_train'].get('min'))}, test min "
+              f"{fmt(m['smoothed']['test_to_train'].get('min'))}, synthetic nearer than the nearest test: "
               f"{m['smoothed']['synthetic_nearer_than_nearest_test']}", "", "## Label consistency", ""]
     c = report["label_consistency"]
     if c["model"] is None:
@@ -261,7 +248,7 @@ def render_markdown(report: dict) -> str:
     else:
         lines += [f"Dice between each synthetic label map and `{c['model']}`'s prediction on its image.", "",
                   "| label | mean | median | min |", "|---|---|---|---|"]
-        lines += [f"| {k} | {_f(v.get('mean'))} | {_f(v.get('median'))} | {_f(v.get('min'))} |"
+        lines += [f"| {k} | {fmt(v.get('mean'))} | {fmt(v.get('median'))} | {fmt(v.get('min'))} |"
                   for k, v in c["dice"].items()]
     s = report["tumor_site_verified"]
     lines += ["", f"Tumor site matching its class at synthesis: {s['n']} of {s['of']} volumes.", "",

@@ -23,7 +23,15 @@ import numpy as np
 from volgan.datalist import DATASET_FILE, read_datalist
 from volgan.errors import VolganInputError
 from volgan.inference import output_stem
-from volgan.io import check_same_grid, is_nifti, read_volume, staged_output_dir, strip_nifti_suffix, write_text
+from volgan.io import (
+    check_same_grid,
+    is_nifti,
+    read_volume,
+    staged_output_dir,
+    strict_json,
+    strip_nifti_suffix,
+    write_text,
+)
 from volgan.labels import LABELS, TUMOR_LABEL, TUMOR_TYPES
 from volgan.metrics import (
     COUNT_KEYS,
@@ -141,7 +149,7 @@ def evaluate(pred_dir, ref, out, classes: str | os.PathLike | None = None, image
             summary["classification"] = classify(per_case, read_class_table(classes), resamples, seed, classes)
         (staging / "figures").mkdir()
         figures = make_figures(per_case, summary, staging / "figures")
-        write_text(staging / "summary.json", json.dumps(strict(summary), indent=2, allow_nan=False) + "\n")
+        write_text(staging / "summary.json", json.dumps(strict_json(summary), indent=2, allow_nan=False) + "\n")
         write_text(staging / "per_case.csv", per_case_csv(per_case))
         tables = report_tables(summary)
         write_text(staging / "report.md", render_markdown(tables, figures, summary))
@@ -220,19 +228,6 @@ def classify(per_case: list[dict], table: dict[str, np.ndarray], resamples: int,
     }
 
 
-def strict(value):
-    """NaN and ±Inf → None, numpy scalars → Python, keys starting with '_' dropped (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: strict(v) for k, v in value.items() if not str(k).startswith("_")}
-    if isinstance(value, (list, tuple)):
-        return [strict(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def per_case_csv(per_case: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -245,7 +240,8 @@ def per_case_csv(per_case: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _fmt(x, digits: int = 3) -> str:
+def fmt(x, digits: int = 3) -> str:
+    """A number with ``digits`` decimals; ``–`` for None, NaN and infinities."""
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
 
@@ -259,8 +255,8 @@ def report_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]
         for metric in SEG_METRICS:
             ci = v["confidence_intervals"][key][metric]
             digits = 2 if metric == "HD95" else 3
-            cells.append(f"{_fmt(summary['mean'][key][metric], digits)} ± {_fmt(v['sd'][key][metric], digits)} "
-                         f"[{_fmt(ci['ci_low'], digits)}, {_fmt(ci['ci_high'], digits)}]")
+            cells.append(f"{fmt(summary['mean'][key][metric], digits)} ± {fmt(v['sd'][key][metric], digits)} "
+                         f"[{fmt(ci['ci_low'], digits)}, {fmt(ci['ci_high'], digits)}]")
         cells.append(str(sum(1 for f in v["flags"] if f["label"] == k)))
         rows.append(cells)
     tables = [("Segmentation (mean ± sd [95% CI] over cases)", ["label", *SEG_METRICS[:2], "HD95 (mm)",
@@ -268,7 +264,7 @@ def report_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]
     cls = summary.get("classification")
     if cls:
         tables.append(("Classification (value [95% CI])", ["metric", "value", "95% CI"], [
-            [name, _fmt(m["value"]), f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"]
+            [name, fmt(m["value"]), f"[{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]"]
             for name, m in cls["metrics"].items()]))
         if cls["confusion_matrix"]:
             names = list(TUMOR_TYPES.values())
@@ -282,8 +278,8 @@ def _header(summary: dict) -> list[str]:
     v = summary["volgan"]
     s = v["settings"]
     fm = summary["foreground_mean"]
-    return [f"{v['n_cases']} cases; foreground mean Dice {_fmt(fm['Dice'])}, IoU {_fmt(fm['IoU'])}, "
-            f"HD95 {_fmt(fm['HD95'], 2)} mm, NSD {_fmt(fm['NSD'])}.",
+    return [f"{v['n_cases']} cases; foreground mean Dice {fmt(fm['Dice'])}, IoU {fmt(fm['IoU'])}, "
+            f"HD95 {fmt(fm['HD95'], 2)} mm, NSD {fmt(fm['NSD'])}.",
             f"Bootstrap: {s['bootstrap_resamples']} resamples, seed {s['bootstrap_seed']}, 95% percentile intervals. "
             f"{len(v['flags'])} (case, label) pairs are flagged (see summary.json)."]
 
@@ -335,7 +331,7 @@ def make_figures(per_case: list[dict], summary: dict, folder: Path) -> dict[str,
         roc = cls["_roc"]
         fig, ax = plt.subplots(figsize=(5, 5))
         _roc_curve(ax, np.array(roc["scores"]), np.array(roc["truth"]),
-                   f"tumor (AUC {_fmt(cls['metrics']['auc_tumor']['value'])})")
+                   f"tumor (AUC {fmt(cls['metrics']['auc_tumor']['value'])})")
         if cls["tumor_type_known"]:
             probs, types = np.array(roc["probabilities"]), np.array(roc["types"])
             for k, name in TUMOR_TYPES.items():
@@ -363,7 +359,7 @@ def make_figures(per_case: list[dict], summary: dict, folder: Path) -> dict[str,
     picks = {"best": order[-1], "worst": order[0]}
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
     for ax, (title, idx) in zip(axes, picks.items(), strict=True):
-        _overlay(ax, per_case[idx], f"{title}: {per_case[idx]['pair'].name} (Dice {_fmt(scores[idx])})")
+        _overlay(ax, per_case[idx], f"{title}: {per_case[idx]['pair'].name} (Dice {fmt(scores[idx])})")
     _save(fig, folder / "overlays.png")
     figures["overlays.png"] = "Best and worst cases (mid-slice; fill: reference, contour: prediction)"
     return figures

@@ -98,13 +98,9 @@ def normalize_intensity() -> tio.Transform:
     return tio.ZNormalization()
 
 
-def preprocessing(prep: Preprocessing = Preprocessing(), crop: bool = True) -> tio.Compose:
+def preprocessing(prep: Preprocessing = Preprocessing()) -> tio.Compose:
     """The pipeline every training, validation and synthetic volume goes through."""
-    steps = [ToModelGrid(prep.spacing)]
-    if crop:
-        steps.append(tio.CropOrPad(prep.patch))
-    steps.append(normalize_intensity())
-    return tio.Compose(steps)
+    return tio.Compose([ToModelGrid(prep.spacing), tio.CropOrPad(prep.patch), normalize_intensity()])
 
 
 AUGMENTATIONS = ("none", "light", "classical")
