@@ -1,0 +1,86 @@
+"""Augmentation and artifacts: volgan's fast elastic deformation and bias field give torchio's output; the
+study's artifacts are reproducible and grow with severity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchio as tio
+from scipy.ndimage import gaussian_filter
+
+from volgan.transforms import (
+    ElasticDeformation,
+    RandomBiasField,
+    RandomElasticDeformation,
+    artifacts,
+    augmentation,
+    bspline_weights,
+    corrupt,
+)
+
+OBLIQUE = np.array([[0, -0.8, 0, 10], [1.2, 0, 0, -5], [0, 0, 3, 2], [0, 0, 0, 1.0]])
+
+
+def subject(shape, affine) -> tio.Subject:
+    image = gaussian_filter(np.random.default_rng(0).random(shape), 2).astype(np.float32)[None] * 10
+    label = (image > np.median(image)).astype(np.int64) + (image > np.percentile(image, 80))
+    return tio.Subject(image=tio.ScalarImage(tensor=torch.from_numpy(image), affine=affine),
+                       label=tio.LabelMap(tensor=torch.from_numpy(label), affine=affine))
+
+
+@pytest.mark.parametrize("shape, affine", [((40, 36, 28), np.diag([1.5, 1.5, 1.5, 1])), ((33, 40, 17), OBLIQUE)])
+def test_elastic_deformation_matches_torchio(shape, affine):
+    s = subject(shape, affine)
+    torch.manual_seed(5)
+    expected = tio.RandomElasticDeformation(num_control_points=(5, 6, 7), max_displacement=4)(s)
+    torch.manual_seed(5)
+    got = RandomElasticDeformation(num_control_points=(5, 6, 7), max_displacement=4)(s)
+    assert float((expected.image.data - got.image.data).abs().max()) < 1e-4
+    assert float((expected.image.data - s.image.data).abs().mean()) > 0.005  # it did deform
+    assert float((expected.label.data == got.label.data).float().mean()) > 0.999
+
+
+def test_an_oblique_grid_still_matches():
+    c, s_ = np.cos(0.5), np.sin(0.5)
+    oblique = np.array([[1.5 * c, -2 * s_, 0, 1], [1.5 * s_, 2 * c, 0, 2], [0, 0, 3, 0], [0, 0, 0, 1]])
+    s = subject((20, 16, 12), oblique)
+    control = np.random.default_rng(1).uniform(-2, 2, (5, 6, 7, 3))
+    expected = tio.ElasticDeformation(control_points=control, max_displacement=(4, 4, 4))(s)
+    got = ElasticDeformation(control_points=control, max_displacement=(4, 4, 4))(s)
+    assert torch.equal(expected.image.data, got.image.data)
+
+
+def test_bspline_weights_sum_to_one():
+    weights = bspline_weights(np.arange(37) * 1.2, -0.8, 9.0, 8)  # inside [-0.8, -0.8 + 5 × 9]
+    assert weights.shape == (37, 8) and np.allclose(weights.sum(1), 1.0)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 32), (17, 20, 9)])
+def test_bias_field_matches_torchio(shape):
+    s = subject(shape, np.eye(4))
+    torch.manual_seed(2)
+    expected = tio.RandomBiasField(coefficients=0.5)(s)
+    torch.manual_seed(2)
+    got = RandomBiasField(coefficients=0.5)(s)
+    assert torch.allclose(expected.image.data, got.image.data, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(expected.image.data, s.image.data)
+
+
+def test_the_classical_preset_uses_the_fast_transforms():
+    kinds = [type(t) for t in augmentation("classical").transforms]
+    assert RandomElasticDeformation in kinds and RandomBiasField in kinds
+
+
+def test_artifacts_are_reproducible_and_grow_with_severity():
+    image = gaussian_filter(np.random.default_rng(1).random((32, 32, 32)), 1).astype(np.float32) * 100
+    assert artifacts(0) is None and corrupt(image, np.eye(4), 0, seed=3) is image
+    errors = []
+    for severity in (1, 2, 3):
+        a = corrupt(image, np.eye(4), severity, seed=3)
+        assert np.array_equal(a, corrupt(image, np.eye(4), severity, seed=3))
+        assert not np.array_equal(a, corrupt(image, np.eye(4), severity, seed=4))
+        errors.append(float(np.abs(a - image).mean()))
+    assert errors[0] < errors[1] < errors[2]
+    with pytest.raises(ValueError):
+        artifacts(4)
