@@ -76,8 +76,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         return math.nan
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    covmean = covmean.real
+    covmean = np.asarray(linalg.sqrtm(cov_a @ cov_b)).real  # few samples: singular, and that is fine
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
 
 

@@ -45,6 +45,7 @@ from volgan.metrics import (
 
 SEG_METRICS = ("Dice", "IoU", "HD95", "NSD")
 REPORT_ENTRIES = ("summary.json", "per_case.csv", "report.md", "report.html", "figures")
+TITLE = "volgan evaluation report"
 DEFINITIONS = [
     "Dice = 2TP/(2TP+FP+FN) and IoU = TP/(TP+FP+FN) from voxel counts; a label empty in both reference and "
     "prediction gives NaN (null), flagged empty_ref_and_pred, and is left out of means (as nnU-Net does).",
@@ -152,8 +153,9 @@ def evaluate(pred_dir, ref, out, classes: str | os.PathLike | None = None, image
         write_text(staging / "summary.json", json.dumps(strict_json(summary), indent=2, allow_nan=False) + "\n")
         write_text(staging / "per_case.csv", per_case_csv(per_case))
         tables = report_tables(summary)
-        write_text(staging / "report.md", render_markdown(tables, figures, summary))
-        write_text(staging / "report.html", render_html(tables, figures, summary, staging / "figures"))
+        header = _header(summary)
+        write_text(staging / "report.md", markdown_page(TITLE, header, tables, figures, DEFINITIONS))
+        write_text(staging / "report.html", html_page(TITLE, header, tables, figures, staging / "figures", DEFINITIONS))
     return summary
 
 
@@ -284,36 +286,38 @@ def _header(summary: dict) -> list[str]:
             f"{len(v['flags'])} (case, label) pairs are flagged (see summary.json)."]
 
 
-def render_markdown(tables, figures: dict[str, str], summary: dict) -> str:
-    lines = ["# volgan evaluation report", "", *_header(summary), ""]
-    for title, header, rows in tables:
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def markdown_page(title: str, header: list[str], tables, figures: dict[str, str], definitions: list[str]) -> str:
+    """A Markdown report: header lines, (title, header, rows) tables, figures under ``figures/``, definitions."""
+    lines = [f"# {title}", "", *header, ""]
+    for name, head, rows in tables:
+        lines += [f"## {name}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
     if figures:
-        lines += ["## Figures", ""] + [f"![{title}](figures/{name})" for name, title in figures.items()] + [""]
-    lines += ["## Definitions", ""] + [f"- {d}" for d in DEFINITIONS] + [""]
+        lines += ["## Figures", ""] + [f"![{t}](figures/{n})" for n, t in figures.items()] + [""]
+    lines += ["## Definitions", ""] + [f"- {d}" for d in definitions] + [""]
     return "\n".join(lines)
 
 
-def render_html(tables, figures: dict[str, str], summary: dict, figure_dir: Path) -> str:
-    """One HTML file with the tables and the figures embedded as base64 PNG."""
-    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>volgan evaluation report</title>",
+def html_page(title: str, header: list[str], tables, figures: dict[str, str], figure_dir: Path,
+              definitions: list[str]) -> str:
+    """The same report as one self-contained HTML file (figures embedded as base64 PNG)."""
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
              "margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}th{background:#eee}"
              "td:first-child{text-align:left}img{max-width:100%}</style></head><body>",
-             "<h1>volgan evaluation report</h1>"]
-    parts += [f"<p>{html.escape(line)}</p>" for line in _header(summary)]
-    for title, header, rows in tables:
-        parts.append(f"<h2>{html.escape(title)}</h2><table><tr>"
-                     + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+             f"<h1>{html.escape(title)}</h1>"]
+    parts += [f"<p>{html.escape(line)}</p>" for line in header]
+    for name, head, rows in tables:
+        parts.append(f"<h2>{html.escape(name)}</h2><table><tr>"
+                     + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
         parts.append("</table>")
-    for name, title in figures.items():
+    for name, caption in figures.items():
         data = base64.b64encode((figure_dir / name).read_bytes()).decode()
-        parts.append(f"<h2>{html.escape(title)}</h2>"
-                     f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
-    parts.append("<h2>Definitions</h2><ul>" + "".join(f"<li>{html.escape(d)}</li>" for d in DEFINITIONS) + "</ul>")
+        parts.append(f"<h2>{html.escape(caption)}</h2>"
+                     f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>")
+    parts.append("<h2>Definitions</h2><ul>" + "".join(f"<li>{html.escape(d)}</li>" for d in definitions) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
