@@ -87,13 +87,17 @@ def loss_value(output: dict | list[dict]) -> float:
 
 
 class ProgressBar:
-    """A tqdm progress bar over each epoch's iterations showing the loss; a MONAI-style handler (``attach``)."""
+    """A tqdm progress bar over each epoch's iterations showing the loss; a MONAI-style handler (``attach``).
+    With ``enabled=False`` it attaches nothing (the study draws its own bar per stage)."""
 
-    def __init__(self, persist: bool = False):
-        self.persist = persist
+    def __init__(self, persist: bool = False, enabled: bool = True):
+        self.persist, self.enabled = persist, enabled
 
     def attach(self, engine) -> None:
         from ignite.handlers import ProgressBar as IgniteProgressBar
+
+        if not self.enabled:
+            return
 
         IgniteProgressBar(persist=self.persist).attach(engine, output_transform=lambda out: {"loss": loss_value(out)})
 
