@@ -222,12 +222,40 @@ def run_quality(args) -> int:
     return 0
 
 
+def add_study_parser(sub) -> None:
+    p = sub.add_parser("study", help="the ratio sweep and augmentation comparison, end to end, resumable",
+                       description="Phantom data (or --real) → balanced real test set → GAN on the real training "
+                                   "pool → synthetic pool → segmenter-classifiers on 11 real:synthetic mixes and "
+                                   "none/classical/GAN/both augmentation → evaluation clean and with artifacts → "
+                                   "study.json, study.csv, report.md, report.html. Run again to resume.")
+    p.add_argument("--profile", choices=["quick", "paper", "tiny"], default="quick",
+                   help="quick: 32³, ~25 min on 2 CPU cores; paper: seed 2's sizes, for a GPU; tiny: a smoke test")
+    p.add_argument("--out", default="study", help="study folder (created; an existing study there is resumed)")
+    p.add_argument("--seeds", type=int, help="training seeds per configuration (profile default: quick 2, paper 5)")
+    p.add_argument("--real", help="your datalist instead of phantoms (labeled real cases with tumor_type)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(run=run_study_command)
+
+
+def run_study_command(args) -> int:
+    from volgan.study import run_study
+
+    try:
+        report = run_study(args.out, args.profile, seeds=args.seeds, real=args.real, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print(f"volgan study: interrupted; finished stages are kept in {args.out}; run the same command to resume",
+              file=sys.stderr)
+        return 130
+    print(f"volgan study: report {report} (also report.md, study.json, study.csv in {args.out})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="volgan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"volgan {__import__('volgan').__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_phantom_parser, add_check_parser, add_infer_parser, add_evaluate_parser, add_synth_parser,
-                add_quality_parser):
+                add_quality_parser, add_study_parser):
         add(sub)
     return parser
 

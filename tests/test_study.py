@@ -1,0 +1,199 @@
+"""The study end to end at the tiny profile: every report field, a kill and resume, a changed setting that
+recomputes only what depends on it, the user's own datalist, bad input; and its statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from volgan.datalist import read_datalist
+from volgan.metrics import binary_rates, roc_auc
+from volgan.study import ARMS, PROFILES, SHARES, adapt_profile, pool_subset
+from volgan.study_report import CSV_FIELDS, METRICS, Replicates, weighted_metrics
+from volgan.transforms import SEVERITIES
+
+STUDY = [sys.executable, "-m", "volgan", "study", "--profile", "tiny"]
+
+
+def run(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*STUDY, *map(str, args)], capture_output=True, encoding="utf-8", errors="replace",
+                          timeout=600, **kwargs)
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text(encoding="utf-8"))["stages"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """A tiny study killed once mid-way and resumed to the end."""
+    out = tmp_path_factory.mktemp("study") / "run"
+    proc = subprocess.Popen([*STUDY, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if (out / "manifest.json").is_file() and len(manifest(out)) >= 8:
+                break
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = manifest(out)
+    assert len(before) >= 8, "the study did not get far enough before the kill"
+    assert not (out / "report.html").exists()
+    result = run("--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    kept = result.stderr.count("kept (finished before)")
+    assert kept >= len(before) - 1, result.stderr[:3000]  # the data stage's line counts among them
+    for key, entry in before.items():
+        assert manifest(out)[key]["hash"] == entry["hash"]
+    assert str(out / "report.html") in result.stdout
+    return out
+
+
+def test_report_has_every_field(study):
+    doc = json.loads((study / "study.json").read_text(encoding="utf-8"))
+    profile = PROFILES["tiny"]
+    rows = doc["results"]
+    assert len(rows) == (len(SHARES) + len(ARMS) * len(profile.pool_sizes)) * len(SEVERITIES) * len(METRICS)
+    for row in rows:
+        assert len(row["per_seed"]) == profile.seeds
+        assert row["ci_low"] is None or row["ci_low"] <= row["ci_high"] + 1e-12
+        reference = row["arm"] in ("100:0", "none")
+        assert ("difference" in row) != reference
+    shares = {r["synthetic_share"] for r in rows if r["section"] == "sweep"}
+    assert shares == set(SHARES)
+    sweep = [r for r in rows if r["section"] == "sweep" and r["metric"] == "accuracy" and r["severity"] == "clean"]
+    assert {(r["n_real"], r["n_synthetic"]) for r in sweep} == {(profile.sweep_size - k, k)
+                                                              for k in range(profile.sweep_size + 1)
+                                                              if k in {round(profile.sweep_size * s) for s in SHARES}}
+    aug = [r for r in rows if r["section"] == "augmentation" and r["metric"] == "f1" and r["severity"] == "severe"]
+    assert {(r["real_pool"], r["arm"]) for r in aug} == {(p, a) for p in profile.pool_sizes for a in ARMS}
+    gan = {r["real_pool"]: r for r in aug if r["arm"] == "gan"}
+    assert all(r["n_synthetic"] == r["n_real"] == pool for pool, r in gan.items())
+    assert doc["quality"]["label_consistency"]["model"]
+    assert doc["findings"] and any("within noise" in f for f in doc["findings"])
+    csv_lines = (study / "study.csv").read_text(encoding="utf-8").splitlines()
+    assert csv_lines[0].split(",") == list(CSV_FIELDS) and len(csv_lines) == len(rows) + 1
+    html = (study / "report.html").read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") == 4 and "src='http" not in html
+    md = (study / "report.md").read_text(encoding="utf-8")
+    for title in ("Ratio sweep at a fixed training-set size", "paired difference against no augmentation",
+                  "Robustness", "Synthetic quality", "Definitions"):
+        assert title in md
+    assert sorted(p.name for p in (study / "figures").iterdir()) == ["augmentation.png", "quality.png",
+                                                                   "robustness.png", "sweep.png"]
+    assert not list((study / "stages").glob(".*partial"))
+
+
+def test_a_changed_setting_recomputes_only_what_depends_on_it(study):
+    before = manifest(study)
+    result = run("--out", study, "--seeds", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = manifest(study)
+    for key, entry in before.items():
+        if key != "report":
+            assert after[key]["hash"] == entry["hash"], key
+    new = set(after) - set(before)
+    labels = [after[k]["label"] for k in new]
+    assert new and all(after[k]["kind"] in ("run", "eval") for k in new)
+    assert all("seed 2" in label for label in labels if label.startswith("spine_segcls"))
+    assert after["report"]["hash"] != before["report"]["hash"]
+    doc = json.loads((study / "study.json").read_text(encoding="utf-8"))
+    assert all(len(r["per_seed"]) == 3 for r in doc["results"])
+
+
+def test_the_users_datalist(tmp_path, phantom_dir):
+    result = run("--out", tmp_path / "mine", "--real", phantom_dir / "dataset.json", "--seeds", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    doc = json.loads((tmp_path / "mine" / "study.json").read_text(encoding="utf-8"))
+    data = read_datalist(phantom_dir)
+    assert doc["data"].endswith("dataset.json")
+    assert doc["n"]["test"] == len(data.split("test"))
+    assert doc["profile"]["real_pool"] == len(data.split("training"))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--real", "missing/dataset.json"], "missing"),
+    (["--seeds", "1"], "--seeds must be at least 2"),
+])
+def test_bad_input(tmp_path, args, needle):
+    result = run("--out", tmp_path / "s", *args)
+    assert result.returncode == 2 and needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_folder_that_holds_something_else_is_left_alone(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    result = run("--out", tmp_path)
+    assert result.returncode == 2 and "no manifest.json" in result.stderr
+    assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Statistics
+
+
+def _cases(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.arange(4), n // 4)
+    probabilities = rng.dirichlet(np.ones(4), n)
+    probabilities[truth != 0, 0] *= rng.uniform(0.2, 1.0, (truth != 0).sum())
+    probabilities /= probabilities.sum(1, keepdims=True)
+    dice = np.where(truth != 0, rng.uniform(0, 1, n), np.nan)
+    return probabilities, truth, dice, dice / (2 - np.nan_to_num(dice)), rng.uniform(0.5, 1, n)
+
+
+def test_weighted_metrics_agree_with_the_unweighted_definitions():
+    probabilities, truth, dice, iou, anatomy = _cases()
+    weights = np.ones((1, len(truth)))
+    got = {k: v[0] for k, v in weighted_metrics(probabilities, truth, dice, iou, anatomy, weights).items()}
+    score = 1 - probabilities[:, 0]
+    rates = binary_rates((score >= 0.5).astype(int), (truth != 0).astype(int))
+    for name in ("accuracy", "precision", "recall", "f1"):
+        assert got[name] == pytest.approx(rates[name], abs=1e-12)
+    assert got["auc"] == pytest.approx(roc_auc(score, (truth != 0).astype(int)), abs=1e-12)
+    assert got["type_accuracy"] == pytest.approx((probabilities.argmax(1) == truth).mean())
+    assert got["tumor_dice"] == pytest.approx(np.nanmean(dice))
+    # a weight of 2 is the case counted twice
+    counts = np.ones(len(truth), int)
+    counts[[1, 5, 17]] = 2
+    repeated = np.repeat(np.arange(len(truth)), counts)
+    twice = weighted_metrics(probabilities, truth, dice, iou, anatomy, counts[None])
+    copy = weighted_metrics(probabilities[repeated], truth[repeated], dice[repeated], iou[repeated],
+                            anatomy[repeated], np.ones((1, len(repeated))))
+    for name in METRICS:
+        assert twice[name][0] == pytest.approx(copy[name][0], abs=1e-12), name
+
+
+def test_paired_differences():
+    replicates = Replicates(40, 3, 500, seed=1)
+    probabilities, truth, dice, iou, anatomy = _cases()
+    base = np.stack([weighted_metrics(probabilities, truth, dice, iou, anatomy, replicates.cases)["tumor_dice"]
+                     for _ in range(3)])
+    same = replicates.summarize(base, base)
+    assert same["mean"] == 0 and same["ci_low"] == 0 and same["ci_high"] == 0 and same["within_noise"]
+    better = replicates.summarize(base + 0.1, base)
+    assert better["ci_low"] == pytest.approx(0.1) and not better["within_noise"]
+    noisy = np.stack([weighted_metrics(*_cases(seed=s), replicates.cases)["tumor_dice"] for s in (1, 2, 3)])
+    summary = replicates.summarize(noisy)
+    assert summary["ci_low"] < summary["mean"] < summary["ci_high"]
+    assert summary["sd"] == pytest.approx(np.std(noisy[:, 0], ddof=1))
+
+
+def test_pool_subsets_are_nested_and_stratified(phantom_dir):
+    pool = read_datalist(phantom_dir).cases
+    small, large = pool_subset(pool, 4, 0), pool_subset(pool, 8, 0)
+    assert {c.name for c in small} <= {c.name for c in large}
+    assert len({c.tumor_type for c in small}) == 4
+    assert adapt_profile(PROFILES["quick"], 10).pool_sizes == (5, 10)
+    assert adapt_profile(PROFILES["quick"], 20).pool_sizes == (12, 20)

@@ -1,0 +1,669 @@
+"""The study (DESIGN.md, "Study protocol"): the ratio sweep and the augmentation comparison in one command.
+
+``run_study(out, profile)`` builds a plan of stages and runs the ones whose configuration changed. Each
+stage writes into ``OUT/stages/<key>`` (built in a hidden ``.partial`` folder, renamed when finished) and
+is recorded in ``OUT/manifest.json`` with the hash of its configuration and of every stage it reads, so an
+interrupted study picks up where it stopped and a changed setting recomputes only what depends on it.
+
+Stages, in order: ``data`` (phantoms or the user's datalist: a real training pool and a fixed test set
+with equal counts per ``tumor_type``) → ``gan-N`` (bundles/spine_cgan trained on the first N cases of the
+real pool only, one GAN per real-pool size) → ``synth-N`` (its synthetic pool) → ``run-*`` (bundles/
+spine_segcls trained on one arm and seed) → ``eval-*`` (that model on the real test set, clean and at
+three artifact severities) → ``quality`` (``volgan quality`` of the full pool's synthetic data) →
+``report`` (:mod:`volgan.study_report`).
+
+Every segmenter-classifier sees the same number of training-volume presentations (epochs = presentations
+/ training volumes), so arms with more volumes do not get more optimisation steps, and is evaluated as it
+is after its last epoch (the bundle's best-validation checkpoint stays beside it: on validation splits of a
+few volumes that choice mostly follows noise).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from volgan.datalist import Case, Datalist, balanced_test_split, read_datalist, write_datalist
+from volgan.errors import VolganInputError
+from volgan.io import atomic_path, strict_json, write_text
+
+SHARES = tuple(round(0.1 * k, 1) for k in range(11))  # synthetic share of the sweep: 100:0 … 0:100
+ARMS = ("none", "classical", "gan", "both")
+MANIFEST = "manifest.json"
+REPORT_FILES = ("study.json", "study.csv", "report.md", "report.html")
+
+
+@dataclass(frozen=True)
+class StudyProfile:
+    """Sizes of one study. Volumes are ``size``³ voxels of ``spacing`` mm; counts are volumes."""
+
+    name: str
+    size: int
+    spacing: float
+    real_pool: int                      # real training pool (phantoms; with --real, what the datalist holds)
+    test: int                           # fixed real test set, equal per tumor_type
+    sweep_size: int                     # fixed training-set size of the ratio sweep
+    pool_sizes: tuple[int, ...]         # real-pool sizes of the augmentation comparison
+    synthetic: int                      # synthetic pool per GAN
+    seeds: int
+    channels: tuple[int, ...]           # spine_segcls widths
+    presentations: int                  # training-volume presentations per segmenter-classifier
+    batch_size: int
+    gan_presentations: int              # training-volume presentations of each GAN (epochs = this / pool)
+    gan_base: int
+    gan_batch_size: int
+    learning_rate: float = 0.002
+    bootstrap: int = 2000
+    seed: int = 0                       # phantoms, test split, pools, GANs and synthesis
+
+    def gan_epochs(self, pool: int) -> int:
+        return max(1, round(self.gan_presentations / pool))
+
+
+PROFILES = {
+    "tiny": StudyProfile("tiny", size=16, spacing=3.0, real_pool=12, test=8, sweep_size=10, pool_sizes=(6, 12),
+                         synthetic=12, seeds=2, channels=(4, 8, 16, 32), presentations=24, batch_size=4,
+                         gan_presentations=24, gan_base=4, gan_batch_size=4, bootstrap=200),
+    "quick": StudyProfile("quick", size=32, spacing=1.5, real_pool=24, test=16, sweep_size=24, pool_sizes=(12, 24),
+                          synthetic=24, seeds=2, channels=(16, 32, 64, 128), presentations=300, batch_size=2,
+                          gan_presentations=600, gan_base=16, gan_batch_size=8),
+    "paper": StudyProfile("paper", size=64, spacing=1.5, real_pool=1000, test=400, sweep_size=1000,
+                          pool_sizes=(250, 1000), synthetic=1000, seeds=5, channels=(16, 32, 64, 128),
+                          presentations=40000, batch_size=8, gan_presentations=200000, gan_base=32,
+                          gan_batch_size=8),
+}
+
+
+def bundles_root() -> Path:
+    """The folder holding ``spine_segcls`` and ``spine_cgan`` (``$VOLGAN_BUNDLES``, else beside the package)."""
+    root = Path(os.environ.get("VOLGAN_BUNDLES", Path(__file__).resolve().parents[1] / "bundles"))
+    if not (root / "spine_segcls" / "configs" / "train.json").is_file():
+        raise VolganInputError(root, "no spine_segcls bundle here; set VOLGAN_BUNDLES to volgan's bundles/ folder")
+    return root
+
+
+def digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Stages and the manifest
+
+
+@dataclass
+class Stage:
+    """One unit of work: ``build(folder)`` fills a fresh folder; ``config`` and ``deps`` decide its hash."""
+
+    key: str
+    kind: str
+    label: str
+    config: dict
+    deps: tuple[str, ...]
+    build: Callable[[Path], None]
+    resumable: bool = False             # keep a half-built folder (the GAN resumes from its checkpoint)
+    hash: str = ""
+
+
+class Manifest:
+    """``OUT/manifest.json``: every finished stage with its hash, seconds and what it was for."""
+
+    def __init__(self, out: Path):
+        self.path = out / MANIFEST
+        self.stages: dict[str, dict] = {}
+        if self.path.is_file():
+            try:
+                self.stages = json.loads(self.path.read_text(encoding="utf-8"))["stages"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise VolganInputError(self.path, f"unreadable study manifest ({exc}); remove it to start over") \
+                    from None
+
+    def finished(self, stage: Stage, folder: Path) -> bool:
+        entry = self.stages.get(stage.key)
+        return bool(entry) and entry.get("hash") == stage.hash and folder.is_dir()
+
+    def record(self, stage: Stage, seconds: float, extra: dict) -> None:
+        self.stages[stage.key] = {"hash": stage.hash, "kind": stage.kind, "label": stage.label,
+                                  "seconds": round(seconds, 2), "deps": list(stage.deps), **extra}
+        self.save()
+
+    def save(self) -> None:
+        write_text(self.path, json.dumps({"version": 1, "stages": self.stages}, indent=1) + "\n")
+
+
+def _hash_plan(stages: list[Stage]) -> None:
+    known: dict[str, str] = {}
+    for stage in stages:
+        stage.hash = digest({"kind": stage.kind, "config": stage.config, "deps": [known[d] for d in stage.deps]})
+        known[stage.key] = stage.hash
+
+
+class Progress:
+    """One line per stage with a bar for training, and an estimate of what is left."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.seconds: dict[str, list[float]] = {}
+        self.left: dict[str, str] = {}
+        self.total = 0
+
+    def plan(self, stages: list[Stage], finished: int = 0) -> None:
+        """The stages still to come (``finished`` already run of ``finished + len(stages)``)."""
+        self.total = finished + len(stages)
+        self.left = {s.key: s.kind for s in stages}
+
+    def _estimate(self) -> str:
+        known = {k: float(np.mean(v)) for k, v in self.seconds.items()}
+        unknown = sum(1 for kind in self.left.values() if kind not in known)
+        est = sum(known.get(kind, 0.0) for kind in self.left.values())
+        text = f"~{est / 60:.1f} min" if est else "?"
+        return text + (f" + {unknown} stage(s) of unmeasured kind" if unknown and est else "")
+
+    def start(self, index: int, stage: Stage, cached: bool) -> None:
+        if not self.quiet:
+            state = "kept (finished before)" if cached else "running"
+            total = self.total if self.total > 1 else "?"
+            print(f"[{index}/{total}] {stage.label}: {state}", file=sys.stderr, flush=True)
+
+    def done(self, stage: Stage, seconds: float, cached: bool) -> None:
+        self.left.pop(stage.key, None)
+        if not cached:
+            self.seconds.setdefault(stage.kind, []).append(seconds)
+        if not self.quiet and not cached:
+            print(f"    done in {seconds:.0f} s; {len(self.left)} stage(s) left, {self._estimate()}",
+                  file=sys.stderr, flush=True)
+
+    def bar(self, total: int, desc: str):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=f"    {desc}", unit="epoch", leave=False, disable=self.quiet, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Data
+
+
+def _phantom_data(folder: Path, profile: StudyProfile) -> None:
+    from volgan.phantom import PhantomConfig, make_dataset
+
+    n = profile.real_pool + profile.test
+    make_dataset(folder / "real", n, PhantomConfig(size=(profile.size,) * 3, spacing=(profile.spacing,) * 3),
+                 seed=profile.seed, test_fraction=profile.test / n, workers=min(2, os.cpu_count() or 1))
+
+
+def _user_data(folder: Path, datalist: Path, profile: StudyProfile) -> None:
+    data = read_datalist(datalist)
+    pool, test = split_user_data(data, profile)
+    write_datalist([replace(c, split="training") for c in pool] + [replace(c, split="test") for c in test],
+                   folder / "real", meta={"volgan": {"source_datalist": str(datalist)}})
+
+
+def split_user_data(data: Datalist, profile: StudyProfile) -> tuple[list[Case], list[Case]]:
+    """(real pool, test set) of a user's datalist: its own labeled test split when it has one, otherwise a
+    test set with equal counts per ``tumor_type`` drawn with the profile's seed."""
+    labeled = [c for c in data.cases if c.label is not None and c.tumor_type is not None and c.source == "real"]
+    if len(labeled) < 8:
+        raise VolganInputError(data.path, f"the study needs at least 8 real cases with a label map and a "
+                                          f"tumor_type; this datalist has {len(labeled)}")
+    test = [c for c in labeled if c.split == "test"]
+    pool = [c for c in labeled if c.split != "test"]
+    if not test:
+        chosen = balanced_test_split([c.tumor_type for c in pool], min(profile.test, len(pool) // 3), profile.seed)
+        test = [c for i, c in enumerate(pool) if i in chosen]
+        pool = [c for i, c in enumerate(pool) if i not in chosen]
+    if len({c.tumor_type for c in test}) < 2 or len(pool) < 4:
+        raise VolganInputError(data.path, f"the study needs a test set with two or more tumor types and four or "
+                                          f"more training cases; got {len(test)} test cases of "
+                                          f"{len({c.tumor_type for c in test})} type(s) and {len(pool)} training")
+    return pool, test
+
+
+def _data_fingerprint(datalist: Path) -> dict:
+    """What the user's data stage depends on: the datalist's bytes and each file's size and mtime."""
+    data = read_datalist(datalist)
+    files = sorted({str(p) for c in data.cases for p in (c.image, c.label) if p is not None})
+    stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    return {"datalist": hashlib.sha256(Path(datalist).read_bytes()).hexdigest(), "files": digest(stats)}
+
+
+def adapt_profile(profile: StudyProfile, pool_size: int) -> StudyProfile:
+    """The profile's sizes fitted to a real pool of ``pool_size`` cases (the user's data may be smaller); the
+    augmentation comparison keeps two or more real-pool sizes."""
+    sweep = min(profile.sweep_size, pool_size)
+    pools = {p for p in profile.pool_sizes if p < pool_size} | {min(max(profile.pool_sizes), pool_size)}
+    if len(pools) < 2:
+        pools.add(max(2, pool_size // 2))
+    pools = tuple(sorted(pools))
+    return replace(profile, real_pool=pool_size, sweep_size=sweep, pool_sizes=pools,
+                   synthetic=max(profile.synthetic, sweep, max(pools)))
+
+
+def real_cases(out: Path) -> tuple[list[Case], list[Case]]:
+    """(real pool, test set) of a finished data stage, the pool in a seeded class-stratified order."""
+    data = read_datalist(out / "stages" / "data" / "real")
+    return data.split("training"), data.split("test")
+
+
+def pool_subset(pool: list[Case], n: int, seed: int) -> list[Case]:
+    """``n`` cases of the real pool, stratified by ``tumor_type`` and nested (smaller subsets lie inside
+    larger ones for the same seed)."""
+    if n >= len(pool):
+        return list(pool)
+    order = np.random.default_rng([seed, 0xB001]).permutation(len(pool))
+    by_type: dict[int, list[int]] = {}
+    for i in order:
+        by_type.setdefault(pool[i].tumor_type, []).append(int(i))
+    interleaved = [i for rank in range(len(pool)) for members in by_type.values() if rank < len(members)
+                   for i in [members[rank]]]
+    return [pool[i] for i in sorted(interleaved[:n])]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Bundles, in-process
+
+
+def _logging_conf(folder: Path) -> Path:
+    """A logging.conf sending the bundle's log to ``folder/train.log`` (the console keeps the study's bars)."""
+    log = str((folder / "train.log").resolve()).replace("\\", "/")
+    text = ("[loggers]\nkeys=root\n\n[handlers]\nkeys=file\n\n[formatters]\nkeys=plain\n\n"
+            "[logger_root]\nlevel=INFO\nhandlers=file\n\n"
+            f"[handler_file]\nclass=FileHandler\nlevel=INFO\nformatter=plain\nargs=({log!r}, 'a', 'utf-8')\n\n"
+            "[formatter_plain]\nformat=%(asctime)s %(name)s %(levelname)s %(message)s\n")
+    return write_text(folder / "logging.conf", text)
+
+
+FINAL_MODEL = "model_final.pt"
+
+
+def run_bundle(bundle: str, folder: Path, overrides: dict, bar=None, save_final: bool = False) -> None:
+    """Run ``bundles/<bundle>/configs/train.json`` in this process with ``overrides`` (bundle_root = folder).
+    Its log goes to ``folder/train.log``; ``bar`` (tqdm) advances once per epoch; with ``save_final`` the
+    network after the last epoch is written to ``folder/models/model_final.pt``."""
+    import logging
+
+    from ignite.engine import Events
+    from monai.bundle import ConfigWorkflow
+
+    root = bundles_root() / bundle
+    log_file = logging.FileHandler(folder / "train.log", encoding="utf-8")
+    log_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    saved: dict[logging.Logger, list] = {}
+
+    def redirect_logs() -> None:  # MONAI and Ignite loggers print to the console themselves
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            if isinstance(logger, logging.Logger) and logger.handlers and logger not in saved:
+                saved[logger] = logger.handlers
+                logger.handlers = [log_file]
+
+    redirect_logs()
+    workflow = ConfigWorkflow(config_file=str(root / "configs" / "train.json"),
+                              meta_file=str(root / "configs" / "metadata.json"),
+                              logging_file=str(_logging_conf(folder)), workflow_type="train",
+                              bundle_root=str(folder), progress=False, **overrides)
+    workflow.initialize()
+    trainer = workflow.parser.get_parsed_content("train#trainer")  # builds the engines and their loggers
+    redirect_logs()
+    if bar is not None:
+        trainer.add_event_handler(Events.STARTED, lambda e: (bar.reset(total=e.state.max_epochs),
+                                                             bar.update(e.state.epoch)))
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: bar.update(1))
+    if save_final:
+        import torch
+
+        network = workflow.parser.get_parsed_content("network")
+
+        def save(_engine) -> None:
+            with atomic_path(folder / "models" / FINAL_MODEL) as tmp:
+                torch.save(network.state_dict(), tmp)
+
+        trainer.add_event_handler(Events.COMPLETED, save)
+    try:
+        workflow.run()
+    finally:
+        workflow.finalize()
+        for logger, handlers in saved.items():
+            logger.handlers = handlers
+        log_file.close()
+        for handler in list(logging.getLogger().handlers):  # close train.log before the folder is renamed
+            if isinstance(handler, logging.FileHandler):
+                handler.close()
+                logging.getLogger().removeHandler(handler)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Arms
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One training configuration of the study: a training set, an augmentation preset, a seed."""
+
+    section: str                        # "sweep" or "augmentation"
+    arm: str                            # sweep: "100:0" …; augmentation: none|classical|gan|both
+    seed: int
+    real: tuple[str, ...]               # real case names
+    synthetic: tuple[str, ...]          # synthetic case names (from gan_pool's synthetic pool)
+    augment: str
+    gan_pool: int = 0                   # which GAN's synthetic pool (0: none)
+    share: float = 0.0                  # sweep: synthetic share
+    real_pool: int = 0                  # augmentation: real-pool size
+
+    @property
+    def n_train(self) -> int:
+        return len(self.real) + len(self.synthetic)
+
+
+def _names(cases: list[Case]) -> tuple[str, ...]:
+    return tuple(sorted(c.name for c in cases))
+
+
+def plan_arms(profile: StudyProfile, pool: list[Case], synthetic: dict[int, list[str]]) -> list[Arm]:
+    """Every arm and seed: the 11-share sweep at ``sweep_size`` and the four-arm comparison per real-pool size
+    (GAN arms add as many synthetic volumes as there are real ones, from the GAN of that pool)."""
+    from volgan.loader import mix_cases
+
+    arms = []
+    full = max(profile.pool_sizes)
+    synth_full = [Case(n, None, None, None, "synthetic") for n in synthetic[full]]
+    for seed in range(profile.seeds):
+        for share in SHARES:
+            mix = mix_cases(pool, synth_full, synthetic_share=share, size=profile.sweep_size, seed=seed)
+            real = [c for c in mix if c.source != "synthetic"]
+            synth = [c for c in mix if c.source == "synthetic"]
+            label = f"{round(100 * (1 - share))}:{round(100 * share)}"
+            arms.append(Arm("sweep", label, seed, _names(real), _names(synth), "none", full if synth else 0, share))
+        for n in profile.pool_sizes:
+            real = pool_subset(pool, n, profile.seed)
+            synth_pool = [Case(s, None, None, None, "synthetic") for s in synthetic[n]]
+            extra = mix_cases(real, synth_pool, extra=min(n, len(synth_pool)), seed=seed)
+            extra = [c for c in extra if c.source == "synthetic"]
+            for arm in ARMS:
+                with_gan = arm in ("gan", "both")
+                arms.append(Arm("augmentation", arm, seed, _names(real), _names(extra) if with_gan else (),
+                                "classical" if arm in ("classical", "both") else "none", n if with_gan else 0,
+                                real_pool=n))
+    return arms
+
+
+def run_key(arm: Arm, profile: StudyProfile) -> tuple[str, dict, tuple[str, ...]]:
+    """The run stage of an arm: its key (arms that agree share it), training configuration and dependencies."""
+    config = training_config(arm, profile)
+    deps = ("data",) + ((f"synth-{arm.gan_pool}",) if arm.synthetic else ())
+    return "run-" + digest([config, deps])[:12], config, deps
+
+
+def training_config(arm: Arm, profile: StudyProfile) -> dict:
+    """What a segmenter-classifier run depends on (arms that agree share one run)."""
+    n_val = max(1, round(0.2 * arm.n_train))
+    epochs = max(1, math.ceil(profile.presentations / max(arm.n_train - n_val, 1)))
+    return {"real": arm.real, "synthetic": arm.synthetic, "gan_pool": arm.gan_pool, "augment": arm.augment,
+            "seed": arm.seed, "epochs": epochs, "size": profile.size, "spacing": profile.spacing,
+            "channels": list(profile.channels), "batch_size": profile.batch_size,
+            "learning_rate": profile.learning_rate}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Stage builders
+
+
+def _train_segcls(folder: Path, out: Path, config: dict, progress: Progress) -> None:
+    pool, _ = real_cases(out)
+    by_name = {c.name: c for c in pool}
+    cases = [replace(by_name[n], split="training") for n in config["real"]]
+    if config["synthetic"]:
+        synth = read_datalist(out / "stages" / f"synth-{config['gan_pool']}" / "synthetic")
+        named = {c.name: c for c in synth.cases}
+        cases += [replace(named[n], split="training") for n in config["synthetic"]]
+    cases.sort(key=lambda c: (c.source, c.name))
+    write_datalist(cases, folder)
+    s, sp = config["size"], config["spacing"]
+    with progress.bar(config["epochs"], "segcls") as bar:
+        run_bundle("spine_segcls", folder, {
+            "dataset_dir": str(folder), "max_epochs": config["epochs"], "patch": [s, s, s], "spacing": [sp] * 3,
+            "channels": config["channels"], "batch_size": config["batch_size"], "augment": config["augment"],
+            "seed": config["seed"], "learning_rate": config["learning_rate"]}, bar, save_final=True)
+
+
+@functools.lru_cache(maxsize=64)  # the quick profile's whole corrupted test set
+def test_volume(image: Path, label: Path, severity: int):
+    """A test case's (image with artifacts of ``severity``, label map). The artifacts' random draws depend
+    only on the case and the severity, so every model sees the same corrupted test set."""
+    from volgan.io import Volume, read_volume
+    from volgan.transforms import corrupt
+
+    volume, reference = read_volume(image), read_volume(label, label=True)
+    seed = int.from_bytes(hashlib.sha256(f"{Path(image).name}:{severity}".encode()).digest()[:4], "little")
+    return Volume(corrupt(volume.array, volume.affine, severity, seed), volume.affine), reference
+
+
+def evaluate_model(model_path: Path, test: list[Case], severities: tuple[int, ...]) -> list[dict]:
+    """Per test case and artifact severity: tumor_type probabilities and per-label Dice and IoU."""
+    from volgan.inference import load_model, predict
+    from volgan.metrics import confusion_counts, dice_iou
+
+    model = load_model(model_path)
+    rows = []
+    for case in test:
+        for severity in severities:
+            image, label = test_volume(case.image, case.label, severity)
+            prediction = predict(model, image)
+            counts = confusion_counts(prediction.label.array, label.array)
+            scores = {k: dice_iou(v) for k, v in counts.items()}
+            rows.append({"case": case.name, "tumor_type": int(case.tumor_type), "severity": severity,
+                         "probabilities": [round(float(p), 6) for p in prediction.type_probabilities],
+                         "dice": {str(k): d for k, (d, _) in scores.items()},
+                         "iou": {str(k): i for k, (_, i) in scores.items()}})
+    return rows
+
+
+def _evaluate(folder: Path, out: Path, run_key: str) -> None:
+    _, test = real_cases(out)
+    rows = evaluate_model(out / "stages" / run_key / "models" / FINAL_MODEL, test, (0, 1, 2, 3))
+    write_text(folder / "eval.json", json.dumps(strict_json(rows)) + "\n")
+
+
+def _train_gan(folder: Path, out: Path, names: tuple[str, ...], profile: StudyProfile, progress: Progress) -> None:
+    pool, _ = real_cases(out)
+    chosen = [c for c in pool if c.name in set(names)]
+    data = folder / "data"
+    data.mkdir(exist_ok=True)
+    write_datalist(chosen, data)
+    with progress.bar(profile.gan_epochs(len(chosen)), "cgan") as bar:
+        run_bundle("spine_cgan", folder, {
+            "dataset_dir": str(data), "max_epochs": profile.gan_epochs(len(chosen)), "size": profile.size,
+            "spacing": [profile.spacing] * 3, "base": profile.gan_base, "batch_size": profile.gan_batch_size,
+            "seed": profile.seed, "monitor_interval": 10**6}, bar)
+
+
+def _synthesize(folder: Path, out: Path, pool: int, profile: StudyProfile) -> None:
+    from volgan.synth import load_synthesizer, synthesize
+
+    synthesize(load_synthesizer(out / "stages" / f"gan-{pool}"), folder / "synthetic", n_cases=profile.synthetic,
+               seed=profile.seed)
+
+
+def _quality(folder: Path, out: Path, pool: int, model_run: str) -> None:
+    from volgan.quality import quality_report
+
+    quality_report(out / "stages" / "data" / "real", out / "stages" / f"synth-{pool}" / "synthetic",
+                   folder / "quality", model=out / "stages" / model_run / "models" / FINAL_MODEL)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The plan and the run
+
+
+@dataclass
+class StudySettings:
+    """What the user chose: where, which profile, how many seeds, whose data."""
+
+    out: Path
+    profile: StudyProfile
+    real: Path | None = None
+    quiet: bool = False
+    arms: list[Arm] = field(default_factory=list)
+
+
+def _base_stages(settings: StudySettings) -> list[Stage]:
+    profile = settings.profile
+    if settings.real is None:
+        data_config = {"phantom": {k: v for k, v in asdict(profile).items()
+                                   if k in ("size", "spacing", "real_pool", "test", "seed")}}
+        build = lambda f: _phantom_data(f, profile)  # noqa: E731
+    else:
+        data_config = {"datalist": str(settings.real.resolve()), "fingerprint": _data_fingerprint(settings.real),
+                       "test": profile.test, "seed": profile.seed}
+        build = lambda f: _user_data(f, settings.real, profile)  # noqa: E731
+    return [Stage("data", "data", "real data: training pool and balanced test set", data_config, (), build)]
+
+
+def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
+    """Every stage of the study in running order (needs the data stage finished for case names)."""
+    profile, out = settings.profile, settings.out
+    pool, test = real_cases(out)
+    stages: list[Stage] = []
+    gan_config = {k: v for k, v in asdict(profile).items()
+                  if k in ("size", "spacing", "gan_presentations", "gan_base", "gan_batch_size", "seed")}
+    synthetic: dict[int, list[str]] = {}
+    for n in profile.pool_sizes:
+        names = _names(pool_subset(pool, n, profile.seed))
+        stages.append(Stage(f"gan-{n}", "gan", f"spine_cgan on {n} real volumes", {"pool": names, **gan_config},
+                            ("data",), lambda f, names=names: _train_gan(f, out, names, profile, progress),
+                            resumable=True))
+        stages.append(Stage(f"synth-{n}", "synth", f"{profile.synthetic} synthetic volumes from gan-{n}",
+                            {"n": profile.synthetic, "seed": profile.seed}, (f"gan-{n}",),
+                            lambda f, n=n: _synthesize(f, out, n, profile)))
+        synthetic[n] = [f"synth_{i:05d}" for i in range(profile.synthetic)]
+    settings.arms = plan_arms(profile, pool, synthetic)
+    runs: dict[str, Stage] = {}
+    for arm in settings.arms:
+        key, config, deps = run_key(arm, profile)
+        if key not in runs:
+            runs[key] = Stage(key, "run", f"spine_segcls {arm.section} {arm.arm}"
+                              + (f" (real pool {arm.real_pool})" if arm.real_pool else "") + f", seed {arm.seed}",
+                              config, deps, lambda f, c=config: _train_segcls(f, out, c, progress))
+            eval_key = "eval-" + key[4:]
+            runs[eval_key] = Stage(eval_key, "eval", f"evaluate {key} on {len(test)} test volumes × 4 conditions",
+                                   {"test": _names(test), "severities": [0, 1, 2, 3], "model": FINAL_MODEL},
+                                   ("data", key), lambda f, k=key: _evaluate(f, out, k))
+    stages += list(runs.values())
+    full = max(profile.pool_sizes)
+    reference = next(a for a in settings.arms if a.section == "sweep" and a.share == 0.0 and a.seed == 0)
+    ref_key = run_key(reference, profile)[0]
+    stages.append(Stage("quality", "quality", f"volgan quality of synth-{full}", {"model": ref_key},
+                        ("data", f"synth-{full}", ref_key), lambda f: _quality(f, out, full, ref_key)))
+    eval_keys = sorted(k for k in runs if k.startswith("eval-"))
+    arms_doc = [{**asdict(a), "eval": "eval-" + run_key(a, profile)[0][4:]} for a in settings.arms]
+
+    def build_report(folder: Path) -> None:
+        from volgan.study_report import write_study_report
+
+        write_study_report(folder, out, profile, arms_doc, settings.real)
+
+    stages.append(Stage("report", "report", "study report", {"arms": arms_doc, "profile": asdict(profile),
+                                                             "version": 1},
+                        tuple(["quality", *eval_keys]), build_report))
+    return stages
+
+
+def _run_stage(stage: Stage, out: Path, manifest: Manifest, progress: Progress, index: int) -> None:
+    folder = out / "stages" / stage.key
+    cached = manifest.finished(stage, folder)
+    progress.start(index, stage, cached)
+    if cached:
+        progress.done(stage, 0.0, True)
+        return
+    partial = out / "stages" / f".{stage.key}.{stage.hash[:12]}.partial"
+    if partial.exists() and not stage.resumable:
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    stage.build(partial)
+    seconds = time.perf_counter() - start
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(partial, folder)
+    manifest.record(stage, seconds, {})
+    progress.done(stage, seconds, False)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise VolganInputError(out, "exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise VolganInputError(out, "is a non-empty folder that holds no study (no manifest.json); "
+                                    "give a new or empty folder, or a study's folder to resume")
+
+
+def _publish(out: Path) -> None:
+    """Copy the report stage's files to ``OUT`` (each replaced atomically) and its figures to ``OUT/figures``."""
+    source = out / "stages" / "report"
+    for name in REPORT_FILES:
+        with atomic_path(out / name) as tmp:
+            shutil.copyfile(source / name, tmp)
+    figures = out / "figures"
+    staging = out / ".figures.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(source / "figures", staging)
+    if figures.exists():
+        shutil.rmtree(figures)
+    os.replace(staging, figures)
+
+
+def _prune(out: Path, keep: set[str], manifest: Manifest) -> None:
+    """Remove stage folders and manifest entries the current plan no longer names."""
+    for path in (out / "stages").iterdir():
+        if path.name not in keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    manifest.stages = {k: v for k, v in manifest.stages.items() if k in keep}
+    manifest.save()
+
+
+def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", seeds: int | None = None,
+              real: str | os.PathLike | None = None, quiet: bool = False) -> Path:
+    """Run (or resume) the study under ``out``; returns the path of ``report.html``."""
+    out = Path(out)
+    profile = PROFILES[profile] if isinstance(profile, str) else profile
+    if seeds is not None:
+        if seeds < 2:
+            raise VolganInputError(None, f"--seeds must be at least 2 (spread needs two runs), got {seeds}")
+        profile = replace(profile, seeds=seeds)
+    real_path = None
+    if real is not None:
+        real_path = Path(real)
+        data = read_datalist(real_path)
+        pool, _ = split_user_data(data, profile)
+        profile = adapt_profile(profile, len(pool))
+    _check_out(out)
+    bundles_root()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stages").mkdir(exist_ok=True)
+    manifest = Manifest(out)
+    settings = StudySettings(out, profile, real_path, quiet)
+    write_text(out / "profile.json", json.dumps(asdict(profile), indent=1) + "\n")
+
+    base = _base_stages(settings)
+    _hash_plan(base)
+    progress = Progress(quiet)
+    progress.plan(base)
+    _run_stage(base[0], out, manifest, progress, 1)
+    stages = plan_study(settings, progress)
+    everything = base + stages
+    _hash_plan(everything)
+    progress.plan(stages, finished=len(base))
+    for index, stage in enumerate(stages, start=len(base) + 1):
+        _run_stage(stage, out, manifest, progress, index)
+    _prune(out, {s.key for s in everything}, manifest)
+    _publish(out)
+    return out / "report.html"

@@ -1,0 +1,435 @@
+"""The study report: seed 2's table for the ratio sweep, the augmentation comparison with paired differences,
+robustness curves and the synthetic-quality section (``study.json``, ``study.csv``, ``report.md``,
+``report.html``, ``figures/``).
+
+Statistics: every figure is computed per training seed on the fixed real test set, then averaged over seeds
+(mean ± sd over seeds). Its 95% CI is a two-level percentile bootstrap: each replicate resamples the seeds
+and the test cases (with replacement) and recomputes the metric from the resampled cases, so the interval
+holds both training variation and test-set sampling. Paired differences use the same replicates for both
+arms, seed k against seed k (same initialisation, order and split seed), and count as within noise when
+their interval includes 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from volgan.io import strict_json, write_text
+from volgan.labels import NUM_TUMOR_TYPES
+from volgan.report import fmt, html_page, markdown_page
+from volgan.transforms import SEVERITIES
+
+METRICS = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1", "auc": "AUC",
+           "type_accuracy": "tumor-type accuracy", "tumor_dice": "tumor Dice", "tumor_iou": "tumor IoU",
+           "anatomy_dice": "anatomy Dice"}
+KEY_METRICS = ("accuracy", "f1", "auc", "tumor_dice", "anatomy_dice")
+TITLE = "volgan study: real/synthetic ratio sweep and augmentation comparison"
+DEFINITIONS = [
+    "Classification (seed 2's task): tumor = tumor_type != 0, its probability 1 - p(none); accuracy, precision, "
+    "recall and F1 at threshold 0.5; AUC = ROC AUC of tumor (ties count one half). Tumor-type accuracy: argmax of "
+    "the four tumor_type probabilities.",
+    "Segmentation: tumor Dice = 2TP/(2TP+FP+FN) and IoU = TP/(TP+FP+FN) of label 5 per test volume, from voxel "
+    "counts on the input grid; a volume with no tumor in reference and prediction is left out of the mean (NaN). "
+    "Anatomy Dice: the mean of the Dice of labels 1-4 per volume.",
+    "Mean ± sd over training seeds; 95% CI: two-level percentile bootstrap over seeds and test cases. Paired "
+    "difference: arm minus reference with the same seed, on the same bootstrap replicates; 'within noise' when "
+    "its 95% CI includes 0.",
+    "Every segmenter-classifier gets the same number of training-volume presentations, so arms with more "
+    "volumes (GAN data added) do not get more optimisation steps. 20% of each training set is held out for "
+    "validation, as in seed 2; the model after the last epoch is the one evaluated.",
+    "Artifacts (robustness): bias field, rigid motion, ghosting, blur and Gaussian noise at fixed strengths "
+    "for severity 1-3 (volgan.transforms.artifacts), applied to the test image before inference.",
+]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Metrics on weighted cases: W (R, n) case weights of R bootstrap replicates → (R,) values
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+
+
+def weighted_metrics(probabilities: np.ndarray, truth: np.ndarray, tumor_dice: np.ndarray, tumor_iou: np.ndarray,
+                     anatomy_dice: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Every study metric for each row of ``weights`` (R × n case counts). ``probabilities``: n × 4;
+    ``truth``: n tumor types; the Dice/IoU arrays hold NaN where a case is left out."""
+    score = 1.0 - probabilities[:, 0]
+    y = truth != 0
+    pred = score >= 0.5
+    w = weights.astype(np.float64)
+    tp, fp = w @ (pred & y), w @ (pred & ~y)
+    fn, tn = w @ (~pred & y), w @ (~pred & ~y)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    beats = (score[pos, None] > score[None, neg]) + 0.5 * (score[pos, None] == score[None, neg])
+    auc = _ratio(np.einsum("rp,pq,rq->r", w[:, pos], beats, w[:, neg]), w[:, pos].sum(1) * w[:, neg].sum(1))
+
+    def mean_of(values):
+        ok = np.isfinite(values)
+        return _ratio(w[:, ok] @ values[ok], w[:, ok].sum(1))
+
+    return {"accuracy": _ratio(tp + tn, w.sum(1)), "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn), "auc": auc,
+            "type_accuracy": _ratio(w @ (probabilities.argmax(1) == truth), w.sum(1)),
+            "tumor_dice": mean_of(tumor_dice), "tumor_iou": mean_of(tumor_iou), "anatomy_dice": mean_of(anatomy_dice)}
+
+
+def case_arrays(rows: list[dict], severity: int, order: list[str]) -> tuple[np.ndarray, ...]:
+    """(probabilities, truth, tumor Dice, tumor IoU, anatomy Dice) of one evaluation at ``severity``, cases in
+    ``order``."""
+    by_case = {r["case"]: r for r in rows if r["severity"] == severity}
+    picked = [by_case[c] for c in order]
+
+    def value(x):
+        return math.nan if x is None else float(x)
+
+    probabilities = np.array([r["probabilities"] for r in picked], dtype=np.float64).reshape(-1, NUM_TUMOR_TYPES)
+    truth = np.array([r["tumor_type"] for r in picked], dtype=np.int64)
+    dice = np.array([value(r["dice"]["5"]) for r in picked])
+    iou = np.array([value(r["iou"]["5"]) for r in picked])
+    with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore", RuntimeWarning)
+        anatomy = np.array([np.nanmean([value(r["dice"][str(k)]) for k in range(1, 5)]) for r in picked])
+    return probabilities, truth, dice, iou, anatomy
+
+
+class Replicates:
+    """Shared bootstrap replicates: case counts W (R × n) and seed counts S (R × K); row 0 of the metric
+    matrices is the full sample."""
+
+    def __init__(self, n_cases: int, n_seeds: int, resamples: int, seed: int):
+        rng = np.random.default_rng([seed, 0x57D])
+        self.cases = np.vstack([np.ones(n_cases), rng.multinomial(n_cases, np.full(n_cases, 1 / n_cases), resamples)])
+        self.seeds = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), resamples)
+
+    def summarize(self, values: np.ndarray, paired: np.ndarray | None = None) -> dict:
+        """``values``: K seeds × (1 + R) → mean, sd, per-seed values and the 95% CI (of values − paired)."""
+        if paired is not None:
+            values = values - paired
+        per_seed = values[:, 0]
+        finite = per_seed[np.isfinite(per_seed)]
+        picked = np.where(self.seeds > 0, values[:, 1:].T, 0.0)  # a seed drawn 0 times must not spread its NaN
+        draws = (self.seeds * picked).sum(1) / self.seeds.sum(1)
+        draws = draws[np.isfinite(draws)]
+        low, high = (np.percentile(draws, [2.5, 97.5]) if draws.size >= 20 else (math.nan, math.nan))
+        out = {"mean": float(finite.mean()) if finite.size else math.nan,
+               "sd": float(finite.std(ddof=1)) if finite.size > 1 else math.nan,
+               "ci_low": float(low), "ci_high": float(high), "per_seed": [float(v) for v in per_seed]}
+        if paired is not None:
+            out["within_noise"] = not (low > 0 or high < 0)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# Aggregation
+
+
+def _group_key(arm: dict) -> tuple:
+    return (arm["section"], arm["real_pool"], arm["arm"])
+
+
+def aggregate(arms: list[dict], evals: dict[str, list[dict]], replicates: Replicates, test_order: list[str]) -> dict:
+    """Per group of arms (same configuration, all seeds) and severity: {metric: K × (1 + R) values}."""
+    groups: dict[tuple, dict[int, str]] = {}
+    for arm in arms:
+        groups.setdefault(_group_key(arm), {})[arm["seed"]] = arm["eval"]
+    matrices = {}
+    for key, by_seed in groups.items():
+        seeds = sorted(by_seed)
+        for severity in range(len(SEVERITIES)):
+            per_seed = [weighted_metrics(*case_arrays(evals[by_seed[s]], severity, test_order), replicates.cases)
+                        for s in seeds]
+            matrices[key, severity] = {m: np.stack([p[m] for p in per_seed]) for m in METRICS}
+    return matrices
+
+
+def _reference(key: tuple) -> tuple:
+    section, pool, _ = key
+    return ("sweep", 0, "100:0") if section == "sweep" else ("augmentation", pool, "none")
+
+
+def build_results(arms: list[dict], matrices: dict, replicates: Replicates) -> list[dict]:
+    """One row per (group, severity, metric) with the summary and, when it has one, the paired difference."""
+    info = {_group_key(a): a for a in arms}
+    rows = []
+    for (key, severity), values in matrices.items():
+        a, ref = info[key], _reference(key)
+        for metric in METRICS:
+            row = {"section": key[0], "arm": key[2], "real_pool": key[1] or None,
+                   "synthetic_share": a["share"] if key[0] == "sweep" else None,
+                   "n_real": len(a["real"]), "n_synthetic": len(a["synthetic"]), "augment": a["augment"],
+                   "severity": SEVERITIES[severity], "metric": metric, **replicates.summarize(values[metric])}
+            if key != ref and (ref, severity) in matrices:
+                diff = replicates.summarize(values[metric], matrices[ref, severity][metric])
+                row["difference"] = {"vs": ref[2], **{k: diff[k] for k in ("mean", "ci_low", "ci_high",
+                                                                                 "within_noise")}}
+            rows.append(row)
+    return rows
+
+
+def _num(x) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _pick(rows, section, severity="clean", metric=None, pool=None):
+    return [r for r in rows if r["section"] == section and r["severity"] == severity
+            and (metric is None or r["metric"] == metric) and (pool is None or r["real_pool"] == pool)]
+
+
+def _cell(row: dict) -> str:
+    return f"{fmt(row['mean'])} ± {fmt(row['sd'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
+
+
+def _diff_cell(d: dict | None) -> str:
+    if not d:
+        return "reference"
+    sign = "+" if (d["mean"] or 0) >= 0 else ""
+    mean = "–" if not math.isfinite(_num(d["mean"])) else f"{sign}{d['mean']:.3f}"
+    verdict = "within noise" if d["within_noise"] else ("better" if d["mean"] > 0 else "worse")
+    return f"{mean} [{fmt(d['ci_low'])}, {fmt(d['ci_high'])}] {verdict}"
+
+
+def degenerate_classifiers(arms: list[dict], evals: dict[str, list[dict]]) -> dict:
+    """Trained models whose tumor call is the same for every clean test volume (all tumor or none)."""
+    keys = sorted({a["eval"] for a in arms})
+    same = [k for k in keys if len({(1 - r["probabilities"][0]) >= 0.5 for r in evals[k] if r["severity"] == 0}) == 1]
+    return {"n": len(same), "of": len(keys)}
+
+
+def findings(rows: list[dict], pools: list[int], degenerate: dict) -> list[str]:
+    """Plain sentences: what differs beyond noise, what does not, and what the models failed to learn."""
+    lines = []
+    if degenerate["n"]:
+        lines.append(f"{degenerate['n']} of {degenerate['of']} trained models give every clean test volume the same "
+                     f"tumor call: their accuracy, precision, recall and F1 reflect the test set's class balance, "
+                     f"not detection; AUC (from the probabilities) still ranks.")
+    for metric in ("tumor_dice", "anatomy_dice", "auc"):
+        best = max((_num(r["mean"]) for r in _pick(rows, "sweep", metric=metric) + _pick(rows, "augmentation",
+                                                                                        metric=metric)),
+                   default=math.nan)
+        floor = {"tumor_dice": 0.05, "anatomy_dice": 0.5, "auc": 0.6}[metric]
+        if not best >= floor:
+            lines.append(f"{METRICS[metric]} stays below {floor} in every configuration (best {fmt(best)}): at this "
+                         f"training budget the models did not learn it, so it cannot separate the arms.")
+    for metric in KEY_METRICS:
+        sweep = [r for r in _pick(rows, "sweep", metric=metric) if "difference" in r]
+        beyond = [f"{r['arm']} ({_diff_cell(r['difference'])})" for r in sweep if not r["difference"]["within_noise"]]
+        best = max(_pick(rows, "sweep", metric=metric), key=lambda r: np.nan_to_num(_num(r["mean"]), nan=-1.0))
+        lines.append(f"Sweep, {METRICS[metric]}: highest mean at {best['arm']} ({fmt(best['mean'])}); against 100:0, "
+                     + (f"beyond noise: {'; '.join(beyond)}." if beyond else
+                        "every mix is within noise (each 95% CI of the paired difference includes 0)."))
+    for pool in pools:
+        for arm in ("classical", "gan", "both"):
+            parts = []
+            for metric in KEY_METRICS:
+                row = next(r for r in _pick(rows, "augmentation", metric=metric, pool=pool) if r["arm"] == arm)
+                parts.append(f"{METRICS[metric]} {_diff_cell(row.get('difference'))}")
+            lines.append(f"Real pool {pool}, {arm} vs no augmentation: " + "; ".join(parts) + ".")
+    diffs = [r["difference"] for r in rows if "difference" in r and r["severity"] == "clean"
+             and r["metric"] == "accuracy"]
+    widths = [_num(d["ci_high"]) - _num(d["ci_low"]) for d in diffs]
+    widths = [w for w in widths if math.isfinite(w)]
+    if widths:
+        lines.append(f"Resolution: the median 95% CI of a paired accuracy difference spans {np.median(widths):.3f}; "
+                     f"smaller differences cannot be told from noise with these seeds and this test set.")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------------
+# Tables, figures, files
+
+
+def tables(rows: list[dict], pools: list[int], quality: dict | None) -> list[tuple[str, list[str], list[list[str]]]]:
+    out = []
+    sweep = _pick(rows, "sweep")
+    shares = sorted({r["synthetic_share"] for r in sweep})
+    head = ["real:synthetic", "n real", "n synthetic", *METRICS.values()]
+    body = []
+    for share in shares:
+        cells = {r["metric"]: r for r in sweep if r["synthetic_share"] == share}
+        first = next(iter(cells.values()))
+        body.append([first["arm"], str(first["n_real"]), str(first["n_synthetic"])]
+                    + [_cell(cells[m]) for m in METRICS])
+    out.append(("Ratio sweep at a fixed training-set size, clean real test set (mean ± sd over seeds [95% CI])",
+                head, body))
+    out.append(("Ratio sweep: paired difference against 100:0 [95% CI]", ["real:synthetic", *[METRICS[m] for m in
+                KEY_METRICS]], [[share_row, *[_diff_cell(next(r for r in sweep if r["arm"] == share_row
+                                                               and r["metric"] == m).get("difference"))
+                                               for m in KEY_METRICS]]
+                                for share_row in [next(r for r in sweep if r["synthetic_share"] == s)["arm"]
+                                                  for s in shares]]))
+    for pool in pools:
+        aug = _pick(rows, "augmentation", pool=pool)
+        arms = [a for a in ("none", "classical", "gan", "both") if any(r["arm"] == a for r in aug)]
+        out.append((f"Augmentation comparison, real pool {pool} (mean ± sd over seeds [95% CI])",
+                    ["arm", "n real", "n synthetic", *METRICS.values()],
+                    [[a, str(next(r for r in aug if r["arm"] == a)["n_real"]),
+                      str(next(r for r in aug if r["arm"] == a)["n_synthetic"]),
+                      *[_cell(next(r for r in aug if r["arm"] == a and r["metric"] == m)) for m in METRICS]]
+                     for a in arms]))
+        out.append((f"Augmentation comparison, real pool {pool}: paired difference against no augmentation",
+                    ["arm", *[METRICS[m] for m in KEY_METRICS]],
+                    [[a, *[_diff_cell(next(r for r in aug if r["arm"] == a and r["metric"] == m).get("difference"))
+                           for m in KEY_METRICS]] for a in arms if a != "none"]))
+    robust = []
+    for pool in pools:
+        for arm in ("none", "classical", "gan", "both"):
+            for metric in ("accuracy", "auc", "tumor_dice"):
+                cells = [next((r for r in _pick(rows, "augmentation", sev, metric, pool) if r["arm"] == arm), None)
+                         for sev in SEVERITIES]
+                if all(cells):
+                    robust.append([f"pool {pool}, {arm}", METRICS[metric],
+                                   *[f"{fmt(c['mean'])} [{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]" for c in cells]])
+    out.append(("Robustness: the real test set with MRI artifacts (mean [95% CI])", ["arm", "metric", *SEVERITIES],
+                robust))
+    if quality:
+        groups = [("all", quality["overall"]), *quality["per_type"].items()]
+        out.append(("Synthetic quality (volgan quality, the GAN of the full real pool)",
+                    ["group", "n synthetic", "Fréchet synthetic vs real", "Fréchet real vs real (floor)",
+                     "MS-SSIM synthetic", "MS-SSIM real", "diversity gap"],
+                    [[name, str(g["n_synthetic"]), fmt(g["frechet_synthetic_vs_real"], 2),
+                      fmt(g["frechet_real_vs_real"], 2), fmt(g["msssim_synthetic"]), fmt(g["msssim_real"]),
+                      fmt(g.get("diversity_gap"))] for name, g in groups]))
+        memo, cons = quality["memorization"], quality["label_consistency"]
+        rows_q = [["synthetic volumes nearer to a training volume than the nearest test volume (raw / smoothed)",
+                   f"{memo['synthetic_nearer_than_nearest_test']} / "
+                   f"{memo['smoothed']['synthetic_nearer_than_nearest_test']} of {quality['n']['synthetic']}"]]
+        if cons.get("model"):
+            rows_q += [[f"label consistency Dice, {k}", fmt(v.get("mean"))] for k, v in cons["dice"].items()]
+        else:
+            rows_q.append(["label consistency", "missing: " + cons.get("note", "")])
+        out.append(("Synthetic quality: memorization and label consistency", ["figure", "value"], rows_q))
+    return out
+
+
+def _figures(rows: list[dict], pools: list[int], folder: Path, quality_png: Path | None) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from volgan.report import _save
+
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = {}
+    fig, axes = plt.subplots(3, 3, figsize=(12, 10))
+    for ax, metric in zip(axes.ravel(), METRICS, strict=True):
+        sweep = sorted(_pick(rows, "sweep", metric=metric), key=lambda r: r["synthetic_share"])
+        x = np.array([100 * r["synthetic_share"] for r in sweep])
+        mean = np.array([r["mean"] for r in sweep], dtype=float)
+        low = np.array([r["ci_low"] for r in sweep], dtype=float)
+        high = np.array([r["ci_high"] for r in sweep], dtype=float)
+        ax.errorbar(x, mean, yerr=[np.nan_to_num(mean - low), np.nan_to_num(high - mean)], marker="o", capsize=3)
+        for r in sweep:
+            ax.scatter([100 * r["synthetic_share"]] * len(r["per_seed"]), r["per_seed"], s=8, color="grey", alpha=.6)
+        ax.set_title(METRICS[metric])
+        ax.set_xlabel("synthetic share (%)")
+    fig.suptitle("Ratio sweep: mean and 95% CI over seeds and test cases (grey: single seeds)")
+    _save(fig, folder / "sweep.png")
+    figures["sweep.png"] = "Each metric against the synthetic share"
+
+    fig, axes = plt.subplots(1, len(KEY_METRICS), figsize=(17, 4))
+    for ax, metric in zip(axes, KEY_METRICS, strict=True):
+        labels, means, errs = [], [], [[], []]
+        for pool in pools:
+            for r in _pick(rows, "augmentation", metric=metric, pool=pool):
+                if "difference" in r:
+                    d = r["difference"]
+                    labels.append(f"{r['arm']}\n{pool}")
+                    mean, low, high = _num(d["mean"]), _num(d["ci_low"]), _num(d["ci_high"])
+                    means.append(mean)
+                    errs[0].append(np.nan_to_num(max(mean - low, 0)))
+                    errs[1].append(np.nan_to_num(max(high - mean, 0)))
+        ax.bar(range(len(means)), np.nan_to_num(means), yerr=errs, capsize=3, color="tab:blue")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_title(f"{METRICS[metric]}: arm − none")
+    fig.suptitle("Augmentation comparison: paired differences against no augmentation (95% CI), per real pool")
+    _save(fig, folder / "augmentation.png")
+    figures["augmentation.png"] = "Paired differences against no augmentation"
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    styles = ["-", "--", ":", "-."]
+    for ax, metric in zip(axes, ("accuracy", "auc", "tumor_dice"), strict=True):
+        for p, pool in enumerate(pools):
+            for c, arm in enumerate(("none", "classical", "gan", "both")):
+                curve = [next((r for r in _pick(rows, "augmentation", sev, metric, pool) if r["arm"] == arm), None)
+                         for sev in SEVERITIES]
+                if all(curve):
+                    ax.plot(range(len(SEVERITIES)), [_num(r["mean"]) for r in curve], styles[p % 4], marker="o",
+                            color=f"C{c}", label=f"{arm}, pool {pool}")
+        ax.set_xticks(range(len(SEVERITIES)), SEVERITIES)
+        ax.set_title(METRICS[metric])
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Robustness: metric against artifact severity")
+    _save(fig, folder / "robustness.png")
+    figures["robustness.png"] = "Robustness curves"
+    if quality_png is not None and quality_png.is_file():
+        shutil.copyfile(quality_png, folder / "quality.png")
+        figures["quality.png"] = "Synthetic mid-slices beside real ones"
+    return figures
+
+
+CSV_FIELDS = ("section", "arm", "real_pool", "synthetic_share", "n_real", "n_synthetic", "augment", "severity",
+              "metric", "mean", "sd", "ci_low", "ci_high", "difference_vs", "difference", "difference_ci_low",
+              "difference_ci_high", "within_noise", "per_seed")
+
+
+def to_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for r in rows:
+        d = r.get("difference") or {}
+        writer.writerow([r["section"], r["arm"], r["real_pool"] or "", "" if r["synthetic_share"] is None else
+                         r["synthetic_share"], r["n_real"], r["n_synthetic"], r["augment"], r["severity"], r["metric"],
+                         *[fmt(r[k], 6) for k in ("mean", "sd", "ci_low", "ci_high")], d.get("vs", ""),
+                         fmt(d.get("mean"), 6) if d else "", fmt(d.get("ci_low"), 6) if d else "",
+                         fmt(d.get("ci_high"), 6) if d else "", d.get("within_noise", ""),
+                         " ".join(fmt(v, 6) for v in r["per_seed"])])
+    return buffer.getvalue()
+
+
+def write_study_report(folder: Path, out: Path, profile, arms: list[dict], real: Path | None) -> dict:
+    """Read every evaluation and the quality report under ``out/stages`` and write the study report into
+    ``folder``; returns the study document."""
+    stages = out / "stages"
+    evals = {a["eval"]: json.loads((stages / a["eval"] / "eval.json").read_text(encoding="utf-8")) for a in arms}
+    test_order = sorted({r["case"] for rows in evals.values() for r in rows})
+    replicates = Replicates(len(test_order), profile.seeds, profile.bootstrap, profile.seed)
+    rows = build_results(arms, aggregate(arms, evals, replicates, test_order), replicates)
+    pools = sorted({a["real_pool"] for a in arms if a["section"] == "augmentation"})
+    degenerate = degenerate_classifiers(arms, evals)
+    quality_dir = stages / "quality" / "quality"
+    quality = json.loads((quality_dir / "quality.json").read_text(encoding="utf-8")) \
+        if (quality_dir / "quality.json").is_file() else None
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["stages"]
+    document = {
+        "profile": asdict(profile), "data": str(real) if real else "phantom",
+        "n": {"test": len(test_order), "seeds": profile.seeds, "trained_models": len({a["eval"] for a in arms})},
+        "degenerate_classifiers": degenerate,
+        "findings": findings(rows, pools, degenerate), "results": rows, "quality": quality,
+        "stage_seconds": {k: v["seconds"] for k, v in manifest.items()}, "definitions": DEFINITIONS,
+    }
+    document = strict_json(document)
+    figures = _figures(document["results"], pools, folder / "figures", quality_dir / "quality.png")
+    header = [f"Data: {document['data']}; profile {profile.name} ({profile.size}³ voxels of {profile.spacing} mm); "
+              f"{len(test_order)} real test volumes, equal per tumor_type; {profile.seeds} seeds per configuration; "
+              f"{document['n']['trained_models']} segmenter-classifiers trained.", "Findings:",
+              *[f"- {line}" for line in document["findings"]]]
+    table_list = tables(document["results"], pools, quality)
+    write_text(folder / "study.json", json.dumps(document, indent=1) + "\n")
+    write_text(folder / "study.csv", to_csv(document["results"]))
+    write_text(folder / "report.md", markdown_page(TITLE, header, table_list, figures, DEFINITIONS))
+    write_text(folder / "report.html", html_page(TITLE, header, table_list, figures, folder / "figures",
+                                                 DEFINITIONS))
+    return document
