@@ -187,18 +187,28 @@ class ElasticDeformation(tio.ElasticDeformation):
             return super().apply_bspline_transform(tensor, affine, interpolation)
         if shape[2] == 1:
             control[..., 2] = 0
-        displacement = bspline_displacement(control, affine, shape)  # mm, LPS
-        to_voxels = np.linalg.inv((LPS @ affine)[:3, :3])
-        index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
-        where = index + displacement @ to_voxels.T
-        norm = 2 * where / np.maximum(np.array(shape) - 1, 1) - 1
-        grid = torch.as_tensor(norm[..., ::-1].copy(), dtype=torch.float32)[None]
+        grid, outside = self._sampling_grid(control, affine, shape)
         low = tensor.amin(dim=(1, 2, 3), keepdim=True).float()
         mode = "nearest" if interpolation == "nearest" else "bilinear"
         out = F.grid_sample(tensor.float()[None], grid, mode=mode, padding_mode="border", align_corners=True)[0]
-        outside = ((where < -0.5) | (where > np.array(shape) - 0.5)).any(axis=-1)  # SimpleITK's buffer test
-        out = torch.where(torch.from_numpy(outside)[None], low, out)
+        out = torch.where(outside[None], low, out)
         return out.to(tensor.dtype)
+
+    def _sampling_grid(self, control: np.ndarray, affine: np.ndarray, shape) -> tuple[torch.Tensor, torch.Tensor]:
+        """``grid_sample``'s grid (1, X, Y, Z, 3) and the mask of points beyond the volume; computed once for
+        all images of a subject (they share the grid)."""
+        key = (shape, np.asarray(affine).tobytes(), control.tobytes())
+        if getattr(self, "_cached", (None,))[0] != key:
+            displacement = bspline_displacement(control, affine, shape)  # mm, LPS
+            to_voxels = torch.as_tensor(np.linalg.inv((LPS @ affine)[:3, :3]).T, dtype=torch.float32)
+            index = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in shape],
+                                               indexing="ij"), dim=-1)
+            where = index + torch.as_tensor(displacement, dtype=torch.float32) @ to_voxels
+            size = torch.tensor(shape, dtype=torch.float32)
+            outside = ((where < -0.5) | (where > size - 0.5)).any(dim=-1)  # SimpleITK's buffer test
+            grid = (2 * where / (size - 1).clamp(min=1) - 1).flip(-1)[None]
+            self._cached = (key, grid, outside)
+        return self._cached[1], self._cached[2]
 
 
 class RandomElasticDeformation(tio.RandomElasticDeformation):
