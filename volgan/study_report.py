@@ -31,6 +31,7 @@ METRICS = {"accuracy": "accuracy", "precision": "precision", "recall": "recall",
            "type_accuracy": "tumor-type accuracy", "tumor_dice": "tumor Dice", "tumor_iou": "tumor IoU",
            "anatomy_dice": "anatomy Dice"}
 KEY_METRICS = ("accuracy", "f1", "auc", "tumor_dice", "anatomy_dice")
+ROBUSTNESS_METRICS = ("accuracy", "auc", "tumor_dice", "anatomy_dice")
 TITLE = "volgan study: real/synthetic ratio sweep and augmentation comparison"
 DEFINITIONS = [
     "Classification (seed 2's task): tumor = tumor_type != 0, its probability 1 - p(none); accuracy, precision, "
@@ -283,7 +284,7 @@ def tables(rows: list[dict], pools: list[int], quality: dict | None) -> list[tup
     robust = []
     for pool in pools:
         for arm in ("none", "classical", "gan", "both"):
-            for metric in ("accuracy", "auc", "tumor_dice"):
+            for metric in ROBUSTNESS_METRICS:
                 cells = [next((r for r in _pick(rows, "augmentation", sev, metric, pool) if r["arm"] == arm), None)
                          for sev in SEVERITIES]
                 if all(cells):
@@ -357,9 +358,9 @@ def _figures(rows: list[dict], pools: list[int], folder: Path, quality_png: Path
     _save(fig, folder / "augmentation.png")
     figures["augmentation.png"] = "Paired differences against no augmentation"
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, len(ROBUSTNESS_METRICS), figsize=(17, 4))
     styles = ["-", "--", ":", "-."]
-    for ax, metric in zip(axes, ("accuracy", "auc", "tumor_dice"), strict=True):
+    for ax, metric in zip(axes, ROBUSTNESS_METRICS, strict=True):
         for p, pool in enumerate(pools):
             for c, arm in enumerate(("none", "classical", "gan", "both")):
                 curve = [next((r for r in _pick(rows, "augmentation", sev, metric, pool) if r["arm"] == arm), None)
