@@ -94,6 +94,17 @@ def test_report_has_every_field(study):
     assert not list((study / "stages").glob(".*partial"))
 
 
+def test_an_interrupted_study_reports_what_an_uninterrupted_one_does(study, tmp_path):
+    result = run("--out", tmp_path / "again", "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = json.loads((study / "study.json").read_text(encoding="utf-8"))
+    second = json.loads((tmp_path / "again" / "study.json").read_text(encoding="utf-8"))
+    assert first["results"] == second["results"] and first["findings"] == second["findings"]
+    for quality in (first["quality"], second["quality"]):  # the same but for where the files lie
+        quality.pop("real"), quality.pop("synthetic"), quality["label_consistency"].pop("model")
+    assert first["quality"] == second["quality"]
+
+
 def test_a_changed_setting_recomputes_only_what_depends_on_it(study):
     before = manifest(study)
     result = run("--out", study, "--seeds", "3")

@@ -235,13 +235,16 @@ def findings(rows: list[dict], pools: list[int], degenerate: dict) -> list[str]:
                 row = next(r for r in _pick(rows, "augmentation", metric=metric, pool=pool) if r["arm"] == arm)
                 parts.append(f"{METRICS[metric]} {_diff_cell(row.get('difference'))}")
             lines.append(f"Real pool {pool}, {arm} vs no augmentation: " + "; ".join(parts) + ".")
-    diffs = [r["difference"] for r in rows if "difference" in r and r["severity"] == "clean"
-             and r["metric"] == "accuracy"]
-    widths = [_num(d["ci_high"]) - _num(d["ci_low"]) for d in diffs]
-    widths = [w for w in widths if math.isfinite(w)]
-    if widths:
-        lines.append(f"Resolution: the median 95% CI of a paired accuracy difference spans {np.median(widths):.3f}; "
-                     f"smaller differences cannot be told from noise with these seeds and this test set.")
+    spans = []
+    for metric in ("auc", "anatomy_dice"):
+        widths = [_num(r["difference"]["ci_high"]) - _num(r["difference"]["ci_low"]) for r in rows
+                  if "difference" in r and r["severity"] == "clean" and r["metric"] == metric]
+        widths = [w for w in widths if math.isfinite(w)]
+        if widths:
+            spans.append(f"{np.median(widths):.3f} in {METRICS[metric]}")
+    if spans:
+        lines.append(f"Resolution: the median 95% CI of a paired difference spans {' and '.join(spans)}; smaller "
+                     f"differences cannot be told from noise with these seeds and this test set.")
     return lines
 
 
