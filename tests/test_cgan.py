@@ -19,7 +19,7 @@ from test_segcls_bundle import SCHEMA, bundle
 from volgan.datalist import read_datalist
 from volgan.io import read_volume
 from volgan.phantom import PhantomConfig, make_dataset
-from volgan.synth import exact_counts
+from volgan.synth import POSE_DEGREES, exact_counts, random_pose
 
 ROOT = Path(__file__).resolve().parent.parent
 CGAN = ROOT / "bundles" / "spine_cgan"
@@ -177,3 +177,17 @@ def test_synth_keeps_an_existing_dataset(cli, tmp_path, gan):
     result = cli("synth", "--checkpoint", root, "--cases", "2", "--out", tmp_path / "o", "--seed", "9")
     assert result.code == 2 and "--overwrite" in result.err
     assert (tmp_path / "o" / "dataset.json").read_bytes() == before
+
+
+def test_random_pose_is_rigid_and_seeded():
+    label = np.zeros((32, 32, 32), np.uint8)
+    label[10:22, 12:20, 4:28] = 3
+    label[14:17, 14:17, 14:17] = 5
+    first, drawn = random_pose(label, torch.Generator().manual_seed(3))
+    again, _ = random_pose(label, torch.Generator().manual_seed(3))
+    other, _ = random_pose(label, torch.Generator().manual_seed(4))
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+    assert not np.array_equal(first, label)
+    assert all(abs(a) <= d for a, d in zip(drawn[:3], POSE_DEGREES, strict=True))
+    assert abs((first == 3).sum() / (label == 3).sum() - 1) < 0.05  # a rigid move keeps volumes
+    assert set(np.unique(first)) <= {0, 3, 5}

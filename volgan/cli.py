@@ -179,6 +179,8 @@ def add_synth_parser(sub) -> None:
                                    "(default: equal)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
+    p.add_argument("--no-pose", action="store_true",
+                   help="keep generated label maps in the generator's pose (default: a random rigid pose each)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=run_synth)
 
@@ -193,7 +195,7 @@ def run_synth(args) -> int:
         raise VolganInputError(None, "--types goes with --cases, not --labels")
     synth = load_synthesizer(args.checkpoint, args.device)
     cases = synthesize(synth, args.out, n_cases=args.cases, types=args.types, labels=args.labels, seed=args.seed,
-                       overwrite=args.overwrite, progress=sys.stderr.isatty())
+                       overwrite=args.overwrite, progress=sys.stderr.isatty(), pose=not args.no_pose)
     counts = Counter(TUMOR_TYPES.get(c.tumor_type, "unknown") for c in cases)
     print(f"volgan synth: {len(cases)} synthetic cases → {args.out}/dataset.json ("
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")")

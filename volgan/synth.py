@@ -144,21 +144,54 @@ def paint(synth: Synthesizer, label: np.ndarray, noise: torch.Generator) -> np.n
     return np.clip(scaled, 0, None).astype(np.float32)
 
 
+POSE_DEGREES = (5.0, 5.0, 8.0)  # largest turn about the R, A, S axes
+POSE_SHIFT = (0.05, 0.05, 0.03)  # largest move along R, A, S as a share of the grid
+
+
+def random_pose(label: np.ndarray, noise: torch.Generator) -> tuple[np.ndarray, list[float]]:
+    """The label map turned and moved rigidly about its centre (nearest neighbour; background comes in at the
+    edges), angles and shifts uniform within ±POSE_DEGREES and ±POSE_SHIFT. Returns the map and the
+    (3 angles in degrees, 3 shifts in voxels) drawn. The label generator learns the average pose of its
+    training maps better than their spread; this gives synthetic volumes a patient-positioning spread."""
+    u = torch.rand(6, generator=noise).numpy().astype(np.float64) * 2 - 1
+    angles = np.radians(u[:3] * np.array(POSE_DEGREES))
+    shifts = u[3:] * np.array(POSE_SHIFT) * np.array(label.shape)
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    rotation = (np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+                @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]))
+    centre = (np.array(label.shape) - 1) / 2
+    to_source = np.eye(4)  # output voxel → source voxel
+    to_source[:3, :3] = rotation
+    to_source[:3, 3] = centre - rotation @ centre + shifts
+    moved = resample(torch.from_numpy(label[None].astype(np.int64)), np.linalg.inv(to_source), np.eye(4),
+                     label.shape, "nearest")[0]
+    return moved.numpy().astype(np.uint8), [round(float(v), 3) for v in (*np.degrees(angles), *shifts)]
+
+
 @torch.no_grad()
-def synthesize_case(synth: Synthesizer, tumor_type: int, seed: int, index: int,
-                    max_tries: int = 8) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(image, label, info) on the generators' RAS grid for case ``index`` of class ``tumor_type``."""
+def synthesize_case(synth: Synthesizer, tumor_type: int, seed: int, index: int, max_tries: int = 8,
+                    pose: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(image, label, info) on the generators' RAS grid for case ``index`` of class ``tumor_type``; with
+    ``pose`` the generated label map is given a random rigid pose (:func:`random_pose`) before painting."""
     noise = _generator(seed, index)
     classes = torch.tensor([tumor_type], device=synth.device)
     tries = 0
+    drawn = None
     while True:
         tries += 1
         z = torch.randn(1, synth.label_generator.z_dim, generator=noise)
         label = _enforce_class(synth.label_generator(z.to(synth.device), classes)[0], tumor_type)
+        if pose:
+            moved, drawn = random_pose(label, noise)
+            if (moved == TUMOR_LABEL).any() == (tumor_type != 0):  # the tumor must stay in the field of view
+                label = moved
+            else:
+                drawn = None
         site = tumor_site(label)
         if site == tumor_type or tries == max_tries:
             break
-    info = {"tries": tries, "site_verified": bool(site == tumor_type)}
+    info = {"tries": tries, "site_verified": bool(site == tumor_type), "pose": drawn}
     return paint(synth, label, noise), label, info
 
 
@@ -172,8 +205,9 @@ def _write(out: Path, name: str, image: np.ndarray, label: np.ndarray, affine: n
 
 def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None = None, types: str | None = None,
                labels: str | os.PathLike | None = None, seed: int = 0, overwrite: bool = False,
-               progress: bool = False) -> list[Case]:
-    """Write synthetic image/label pairs and their datalist under ``out``; returns the cases."""
+               progress: bool = False, pose: bool = True) -> list[Case]:
+    """Write synthetic image/label pairs and their datalist under ``out``; returns the cases. ``pose``: a
+    random rigid pose for each generated label map (given label maps are kept as they are)."""
     from tqdm import tqdm
 
     if (n_cases is None) == (labels is None):
@@ -198,7 +232,7 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
     with staged_output_dir(out, SYNTH_ENTRIES, overwrite) as staging:
         for index, (kind, item) in enumerate(tqdm(jobs, desc="synth", unit="case", disable=not progress)):
             if kind == "class":
-                image, label, info = synthesize_case(synth, item, seed, index)
+                image, label, info = synthesize_case(synth, item, seed, index, pose=pose)
                 name = f"synth_{index:05d}"
                 image_path, label_path = _write(staging, name, image, label, synth.affine, code)
                 tumor_type = item
