@@ -506,12 +506,11 @@ def _quality(folder: Path, out: Path, pool: int, model_run: str) -> None:
 
 @dataclass
 class StudySettings:
-    """What the user chose: where, which profile, how many seeds, whose data."""
+    """What the user chose: where, which profile (seeds included), whose data; and the arms planned."""
 
     out: Path
     profile: StudyProfile
     real: Path | None = None
-    quiet: bool = False
     arms: list[Arm] = field(default_factory=list)
 
 
@@ -652,7 +651,7 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
     out.mkdir(parents=True, exist_ok=True)
     (out / "stages").mkdir(exist_ok=True)
     manifest = Manifest(out)
-    settings = StudySettings(out, profile, real_path, quiet)
+    settings = StudySettings(out, profile, real_path)
     write_text(out / "profile.json", json.dumps(asdict(profile), indent=1) + "\n")
 
     base = _base_stages(settings)

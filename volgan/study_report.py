@@ -17,6 +17,7 @@ import io
 import json
 import math
 import shutil
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -97,8 +98,8 @@ def case_arrays(rows: list[dict], severity: int, order: list[str]) -> tuple[np.n
     truth = np.array([r["tumor_type"] for r in picked], dtype=np.int64)
     dice = np.array([value(r["dice"]["5"]) for r in picked])
     iou = np.array([value(r["iou"]["5"]) for r in picked])
-    with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
-        __import__("warnings").simplefilter("ignore", RuntimeWarning)
+    with warnings.catch_warnings():  # a volume whose anatomy labels are all empty-in-both gives NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
         anatomy = np.array([np.nanmean([value(r["dice"][str(k)]) for k in range(1, 5)]) for r in picked])
     return probabilities, truth, dice, iou, anatomy
 
