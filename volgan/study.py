@@ -29,7 +29,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -133,9 +133,9 @@ class Manifest:
         entry = self.stages.get(stage.key)
         return bool(entry) and entry.get("hash") == stage.hash and folder.is_dir()
 
-    def record(self, stage: Stage, seconds: float, extra: dict) -> None:
+    def record(self, stage: Stage, seconds: float) -> None:
         self.stages[stage.key] = {"hash": stage.hash, "kind": stage.kind, "label": stage.label,
-                                  "seconds": round(seconds, 2), "deps": list(stage.deps), **extra}
+                                  "seconds": round(seconds, 2), "deps": list(stage.deps)}
         self.save()
 
     def save(self) -> None:
@@ -403,6 +403,11 @@ def run_key(arm: Arm, profile: StudyProfile) -> tuple[str, dict, tuple[str, ...]
     return "run-" + digest([config, deps])[:12], config, deps
 
 
+def eval_key(run: str) -> str:
+    """The evaluation stage of the run stage ``run``."""
+    return "eval-" + run.removeprefix("run-")
+
+
 def training_config(arm: Arm, profile: StudyProfile) -> dict:
     """What a segmenter-classifier run depends on (arms that agree share one run)."""
     n_val = max(1, round(0.2 * arm.n_train))
@@ -506,12 +511,11 @@ def _quality(folder: Path, out: Path, pool: int, model_run: str) -> None:
 
 @dataclass
 class StudySettings:
-    """What the user chose: where, which profile (seeds included), whose data; and the arms planned."""
+    """What the user chose: where, which profile (seeds included), whose data."""
 
     out: Path
     profile: StudyProfile
     real: Path | None = None
-    arms: list[Arm] = field(default_factory=list)
 
 
 def _base_stages(settings: StudySettings) -> list[Stage]:
@@ -545,26 +549,26 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
                             (f"gan-{n}",),
                             lambda f, n=n: _synthesize(f, out, n, profile)))
         synthetic[n] = [f"synth_{i:05d}" for i in range(profile.synthetic)]
-    settings.arms = plan_arms(profile, pool, synthetic)
+    arms = plan_arms(profile, pool, synthetic)
     runs: dict[str, Stage] = {}
-    for arm in settings.arms:
+    for arm in arms:
         key, config, deps = run_key(arm, profile)
         if key not in runs:
             runs[key] = Stage(key, "run", f"spine_segcls {arm.section} {arm.arm}"
                               + (f" (real pool {arm.real_pool})" if arm.real_pool else "") + f", seed {arm.seed}",
                               config, deps, lambda f, c=config: _train_segcls(f, out, c, progress))
-            eval_key = "eval-" + key[4:]
-            runs[eval_key] = Stage(eval_key, "eval", f"evaluate {key} on {len(test)} test volumes × 4 conditions",
-                                   {"test": _names(test), "severities": [0, 1, 2, 3], "model": FINAL_MODEL},
-                                   ("data", key), lambda f, k=key: _evaluate(f, out, k))
+            evaluation = eval_key(key)
+            runs[evaluation] = Stage(evaluation, "eval", f"evaluate {key} on {len(test)} test volumes × 4 conditions",
+                                     {"test": _names(test), "severities": [0, 1, 2, 3], "model": FINAL_MODEL},
+                                     ("data", key), lambda f, k=key: _evaluate(f, out, k))
     stages += list(runs.values())
     full = max(profile.pool_sizes)
-    reference = next(a for a in settings.arms if a.section == "sweep" and a.share == 0.0 and a.seed == 0)
+    reference = next(a for a in arms if a.section == "sweep" and a.share == 0.0 and a.seed == 0)
     ref_key = run_key(reference, profile)[0]
     stages.append(Stage("quality", "quality", f"volgan quality of synth-{full}", {"model": ref_key},
                         ("data", f"synth-{full}", ref_key), lambda f: _quality(f, out, full, ref_key)))
     eval_keys = sorted(k for k in runs if k.startswith("eval-"))
-    arms_doc = [{**asdict(a), "eval": "eval-" + run_key(a, profile)[0][4:]} for a in settings.arms]
+    arms_doc = [{**asdict(a), "eval": eval_key(run_key(a, profile)[0])} for a in arms]
 
     def build_report(folder: Path) -> None:
         from volgan.study_report import write_study_report
@@ -594,7 +598,7 @@ def _run_stage(stage: Stage, out: Path, manifest: Manifest, progress: Progress, 
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(partial, folder)
-    manifest.record(stage, seconds, {})
+    manifest.record(stage, seconds)
     progress.done(stage, seconds, False)
 
 

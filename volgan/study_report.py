@@ -26,6 +26,7 @@ import numpy as np
 from volgan.io import strict_json, write_text
 from volgan.labels import NUM_TUMOR_TYPES
 from volgan.report import fmt, html_page, markdown_page
+from volgan.study import ARMS
 from volgan.transforms import SEVERITIES
 
 METRICS = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1", "auc": "AUC",
@@ -253,41 +254,40 @@ def findings(rows: list[dict], pools: list[int], degenerate: dict) -> list[str]:
 # Tables, figures, files
 
 
+def _by_arm(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """{arm: {metric: row}}, arms in the order of ``rows``."""
+    out: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        out.setdefault(r["arm"], {})[r["metric"]] = r
+    return out
+
+
+def _summary_rows(groups: dict[str, dict[str, dict]]) -> list[list[str]]:
+    return [[arm, str(cells["accuracy"]["n_real"]), str(cells["accuracy"]["n_synthetic"]),
+             *[_cell(cells[m]) for m in METRICS]] for arm, cells in groups.items()]
+
+
+def _difference_rows(groups: dict[str, dict[str, dict]]) -> list[list[str]]:
+    return [[arm, *[_diff_cell(cells[m].get("difference")) for m in KEY_METRICS]] for arm, cells in groups.items()]
+
+
 def tables(rows: list[dict], pools: list[int], quality: dict | None) -> list[tuple[str, list[str], list[list[str]]]]:
     out = []
-    sweep = _pick(rows, "sweep")
-    shares = sorted({r["synthetic_share"] for r in sweep})
-    head = ["real:synthetic", "n real", "n synthetic", *METRICS.values()]
-    body = []
-    for share in shares:
-        cells = {r["metric"]: r for r in sweep if r["synthetic_share"] == share}
-        first = next(iter(cells.values()))
-        body.append([first["arm"], str(first["n_real"]), str(first["n_synthetic"])]
-                    + [_cell(cells[m]) for m in METRICS])
+    sweep = _by_arm(sorted(_pick(rows, "sweep"), key=lambda r: r["synthetic_share"]))
     out.append(("Ratio sweep at a fixed training-set size, clean real test set (mean ± sd over seeds [95% CI])",
-                head, body))
-    out.append(("Ratio sweep: paired difference against 100:0 [95% CI]", ["real:synthetic", *[METRICS[m] for m in
-                KEY_METRICS]], [[share_row, *[_diff_cell(next(r for r in sweep if r["arm"] == share_row
-                                                               and r["metric"] == m).get("difference"))
-                                               for m in KEY_METRICS]]
-                                for share_row in [next(r for r in sweep if r["synthetic_share"] == s)["arm"]
-                                                  for s in shares]]))
+                ["real:synthetic", "n real", "n synthetic", *METRICS.values()], _summary_rows(sweep)))
+    out.append(("Ratio sweep: paired difference against 100:0 [95% CI]",
+                ["real:synthetic", *[METRICS[m] for m in KEY_METRICS]], _difference_rows(sweep)))
     for pool in pools:
-        aug = _pick(rows, "augmentation", pool=pool)
-        arms = [a for a in ("none", "classical", "gan", "both") if any(r["arm"] == a for r in aug)]
+        aug = _by_arm(sorted(_pick(rows, "augmentation", pool=pool), key=lambda r: ARMS.index(r["arm"])))
         out.append((f"Augmentation comparison, real pool {pool} (mean ± sd over seeds [95% CI])",
-                    ["arm", "n real", "n synthetic", *METRICS.values()],
-                    [[a, str(next(r for r in aug if r["arm"] == a)["n_real"]),
-                      str(next(r for r in aug if r["arm"] == a)["n_synthetic"]),
-                      *[_cell(next(r for r in aug if r["arm"] == a and r["metric"] == m)) for m in METRICS]]
-                     for a in arms]))
+                    ["arm", "n real", "n synthetic", *METRICS.values()], _summary_rows(aug)))
         out.append((f"Augmentation comparison, real pool {pool}: paired difference against no augmentation",
                     ["arm", *[METRICS[m] for m in KEY_METRICS]],
-                    [[a, *[_diff_cell(next(r for r in aug if r["arm"] == a and r["metric"] == m).get("difference"))
-                           for m in KEY_METRICS]] for a in arms if a != "none"]))
+                    [r for r in _difference_rows(aug) if r[0] != "none"]))
     robust = []
     for pool in pools:
-        for arm in ("none", "classical", "gan", "both"):
+        for arm in ARMS:
             for metric in ROBUSTNESS_METRICS:
                 cells = [next((r for r in _pick(rows, "augmentation", sev, metric, pool) if r["arm"] == arm), None)
                          for sev in SEVERITIES]
@@ -366,7 +366,7 @@ def _figures(rows: list[dict], pools: list[int], folder: Path, quality_png: Path
     styles = ["-", "--", ":", "-."]
     for ax, metric in zip(axes, ROBUSTNESS_METRICS, strict=True):
         for p, pool in enumerate(pools):
-            for c, arm in enumerate(("none", "classical", "gan", "both")):
+            for c, arm in enumerate(ARMS):
                 curve = [next((r for r in _pick(rows, "augmentation", sev, metric, pool) if r["arm"] == arm), None)
                          for sev in SEVERITIES]
                 if all(curve):
