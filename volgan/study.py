@@ -156,33 +156,34 @@ class Progress:
         self.quiet = quiet
         self.seconds: dict[str, list[float]] = {}
         self.left: dict[str, str] = {}
-        self.total = 0
+        self.total: int | None = None  # unknown until the data are there to plan with
 
-    def plan(self, stages: list[Stage], finished: int = 0) -> None:
-        """The stages still to come (``finished`` already run of ``finished + len(stages)``)."""
-        self.total = finished + len(stages)
+    def plan(self, stages: list[Stage], finished: int = 0, complete: bool = True) -> None:
+        """The stages still to come (``finished`` already run); ``complete=False`` while more will be planned."""
+        self.total = finished + len(stages) if complete else None
         self.left = {s.key: s.kind for s in stages}
 
     def _estimate(self) -> str:
         known = {k: float(np.mean(v)) for k, v in self.seconds.items()}
         unknown = sum(1 for kind in self.left.values() if kind not in known)
         est = sum(known.get(kind, 0.0) for kind in self.left.values())
-        text = f"~{est / 60:.1f} min" if est else "?"
-        return text + (f" + {unknown} stage(s) of unmeasured kind" if unknown and est else "")
+        if not est:
+            return "time estimated once a stage of each kind has run"
+        return f"~{est / 60:.1f} min" + (f" + {unknown} stage(s) of a kind not yet timed" if unknown else "")
 
     def start(self, index: int, stage: Stage, cached: bool) -> None:
         if not self.quiet:
             state = "kept (finished before)" if cached else "running"
-            total = self.total if self.total > 1 else "?"
-            print(f"[{index}/{total}] {stage.label}: {state}", file=sys.stderr, flush=True)
+            print(f"[{index}/{self.total or '?'}] {stage.label}: {state}", file=sys.stderr, flush=True)
 
     def done(self, stage: Stage, seconds: float, cached: bool) -> None:
         self.left.pop(stage.key, None)
         if not cached:
             self.seconds.setdefault(stage.kind, []).append(seconds)
         if not self.quiet and not cached:
-            print(f"    done in {seconds:.0f} s; {len(self.left)} stage(s) left, {self._estimate()}",
-                  file=sys.stderr, flush=True)
+            left = (f"{len(self.left)} stage(s) left, {self._estimate()}" if self.total
+                    else "planning the other stages")
+            print(f"    done in {seconds:.0f} s; {left}", file=sys.stderr, flush=True)
 
     def bar(self, total: int, desc: str):
         from tqdm import tqdm
@@ -661,7 +662,7 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
     base = _base_stages(settings)
     _hash_plan(base)
     progress = Progress(quiet)
-    progress.plan(base)
+    progress.plan(base, complete=False)
     _run_stage(base[0], out, manifest, progress, 1)
     stages = plan_study(settings, progress)
     everything = base + stages
