@@ -19,7 +19,7 @@ from test_segcls_bundle import SCHEMA, bundle
 from volgan.datalist import read_datalist
 from volgan.io import read_volume
 from volgan.phantom import PhantomConfig, make_dataset
-from volgan.synth import POSE_DEGREES, exact_counts, random_pose
+from volgan.synth import exact_counts, load_synthesizer, synthesize
 
 ROOT = Path(__file__).resolve().parent.parent
 CGAN = ROOT / "bundles" / "spine_cgan"
@@ -151,6 +151,14 @@ def test_quality_report_fields(cli, tmp_path, gan, real16):
     assert memo["smoothed"]["synthetic_to_train"]["min"] <= memo["synthetic_to_train"]["min"]
     assert set(report["label_consistency"]["dice"]) == {"vertebra", "disc", "cord", "csf", "tumor"}
     assert "resnet10" in report["feature_network"]
+    pose = report["pose_spread"]
+    from volgan.gan import training_stats
+    from volgan.transforms import Preprocessing
+
+    train = [c for c in read_datalist(real16).split("training") if c.source == "real"]
+    assert pose["real_train"] == training_stats(train, Preprocessing((1.5,) * 3, (16,) * 3))["pose_std"]
+    assert len(pose["synthetic"]) == len(pose["fields"]) == 6
+    assert "## Pose spread" in (tmp_path / "q" / "quality.md").read_text(encoding="utf-8")
     assert (tmp_path / "q" / "quality.png").stat().st_size > 1000
     assert cli("quality", "--real", real16, "--synthetic", tmp_path / "s", "--out", tmp_path / "q2").code == 0
     missing = json.loads((tmp_path / "q2" / "quality.json").read_text(encoding="utf-8"))["label_consistency"]
@@ -179,15 +187,18 @@ def test_synth_keeps_an_existing_dataset(cli, tmp_path, gan):
     assert (tmp_path / "o" / "dataset.json").read_bytes() == before
 
 
-def test_random_pose_is_rigid_and_seeded():
-    label = np.zeros((32, 32, 32), np.uint8)
-    label[10:22, 12:20, 4:28] = 3
-    label[14:17, 14:17, 14:17] = 5
-    first, drawn = random_pose(label, torch.Generator().manual_seed(3))
-    again, _ = random_pose(label, torch.Generator().manual_seed(3))
-    other, _ = random_pose(label, torch.Generator().manual_seed(4))
-    assert np.array_equal(first, again) and not np.array_equal(first, other)
-    assert not np.array_equal(first, label)
-    assert all(abs(a) <= d for a, d in zip(drawn[:3], POSE_DEGREES, strict=True))
-    assert abs((first == 3).sum() / (label == 3).sum() - 1) < 0.05  # a rigid move keeps volumes
-    assert set(np.unique(first)) <= {0, 3, 5}
+def test_synthesis_adds_what_the_training_spread_lacks(tmp_path, gan):
+    root, _ = gan
+    synth = load_synthesizer(root, "cpu")
+    target = synth.stats["pose_std"]
+    assert len(target) == 6 and any(t > 0 for t in target)
+    synthesize(synth, tmp_path / "posed", n_cases=4, seed=1)
+    spread = read_datalist(tmp_path / "posed").meta["volgan"]["pose_spread"]
+    assert list(spread.values()) == synth.pose_spread
+    assert all(0 <= s <= t + 1e-6 for s, t in zip(synth.pose_spread, target, strict=True))
+    synth.stats.pop("pose_std")
+    del synth.__dict__["pose_spread"]  # a checkpoint from before pose statistics: no pose added
+    cases = synthesize(synth, tmp_path / "plain", n_cases=2, seed=1)
+    assert read_datalist(tmp_path / "plain").meta["volgan"]["pose_spread"] is None
+    assert all(info["pose"] is None for info in read_datalist(tmp_path / "plain").meta["volgan"]["cases"].values())
+    assert len(cases) == 2

@@ -180,7 +180,8 @@ def add_synth_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--no-pose", action="store_true",
-                   help="keep generated label maps in the generator's pose (default: a random rigid pose each)")
+                   help="keep generated label maps in the generator's pose (default: a random rigid pose each, "
+                        "adding the pose spread the training maps have beyond the generator's)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=run_synth)
 

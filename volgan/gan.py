@@ -363,9 +363,11 @@ def sample(label_generator: LabelGenerator, image_generator: ImageGenerator, tum
 GENERATOR_FILE = "generator.pt"
 
 
-def training_stats(cases) -> dict:
-    """Geometry and intensity scale of the training data, recorded with the generators so that synthetic
-    volumes come out in the same spacing, orientation and intensity range."""
+def training_stats(cases, prep=None) -> dict:
+    """Geometry, intensity scale and pose spread of the training data, recorded with the generators so that
+    synthetic volumes come out in the same spacing, orientation, intensity range and pose spread. The pose
+    spread (:func:`volgan.pose.pose_spread`) is measured on the label maps brought to the generators' grid by
+    ``prep`` (a :class:`volgan.transforms.Preprocessing`); without ``prep`` it is left out."""
     from collections import Counter
 
     from volgan.io import read_volume
@@ -376,8 +378,16 @@ def training_stats(cases) -> dict:
         means.append(float(volume.array.mean()))
         stds.append(float(volume.array.std()))
         codes[volume.orientation] += 1
-    return {"intensity_mean": float(sum(means) / len(means)), "intensity_std": float(sum(stds) / len(stds)),
-            "orientation": codes.most_common(1)[0][0], "n_training": len(cases)}
+    stats = {"intensity_mean": float(sum(means) / len(means)), "intensity_std": float(sum(stds) / len(stds)),
+             "orientation": codes.most_common(1)[0][0], "n_training": len(cases)}
+    if prep is not None:
+        from volgan.loader import subject_for
+        from volgan.pose import pose_spread
+        from volgan.transforms import preprocessing
+
+        pipeline = preprocessing(prep)
+        stats["pose_std"] = pose_spread(pipeline(subject_for(c))["label"].data[0].numpy() for c in cases if c.label)
+    return stats
 
 
 def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stats: dict, save_interval: int = 1):

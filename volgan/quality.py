@@ -33,6 +33,7 @@ from volgan.gan import msssim_diversity
 from volgan.io import read_volume, staged_output_dir, strict_json, write_text
 from volgan.labels import LABELS, TUMOR_TYPES
 from volgan.loader import subject_for
+from volgan.pose import POSE_FIELDS, pose_spread
 from volgan.report import fmt
 from volgan.transforms import Preprocessing, preprocessing
 
@@ -156,7 +157,7 @@ def _quality(train, test, synth, real_list, synth_list, model, seed: int) -> dic
 
         loaded_model = load_model(model, "cpu")
 
-    real_images, _ = load_arrays(train, prep)
+    real_images, real_labels = load_arrays(train, prep)
     test_images, _ = load_arrays(test, prep) if test else (np.zeros((0, *prep.patch), np.float32), None)
     synth_images, synth_labels = load_arrays(synth, prep)
     net = feature_network()
@@ -211,6 +212,8 @@ def _quality(train, test, synth, real_list, synth_list, model, seed: int) -> dic
               "synthetic_per_type": {TUMOR_TYPES.get(int(k), "unknown"): int(v)
                                      for k, v in Counter(synth_types).items()}},
         "overall": overall, "per_type": per_type, "memorization": memorization, "label_consistency": consistency,
+        "pose_spread": {"fields": list(POSE_FIELDS), "real_train": pose_spread(real_labels),
+                        "synthetic": pose_spread(synth_labels)},
         "tumor_site_verified": {"n": sum(s is True for s in site), "of": sum(s is not None for s in site)},
     }
     report = strict_json(report)
@@ -249,6 +252,11 @@ def render_markdown(report: dict) -> str:
                   "| label | mean | median | min |", "|---|---|---|---|"]
         lines += [f"| {k} | {fmt(v.get('mean'))} | {fmt(v.get('median'))} | {fmt(v.get('min'))} |"
                   for k, v in c["dice"].items()]
+    p = report["pose_spread"]
+    lines += ["", "## Pose spread", "", "Standard deviation over label maps of each pose number (`volgan.pose`).", "",
+              "| | " + " | ".join(p["fields"]) + " |", "|---" * (len(p["fields"]) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(fmt(v, 2) for v in p[key]) + " |"
+              for name, key in (("real training", "real_train"), ("synthetic", "synthetic"))]
     s = report["tumor_site_verified"]
     lines += ["", f"Tumor site matching its class at synthesis: {s['n']} of {s['of']} volumes.", "",
               f"Features: {report['feature_network']}.", "", "![synthetic beside real](quality.png)", ""]

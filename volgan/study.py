@@ -37,7 +37,6 @@ import numpy as np
 from volgan.datalist import Case, Datalist, balanced_test_split, read_datalist, write_datalist
 from volgan.errors import VolganInputError
 from volgan.io import atomic_path, strict_json, write_text
-from volgan.synth import POSE_DEGREES, POSE_SHIFT
 
 SHARES = tuple(round(0.1 * k, 1) for k in range(11))  # synthetic share of the sweep: 100:0 … 0:100
 ARMS = ("none", "classical", "gan", "both")
@@ -546,7 +545,7 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
                             ("data",), lambda f, names=names: _train_gan(f, out, names, profile, progress),
                             resumable=True))
         stages.append(Stage(f"synth-{n}", "synth", f"{profile.synthetic} synthetic volumes from gan-{n}",
-                            {"n": profile.synthetic, "seed": profile.seed, "pose": [POSE_DEGREES, POSE_SHIFT]},
+                            {"n": profile.synthetic, "seed": profile.seed, "pose": "training spread v1"},
                             (f"gan-{n}",),
                             lambda f, n=n: _synthesize(f, out, n, profile)))
         synthetic[n] = [f"synth_{i:05d}" for i in range(profile.synthetic)]

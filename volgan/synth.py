@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ from volgan.datalist import Case, layout_paths, write_datalist
 from volgan.errors import VolganInputError
 from volgan.gan import GENERATOR_FILE, ImageGenerator, LabelGenerator
 from volgan.io import Volume, is_nifti, read_volume, reorient, staged_output_dir, strip_nifti_suffix, write_nifti
-from volgan.labels import NUM_LABELS, TUMOR_LABEL, TUMOR_TYPES, tumor_type_from_name
+from volgan.labels import NUM_LABELS, NUM_TUMOR_TYPES, TUMOR_LABEL, TUMOR_TYPES, tumor_type_from_name
+from volgan.pose import POSE_FIELDS, missing_spread, pose_spread, random_pose
 from volgan.transforms import model_grid, resample
 
 SYNTH_ENTRIES = ("dataset.json", "imagesTr", "labelsTr")
@@ -49,6 +51,23 @@ class Synthesizer:
         affine = np.diag([*spacing, 1.0])
         affine[:3, 3] = -spacing * (self.size - 1) / 2.0
         return affine
+
+    @cached_property
+    def pose_spread(self) -> list[float] | None:
+        """Spread (:data:`volgan.pose.POSE_FIELDS` units) of the random pose given to each generated map: what
+        the training maps' spread (``stats["pose_std"]``) has beyond the label generator's own, measured on 32
+        seeded draws. None for a checkpoint without the training maps' pose statistics."""
+        target = self.stats.get("pose_std")
+        if target is None:
+            return None
+        noise, own = torch.Generator().manual_seed(0), []
+        with torch.no_grad():
+            for start in range(0, 32, 8):
+                classes = torch.arange(start, start + 8) % NUM_TUMOR_TYPES
+                z = torch.randn(8, self.label_generator.z_dim, generator=noise)
+                logits = self.label_generator(z.to(self.device), classes.to(self.device))
+                own += [_enforce_class(lg, int(c)) for lg, c in zip(logits, classes, strict=True)]
+        return [round(v, 4) for v in missing_spread(target, pose_spread(own))]
 
 
 def load_synthesizer(path: str | os.PathLike, device: str | torch.device | None = None) -> Synthesizer:
@@ -144,36 +163,12 @@ def paint(synth: Synthesizer, label: np.ndarray, noise: torch.Generator) -> np.n
     return np.clip(scaled, 0, None).astype(np.float32)
 
 
-POSE_DEGREES = (5.0, 5.0, 8.0)  # largest turn about the R, A, S axes
-POSE_SHIFT = (0.05, 0.05, 0.03)  # largest move along R, A, S as a share of the grid
-
-
-def random_pose(label: np.ndarray, noise: torch.Generator) -> tuple[np.ndarray, list[float]]:
-    """The label map turned and moved rigidly about its centre (nearest neighbour; background comes in at the
-    edges), angles and shifts uniform within ±POSE_DEGREES and ±POSE_SHIFT. Returns the map and the
-    (3 angles in degrees, 3 shifts in voxels) drawn. The label generator learns the average pose of its
-    training maps better than their spread; this gives synthetic volumes a patient-positioning spread."""
-    u = torch.rand(6, generator=noise).numpy().astype(np.float64) * 2 - 1
-    angles = np.radians(u[:3] * np.array(POSE_DEGREES))
-    shifts = u[3:] * np.array(POSE_SHIFT) * np.array(label.shape)
-    cx, cy, cz = np.cos(angles)
-    sx, sy, sz = np.sin(angles)
-    rotation = (np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-                @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]))
-    centre = (np.array(label.shape) - 1) / 2
-    to_source = np.eye(4)  # output voxel → source voxel
-    to_source[:3, :3] = rotation
-    to_source[:3, 3] = centre - rotation @ centre + shifts
-    moved = resample(torch.from_numpy(label[None].astype(np.int64)), np.linalg.inv(to_source), np.eye(4),
-                     label.shape, "nearest")[0]
-    return moved.numpy().astype(np.uint8), [round(float(v), 3) for v in (*np.degrees(angles), *shifts)]
-
-
 @torch.no_grad()
 def synthesize_case(synth: Synthesizer, tumor_type: int, seed: int, index: int, max_tries: int = 8,
                     pose: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
     """(image, label, info) on the generators' RAS grid for case ``index`` of class ``tumor_type``; with
-    ``pose`` the generated label map is given a random rigid pose (:func:`random_pose`) before painting."""
+    ``pose`` the generated label map is given a random rigid pose (:func:`volgan.pose.random_pose`) with the
+    synthesizer's :attr:`~Synthesizer.pose_spread` before painting."""
     noise = _generator(seed, index)
     classes = torch.tensor([tumor_type], device=synth.device)
     tries = 0
@@ -182,8 +177,8 @@ def synthesize_case(synth: Synthesizer, tumor_type: int, seed: int, index: int, 
         tries += 1
         z = torch.randn(1, synth.label_generator.z_dim, generator=noise)
         label = _enforce_class(synth.label_generator(z.to(synth.device), classes)[0], tumor_type)
-        if pose:
-            moved, drawn = random_pose(label, noise)
+        if pose and synth.pose_spread:
+            moved, drawn = random_pose(label, noise, synth.pose_spread)
             if (moved == TUMOR_LABEL).any() == (tumor_type != 0):  # the tumor must stay in the field of view
                 label = moved
             else:
@@ -241,7 +236,9 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
                 name = strip_nifti_suffix(Path(item.path).name)
             cases.append(Case(name, image_path, label_path, tumor_type, "synthetic", "training"))
             infos.append(info)
+        spread = dict(zip(POSE_FIELDS, synth.pose_spread, strict=True)) if pose and synth.pose_spread else None
         meta = {"volgan": {"generator": "volgan.synth", "seed": seed, "config": synth.config, "stats": synth.stats,
+                           "pose_spread": spread,
                            "cases": {c.name: i for c, i in zip(cases, infos, strict=True)}}}
         write_datalist(cases, staging, "msd", meta)
     for case in cases:
