@@ -147,6 +147,7 @@ def test_quality_report_fields(cli, tmp_path, gan, real16):
     memo = report["memorization"]
     assert memo["synthetic_to_train"]["n"] == 8 and memo["test_to_train"]["n"] == 4
     assert isinstance(memo["synthetic_nearer_than_nearest_test"], int)
+    assert memo["expected_by_chance"] == pytest.approx(8 / 5)
     assert memo["smoothed"]["synthetic_to_train"]["n"] == 8
     assert memo["smoothed"]["synthetic_to_train"]["min"] <= memo["synthetic_to_train"]["min"]
     assert set(report["label_consistency"]["dice"]) == {"vertebra", "disc", "cord", "csf", "tumor"}
@@ -202,3 +203,30 @@ def test_synthesis_adds_what_the_training_spread_lacks(tmp_path, gan):
     assert read_datalist(tmp_path / "plain").meta["volgan"]["pose_spread"] is None
     assert all(info["pose"] is None for info in read_datalist(tmp_path / "plain").meta["volgan"]["cases"].values())
     assert len(cases) == 2
+
+
+def test_memorization_counts_copies_and_says_what_chance_gives():
+    from volgan.quality import memorization_figures
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(20, 8, 8, 8)).astype(np.float32)
+    test = rng.normal(size=(9, 8, 8, 8)).astype(np.float32)
+    copies = memorization_figures(train[:6] + 0.01, test, train)
+    assert copies["synthetic_nearer_than_nearest_test"] == 6 and copies["expected_by_chance"] == pytest.approx(0.6)
+    counts = [memorization_figures(rng.normal(size=(30, 8, 8, 8)), rng.normal(size=(9, 8, 8, 8)), train)
+              ["synthetic_nearer_than_nearest_test"] for _ in range(40)]
+    assert np.mean(counts) == pytest.approx(30 / 10, rel=0.4)  # like-distributed volumes: chance level
+
+
+def test_blur_keeps_shading_and_removes_noise():
+    from scipy import ndimage
+
+    from volgan.gan import blur
+
+    noise = torch.randn(2, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(blur(noise, 0.0), noise)
+    ramp = torch.linspace(0, 1, 16)[None, None, :, None, None].expand(2, 1, 16, 16, 16)
+    assert torch.allclose(blur(ramp, 0.7)[:, :, 3:-3], ramp[:, :, 3:-3], atol=1e-6)  # linear shading kept
+    expected = ndimage.gaussian_filter(noise[0, 0].numpy(), 0.7, mode="nearest", truncate=3 / 0.7)  # radius 3
+    assert np.allclose(blur(noise, 0.7)[0, 0].numpy(), expected, atol=1e-5)
+    assert blur(noise, 0.7)[:, :, 3:-3, 3:-3, 3:-3].var() < 0.1
