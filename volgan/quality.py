@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         return math.nan
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = np.asarray(linalg.sqrtm(cov_a @ cov_b)).real  # few samples: singular, and that is fine
+    with warnings.catch_warnings():  # few samples: the product is singular, and that is fine
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = np.asarray(linalg.sqrtm(cov_a @ cov_b)).real
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
 
 

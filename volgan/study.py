@@ -180,8 +180,8 @@ class Progress:
         if not cached:
             self.seconds.setdefault(stage.kind, []).append(seconds)
         if not self.quiet and not cached:
-            left = (f"{len(self.left)} stage(s) left, {self._estimate()}" if self.total
-                    else "planning the other stages")
+            left = ("planning the other stages" if not self.total else "nothing left" if not self.left
+                    else f"{len(self.left)} stage(s) left, {self._estimate()}")
             print(f"    done in {seconds:.0f} s; {left}", file=sys.stderr, flush=True)
 
     def bar(self, total: int, desc: str):
