@@ -216,17 +216,3 @@ def test_memorization_counts_copies_and_says_what_chance_gives():
     counts = [memorization_figures(rng.normal(size=(30, 8, 8, 8)), rng.normal(size=(9, 8, 8, 8)), train)
               ["synthetic_nearer_than_nearest_test"] for _ in range(40)]
     assert np.mean(counts) == pytest.approx(30 / 10, rel=0.4)  # like-distributed volumes: chance level
-
-
-def test_blur_keeps_shading_and_removes_noise():
-    from scipy import ndimage
-
-    from volgan.gan import blur
-
-    noise = torch.randn(2, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(blur(noise, 0.0), noise)
-    ramp = torch.linspace(0, 1, 16)[None, None, :, None, None].expand(2, 1, 16, 16, 16)
-    assert torch.allclose(blur(ramp, 0.7)[:, :, 3:-3], ramp[:, :, 3:-3], atol=1e-6)  # linear shading kept
-    expected = ndimage.gaussian_filter(noise[0, 0].numpy(), 0.7, mode="nearest", truncate=3 / 0.7)  # radius 3
-    assert np.allclose(blur(noise, 0.7)[0, 0].numpy(), expected, atol=1e-5)
-    assert blur(noise, 0.7)[:, :, 3:-3, 3:-3, 3:-3].var() < 0.1

@@ -184,26 +184,6 @@ def _translate(x: torch.Tensor, shift: list[int]) -> torch.Tensor:
                   starts[2]:starts[2] + x.shape[3]]
 
 
-def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(B, C, X, Y, Z) smoothed by a Gaussian of ``sigma`` voxels (separable, truncated at 3σ, edges
-    replicated); unchanged for ``sigma`` ≤ 0."""
-    if sigma <= 0:
-        return x
-    radius = max(1, math.ceil(3 * sigma))
-    taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    b, c = x.shape[:2]
-    y = x.reshape(b * c, 1, *x.shape[2:])
-    for axis in range(3):
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = len(taps)
-        pad = [0] * 6
-        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
-        y = F.conv3d(F.pad(y, pad, mode="replicate"), kernel.view(shape))
-    return y.reshape(x.shape)
-
-
 def hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
 
@@ -261,6 +241,7 @@ def msssim_diversity(volumes: torch.Tensor, pairs: int = 16, seed: int = 0) -> f
 # Training: a MONAI Trainer whose iteration conditions on the batch (MONAI's GanTrainer cannot).
 
 from monai.engines import Trainer  # noqa: E402
+from monai.networks.layers import GaussianFilter  # noqa: E402
 from monai.utils import CommonKeys as Keys  # noqa: E402
 
 
@@ -272,8 +253,9 @@ def one_hot_labels(label: torch.Tensor) -> torch.Tensor:
 class CGanTrainer(Trainer):
     """One iteration: a discriminator step for both GANs (hinge, lazy R1 every ``r1_interval`` steps, DiffAugment),
     then a generator step (adversarial + ``rec_weight`` × L1 of the image generator on real label maps, both
-    images first blurred by a Gaussian of ``rec_blur`` voxels so that the L1 fits contrast and shading and
-    leaves the noise texture to the discriminator; 0 = plain L1, which pulls towards a noise-free image),
+    difference first blurred by a Gaussian of ``rec_blur`` voxels (MONAI's GaussianFilter) so that the L1 fits
+    contrast and shading and leaves the noise texture to the discriminator; 0 = plain L1, which pulls towards a
+    noise-free image),
     then the EMA updates. ``engine.state.output`` holds the losses; every ``monitor_interval`` epochs the
     MS-SSIM of EMA samples and of real images go into ``engine.state.metrics``."""
 
@@ -290,7 +272,8 @@ class CGanTrainer(Trainer):
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.label_ema, self.image_ema = EMA(label_generator, ema_decay), EMA(image_generator, ema_decay)
         self.rec_weight, self.r1_weight, self.r1_interval = rec_weight, r1_weight, r1_interval
-        self.rec_blur = rec_blur
+        self.rec_blur = GaussianFilter(3, rec_blur, truncated=3.0, approx="sampled").to(device) if rec_blur > 0 \
+            else nn.Identity()
         self.label_encoder, self.label_rec_weight, self.kl_weight = label_encoder, label_rec_weight, kl_weight
         self.noise = torch.Generator(device="cpu").manual_seed(seed)
         self.monitor_interval = monitor_interval
@@ -336,7 +319,7 @@ class CGanTrainer(Trainer):
         # generators
         adv_l = -d_l(diff_augment(torch.cat([fake_label, planes], 1))[0]).mean()
         adv_i = -d_i(diff_augment(torch.cat([fake_image, real_onehot], 1))[0]).mean()
-        rec = (blur(fake_image, self.rec_blur) - blur(image, self.rec_blur)).abs().mean()
+        rec = self.rec_blur(fake_image - image).abs().mean()
         g_loss = adv_l + adv_i + self.rec_weight * rec
         label_rec = kl = torch.zeros((), device=image.device)
         if self.label_encoder is not None:  # VAE-GAN: reconstruct the real label map through the posterior
