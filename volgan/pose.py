@@ -56,15 +56,14 @@ def random_pose(label: np.ndarray, noise: torch.Generator, spread: list[float]) 
     """The (X, Y, Z) label map turned about R, A, S and moved rigidly about the grid centre (nearest neighbour;
     background comes in at the edges). Each of the six numbers is uniform with standard deviation ``spread``
     (half-width √3 × spread), in :data:`POSE_FIELDS` units. Returns the map and the six numbers drawn."""
+    from scipy.spatial.transform import Rotation
+
     from volgan.transforms import resample
 
     u = torch.rand(6, generator=noise).numpy().astype(np.float64) * 2 - 1
     drawn = u * np.sqrt(3.0) * np.asarray(spread, dtype=np.float64)
     angles, shifts = np.radians(drawn[:3]), drawn[3:]
-    cx, cy, cz = np.cos(angles)
-    sx, sy, sz = np.sin(angles)
-    rotation = (np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-                @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]))
+    rotation = Rotation.from_euler("xyz", angles).as_matrix()  # about R, then A, then S (fixed axes)
     centre = (np.array(label.shape) - 1) / 2
     to_source = np.eye(4)  # output voxel → source voxel
     to_source[:3, :3] = rotation
