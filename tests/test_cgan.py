@@ -19,6 +19,7 @@ from test_segcls_bundle import SCHEMA, bundle
 from volgan.datalist import read_datalist
 from volgan.io import read_volume
 from volgan.phantom import PhantomConfig, make_dataset
+from volgan.pose import POSE_FIELDS
 from volgan.synth import exact_counts, load_synthesizer, synthesize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +144,9 @@ def test_quality_report_fields(cli, tmp_path, gan, real16):
     report = json.loads((tmp_path / "q" / "quality.json").read_text(encoding="utf-8"))
     for key in ("frechet_synthetic_vs_real", "frechet_real_vs_real", "msssim_synthetic", "msssim_real"):
         assert report["overall"][key] is not None
+    for key in ("msssim_synthetic", "msssim_real", "diversity_gap"):
+        low, high = report["overall"][f"{key}_ci"]
+        assert low <= report["overall"][key] <= high
     assert set(report["per_type"]) == {"none", "intramedullary", "intradural_extramedullary", "vertebral"}
     memo = report["memorization"]
     assert memo["synthetic_to_train"]["n"] == 8 and memo["test_to_train"]["n"] == 4
@@ -158,7 +162,7 @@ def test_quality_report_fields(cli, tmp_path, gan, real16):
 
     train = [c for c in read_datalist(real16).split("training") if c.source == "real"]
     assert pose["real_train"] == training_stats(train, Preprocessing((1.5,) * 3, (16,) * 3))["pose_std"]
-    assert len(pose["synthetic"]) == len(pose["fields"]) == 6
+    assert len(pose["synthetic"]) == len(pose["fields"]) == 8
     assert "## Pose spread" in (tmp_path / "q" / "quality.md").read_text(encoding="utf-8")
     assert (tmp_path / "q" / "quality.png").stat().st_size > 1000
     assert cli("quality", "--real", real16, "--synthetic", tmp_path / "s", "--out", tmp_path / "q2").code == 0
@@ -192,17 +196,37 @@ def test_synthesis_adds_what_the_training_spread_lacks(tmp_path, gan):
     root, _ = gan
     synth = load_synthesizer(root, "cpu")
     target = synth.stats["pose_std"]
-    assert len(target) == 6 and any(t > 0 for t in target)
+    assert len(target) == 8 and any(t > 0 for t in target)
     synthesize(synth, tmp_path / "posed", n_cases=4, seed=1)
     spread = read_datalist(tmp_path / "posed").meta["volgan"]["pose_spread"]
-    assert list(spread.values()) == synth.pose_spread
+    spread_values = list(spread.values())
+    assert spread_values == synth.pose_spread and list(spread) == list(POSE_FIELDS)
     assert all(0 <= s <= t + 1e-6 for s, t in zip(synth.pose_spread, target, strict=True))
+    synth.stats["pose_std"] = target[:6]
+    del synth.__dict__["pose_spread"]  # a checkpoint from before the size numbers: rigid moves only
+    assert synth.pose_spread[6:] == [0.0, 0.0] and synth.pose_spread[:6] == spread_values[:6]
     synth.stats.pop("pose_std")
     del synth.__dict__["pose_spread"]  # a checkpoint from before pose statistics: no pose added
     cases = synthesize(synth, tmp_path / "plain", n_cases=2, seed=1)
     assert read_datalist(tmp_path / "plain").meta["volgan"]["pose_spread"] is None
     assert all(info["pose"] is None for info in read_datalist(tmp_path / "plain").meta["volgan"]["cases"].values())
     assert len(cases) == 2
+
+
+def test_diversity_intervals_follow_the_volumes():
+    from volgan.quality import diversity_figures
+
+    rng = np.random.default_rng(0)
+    same = np.repeat(rng.normal(size=(1, 16, 16, 16)).astype(np.float32), 6, axis=0)
+    alike = diversity_figures(same, same)
+    assert alike["msssim_synthetic"] == pytest.approx(1.0) and alike["msssim_synthetic_ci"] == pytest.approx([1, 1])
+    assert alike["diversity_gap"] == pytest.approx(0.0) and alike["diversity_gap_ci"] == pytest.approx([0, 0], abs=1e-6)
+    mixed = np.concatenate([same[:4], rng.normal(size=(4, 16, 16, 16)).astype(np.float32)])
+    figures = diversity_figures(mixed, same, seed=1)
+    low, high = figures["msssim_synthetic_ci"]
+    assert low < figures["msssim_synthetic"] < high and high - low > 0.1  # which volumes are drawn matters
+    assert figures["diversity_gap_ci"][0] > 0.1
+    assert diversity_figures(mixed, same[:1])["msssim_real"] is None
 
 
 def test_memorization_counts_copies_and_says_what_chance_gives():

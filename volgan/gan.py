@@ -215,26 +215,33 @@ class EMA:
             s.copy_(b)
 
 
-def msssim_diversity(volumes: torch.Tensor, pairs: int = 16, seed: int = 0) -> float:
-    """Mean MS-SSIM over distinct pairs of (N, 1, S, S, S) volumes: every pair when there are at most ``pairs``,
-    else ``pairs`` of them drawn without replacement. Lower means more diverse; mode collapse shows as
-    synthetic MS-SSIM well above the real one. Volumes are min-max scaled to [0, 1] together."""
+def msssim_pairs(volumes: torch.Tensor, pairs: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """MS-SSIM of distinct pairs of (N, 1, S, S, S) volumes: every pair when there are at most ``pairs``, else
+    ``pairs`` of them drawn without replacement. Returns the pairs' indices (P, 2) and their MS-SSIM (P,).
+    Volumes are min-max scaled to [0, 1] together."""
     from monai.metrics import MultiScaleSSIMMetric
 
     n = len(volumes)
+    chosen = torch.combinations(torch.arange(n), 2)
+    if len(chosen) > pairs:
+        chosen = chosen[torch.randperm(len(chosen), generator=torch.Generator().manual_seed(seed))[:pairs]]
     if n < 2:
-        return math.nan
+        return chosen, torch.zeros(0)
     lo, hi = volumes.min(), volumes.max()
     scaled = (volumes - lo) / (hi - lo + 1e-8)
     size = min(volumes.shape[2:])
     weights = (0.2, 0.3, 0.5) if size >= 32 else (0.5, 0.5)
     metric = MultiScaleSSIMMetric(spatial_dims=3, data_range=1.0, kernel_size=5, weights=weights)
-    chosen = torch.combinations(torch.arange(n), 2)
-    if len(chosen) > pairs:
-        chosen = chosen[torch.randperm(len(chosen), generator=torch.Generator().manual_seed(seed))[:pairs]]
     with torch.no_grad():
         values = [metric(scaled[part[:, 0]], scaled[part[:, 1]]) for part in chosen.split(64)]
-    return float(torch.cat(values).mean())
+    return chosen, torch.cat(values).flatten().float()
+
+
+def msssim_diversity(volumes: torch.Tensor, pairs: int = 16, seed: int = 0) -> float:
+    """Mean MS-SSIM over distinct pairs of (N, 1, S, S, S) volumes (:func:`msssim_pairs`); NaN below two volumes.
+    Lower means more diverse; mode collapse shows as synthetic MS-SSIM well above the real one."""
+    _, values = msssim_pairs(volumes, pairs, seed)
+    return float(values.mean()) if len(values) else math.nan
 
 
 # --------------------------------------------------------------------------------------------------------
