@@ -33,6 +33,9 @@ def write_section(name: str, body: str, command: str) -> None:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                  ":!BENCHMARKS.md"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        commit += " with uncommitted changes" if changed else ""
     except OSError:
         commit = "?"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
