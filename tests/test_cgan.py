@@ -240,3 +240,18 @@ def test_memorization_counts_copies_and_says_what_chance_gives():
     counts = [memorization_figures(rng.normal(size=(30, 8, 8, 8)), rng.normal(size=(9, 8, 8, 8)), train)
               ["synthetic_nearer_than_nearest_test"] for _ in range(40)]
     assert np.mean(counts) == pytest.approx(30 / 10, rel=0.4)  # like-distributed volumes: chance level
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("False", False), ("0", False), ("on", True),
+                                             (True, True), (0, False)])
+def test_bundle_switches_read_words(value, expected):
+    from volgan.train import flag
+
+    assert flag(value) is expected
+
+
+def test_bundle_switches_refuse_other_words():
+    from volgan.train import flag
+
+    with pytest.raises(ValueError, match="expected true or false"):
+        flag("maybe")

@@ -86,12 +86,25 @@ def loss_value(output: dict | list[dict]) -> float:
     return float(first[Keys.LOSS])
 
 
+def flag(value: bool | int | str) -> bool:
+    """A bundle switch as a bool: the command line gives ``--amp true`` as the string ``"true"``, which plain
+    ``bool`` would take as True whatever it says. Accepts true/false, yes/no, on/off, 1/0 in any case."""
+    if not isinstance(value, str):
+        return bool(value)
+    word = value.strip().lower()
+    if word in ("true", "yes", "on", "1"):
+        return True
+    if word in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 class ProgressBar:
     """A tqdm progress bar over each epoch's iterations showing the loss; a MONAI-style handler (``attach``).
     With ``enabled=False`` it attaches nothing (the study draws its own bar per stage)."""
 
-    def __init__(self, persist: bool = False, enabled: bool = True):
-        self.persist, self.enabled = persist, enabled
+    def __init__(self, persist: bool = False, enabled: bool | str = True):
+        self.persist, self.enabled = persist, flag(enabled)
 
     def attach(self, engine) -> None:
         from ignite.handlers import ProgressBar as IgniteProgressBar
