@@ -255,3 +255,45 @@ def test_bundle_switches_refuse_other_words():
 
     with pytest.raises(ValueError, match="expected true or false"):
         flag("maybe")
+
+
+def test_tumors_grow_in_their_host_to_the_asked_size():
+    from scipy import ndimage
+
+    from volgan.synth import TUMOR_HOSTS, _enforce_class, grow_region
+
+    rng = np.random.default_rng(0)
+    score = rng.normal(size=(12, 12, 12))
+    preferred = np.zeros(score.shape, bool)
+    preferred[2:6, 2:6, 2:6] = True
+    inside = grow_region(score, 20, preferred)
+    assert inside.sum() == 20 and not (inside & ~preferred).any() and ndimage.label(inside)[1] == 1
+    assert inside[np.unravel_index(np.where(preferred, score, -np.inf).argmax(), score.shape)]
+    spill = grow_region(score, 80, preferred)  # the preferred block holds 64: the rest spills, still connected
+    assert spill.sum() == 80 and (spill & preferred).sum() == 64 and ndimage.label(spill)[1] == 1
+
+    anatomy = np.zeros((12, 12, 12), np.int64)
+    anatomy[:, :4], anatomy[:, 4:6], anatomy[:, 6:8] = 1, 4, 3  # vertebra, CSF, cord
+    logits = torch.from_numpy(5.0 * np.eye(6)[anatomy].transpose(3, 0, 1, 2)).float()
+    logits[5] = torch.from_numpy(score).float()
+    for tumor_type, hosts in TUMOR_HOSTS.items():
+        label = _enforce_class(logits, tumor_type, 10)
+        assert (label == 5).sum() == 10 and set(np.unique(anatomy[label == 5])) == set(hosts)
+        assert np.array_equal(label[label != 5], anatomy[label != 5])
+    assert np.array_equal(_enforce_class(logits, 0), anatomy)
+
+
+def test_synthetic_tumors_take_the_training_tumor_sizes(tmp_path, gan, real16):
+    root, _ = gan
+    synth = load_synthesizer(root, "cpu")
+    train = [c for c in read_datalist(real16).split("training") if c.tumor_type]
+    expected: dict[str, list[int]] = {}
+    for case in train:  # the phantoms are on the generators' grid already (16³ at 1.5 mm, RAS)
+        expected.setdefault(str(case.tumor_type), []).append(int((read_volume(case.label).array == 5).sum()))
+    assert synth.stats["tumor_voxels"] == {k: sorted(v) for k, v in sorted(expected.items())}
+    types = ",".join(f"{k}=1" for k in expected)
+    cases = synthesize(synth, tmp_path / "s", n_cases=3 * len(expected), types=types, seed=2, pose=False)
+    infos = read_datalist(tmp_path / "s").meta["volgan"]["cases"]
+    for case in cases:
+        count = int((read_volume(case.label, label=True).array == 5).sum())
+        assert count == infos[case.name]["tumor_voxels"] and count in expected[str(case.tumor_type)]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from volgan.labels import NUM_LABELS, NUM_TUMOR_TYPES
+from volgan.labels import NUM_LABELS, NUM_TUMOR_TYPES, TUMOR_LABEL
 
 
 def _norm(channels: int) -> nn.Module:
@@ -379,29 +379,40 @@ GENERATOR_FILE = "generator.pt"
 
 
 def training_stats(cases, prep=None) -> dict:
-    """Geometry, intensity scale and pose spread of the training data, recorded with the generators so that
-    synthetic volumes come out in the same spacing, orientation, intensity range and pose spread. The pose
-    spread (:func:`volgan.pose.pose_spread`) is measured on the label maps brought to the generators' grid by
-    ``prep`` (a :class:`volgan.transforms.Preprocessing`); without ``prep`` it is left out."""
+    """Geometry, intensity scale, pose spread and tumor sizes of the training data, recorded with the generators
+    so that synthetic volumes come out in the same spacing, orientation, intensity range, pose spread and tumor
+    sizes. With ``prep`` (a :class:`volgan.transforms.Preprocessing`) the label maps are brought to the
+    generators' grid and measured there: the pose spread (:func:`volgan.pose.pose_spread`) and
+    ``tumor_voxels``, the tumor's voxel count in each training map, by ``tumor_type`` (``{"1": [...], ...}``);
+    without ``prep`` both are left out. Each case is read once."""
     from collections import Counter
 
-    from volgan.io import read_volume
+    import numpy as np
 
-    means, stds, codes = [], [], Counter()
+    from volgan.io import Volume
+    from volgan.loader import subject_for
+    from volgan.pose import pose_spread
+    from volgan.transforms import preprocessing
+
+    pipeline = preprocessing(prep) if prep is not None else None
+    means, stds, codes, on_grid = [], [], Counter(), []
     for case in cases:
-        volume = read_volume(case.image)
-        means.append(float(volume.array.mean()))
-        stds.append(float(volume.array.std()))
-        codes[volume.orientation] += 1
+        subject = subject_for(case)
+        image = subject["image"]
+        means.append(float(image.data.mean()))
+        stds.append(float(image.data.float().std(unbiased=False)))
+        codes[Volume(np.zeros(0), image.affine).orientation] += 1
+        if pipeline is not None and case.label is not None:
+            on_grid.append((case.tumor_type, pipeline(subject)["label"].data[0].numpy()))
     stats = {"intensity_mean": float(sum(means) / len(means)), "intensity_std": float(sum(stds) / len(stds)),
              "orientation": codes.most_common(1)[0][0], "n_training": len(cases)}
-    if prep is not None:
-        from volgan.loader import subject_for
-        from volgan.pose import pose_spread
-        from volgan.transforms import preprocessing
-
-        pipeline = preprocessing(prep)
-        stats["pose_std"] = pose_spread(pipeline(subject_for(c))["label"].data[0].numpy() for c in cases if c.label)
+    if pipeline is not None:
+        stats["pose_std"] = pose_spread(label for _, label in on_grid)
+        sizes: dict[str, list[int]] = {}
+        for tumor_type, label in on_grid:
+            if tumor_type:
+                sizes.setdefault(str(tumor_type), []).append(int((label == TUMOR_LABEL).sum()))
+        stats["tumor_voxels"] = {k: sorted(v) for k, v in sorted(sizes.items())}
     return stats
 
 

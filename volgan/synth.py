@@ -1,15 +1,17 @@
 """Synthesis with a trained spine_cgan: labeled volumes from a class, or images for given label maps.
 
 Class → volume: the EMA label generator draws a label map for the class; the class is enforced (no label 5
-for ``none``; label 5 present otherwise) and the tumor's site is checked against its class by the labels
-around it (:func:`tumor_site`), drawing again up to ``max_tries`` times; the image generator then paints the
-image. Volumes come out in the training data's spacing, orientation and intensity range, as ``.nii.gz``
+for ``none``; otherwise a tumor of a size drawn from the training tumors of the class, in its host tissue,
+where the generator's tumor logit stands highest) and the tumor's site is checked against its class by the
+labels around it (:func:`tumor_site`), drawing again up to ``max_tries`` times; the image generator then
+paints the image. Volumes come out in the training data's spacing, orientation and intensity range, as ``.nii.gz``
 pairs with an MSD datalist whose entries say ``source: synthetic``. Case ``i`` depends only on
 ``(seed, i)`` and the class it was asked for.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -134,13 +136,47 @@ def tumor_site(label: np.ndarray) -> int:
     return 1 if share[3] >= share[4] else 2
 
 
-def _enforce_class(logits: torch.Tensor, tumor_type: int) -> np.ndarray:
-    """Label map from (6, S³) logits with label 5 present exactly when ``tumor_type`` ≠ 0."""
+TUMOR_HOSTS = {1: (3,), 2: (4,), 3: (1,)}  # DESIGN.md: in the cord; in the canal outside the cord; in a vertebra
+
+
+def grow_region(score: np.ndarray, size: int, preferred: np.ndarray | None = None) -> np.ndarray:
+    """A face-connected region of ``size`` voxels of an S³ grid, grown from the highest-``score`` voxel of
+    ``preferred`` (bool, S³; everything when None or empty), each step taking the bordering voxel of highest
+    score among the preferred ones, and others only when no preferred voxel borders the region."""
+    preferred = np.ones(score.shape, bool) if preferred is None or not preferred.any() else preferred
+    region, taken = np.zeros(score.shape, bool), 0
+    start = np.unravel_index(int(np.where(preferred, score, -np.inf).argmax()), score.shape)
+    border, queued = [(False, -float(score[start]), start)], {start}
+    while border and taken < size:
+        *_, voxel = heapq.heappop(border)
+        region[voxel], taken = True, taken + 1
+        for axis in range(3):
+            for step in (-1, 1):
+                near = list(voxel)
+                near[axis] += step
+                near = tuple(near)
+                if 0 <= near[axis] < score.shape[axis] and near not in queued:
+                    queued.add(near)
+                    heapq.heappush(border, (not preferred[near], -float(score[near]), near))
+    return region
+
+
+def _enforce_class(logits: torch.Tensor, tumor_type: int, tumor_size: int | None = None) -> np.ndarray:
+    """Label map from (6, S³) logits with label 5 present exactly when ``tumor_type`` ≠ 0.
+
+    With ``tumor_size`` the tumor has that many voxels, grown (:func:`grow_region`) in its class's host label
+    (:data:`TUMOR_HOSTS`) along the tumor logit's margin over the other labels, from where that margin is
+    highest; without, the generator's own tumor is kept, or its most tumor-like voxel and face neighbours
+    when it drew none."""
+    anatomy = logits[:TUMOR_LABEL].argmax(0).to(torch.uint8).cpu().numpy()
     if tumor_type == 0:
-        return logits[:TUMOR_LABEL].argmax(0).to(torch.uint8).cpu().numpy()
+        return anatomy
+    margin = (logits[TUMOR_LABEL] - logits[:TUMOR_LABEL].max(0).values).float().cpu().numpy()
+    if tumor_size is not None:
+        anatomy[grow_region(margin, tumor_size, np.isin(anatomy, TUMOR_HOSTS[tumor_type]))] = TUMOR_LABEL
+        return anatomy
     label = logits.argmax(0).to(torch.uint8).cpu().numpy()
-    if not (label == TUMOR_LABEL).any():  # the most tumor-like voxel and its face neighbours
-        margin = (logits[TUMOR_LABEL] - logits[:TUMOR_LABEL].max(0).values).cpu().numpy()
+    if not (label == TUMOR_LABEL).any():
         seed = np.zeros(label.shape, bool)
         seed[np.unravel_index(int(margin.argmax()), label.shape)] = True
         label[ndimage.binary_dilation(seed, FACES)] = TUMOR_LABEL
@@ -166,17 +202,21 @@ def paint(synth: Synthesizer, label: np.ndarray, noise: torch.Generator) -> np.n
 @torch.no_grad()
 def synthesize_case(synth: Synthesizer, tumor_type: int, seed: int, index: int, max_tries: int = 8,
                     pose: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(image, label, info) on the generators' RAS grid for case ``index`` of class ``tumor_type``; with
-    ``pose`` the generated label map is given a random rigid pose (:func:`volgan.pose.random_pose`) with the
-    synthesizer's :attr:`~Synthesizer.pose_spread` before painting."""
+    """(image, label, info) on the generators' RAS grid for case ``index`` of class ``tumor_type``. The tumor's
+    size in voxels is drawn from the training maps' sizes for the class (``stats["tumor_voxels"]``, when the
+    checkpoint has them; :func:`_enforce_class`); with ``pose`` the generated label map is given a random
+    pose (:func:`volgan.pose.random_pose`) with the synthesizer's :attr:`~Synthesizer.pose_spread` before
+    painting."""
     noise = _generator(seed, index)
     classes = torch.tensor([tumor_type], device=synth.device)
+    sizes = synth.stats.get("tumor_voxels", {}).get(str(tumor_type))
     tries = 0
     drawn = None
     while True:
         tries += 1
         z = torch.randn(1, synth.label_generator.z_dim, generator=noise)
-        label = _enforce_class(synth.label_generator(z.to(synth.device), classes)[0], tumor_type)
+        size = int(sizes[int(torch.randint(len(sizes), (1,), generator=noise))]) if sizes else None
+        label = _enforce_class(synth.label_generator(z.to(synth.device), classes)[0], tumor_type, size)
         if pose and synth.pose_spread:
             moved, drawn = random_pose(label, noise, synth.pose_spread)
             if (moved == TUMOR_LABEL).any() == (tumor_type != 0):  # the tumor must stay in the field of view
@@ -186,7 +226,7 @@ def synthesize_case(synth: Synthesizer, tumor_type: int, seed: int, index: int, 
         site = tumor_site(label)
         if site == tumor_type or tries == max_tries:
             break
-    info = {"tries": tries, "site_verified": bool(site == tumor_type), "pose": drawn}
+    info = {"tries": tries, "site_verified": bool(site == tumor_type), "pose": drawn, "tumor_voxels": size}
     return paint(synth, label, noise), label, info
 
 
