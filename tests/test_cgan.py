@@ -152,6 +152,7 @@ def test_quality_report_fields(cli, tmp_path, gan, real16):
     assert memo["synthetic_to_train"]["n"] == 8 and memo["test_to_train"]["n"] == 4
     assert isinstance(memo["synthetic_nearer_than_nearest_test"], int)
     assert memo["expected_by_chance"] == pytest.approx(8 / 5)
+    assert 0 < memo["chance_of_as_many"] <= 1
     assert memo["smoothed"]["synthetic_to_train"]["n"] == 8
     assert memo["smoothed"]["synthetic_to_train"]["min"] <= memo["synthetic_to_train"]["min"]
     assert set(report["label_consistency"]["dice"]) == {"vertebra", "disc", "cord", "csf", "tumor"}
@@ -240,6 +241,20 @@ def test_memorization_counts_copies_and_says_what_chance_gives():
     counts = [memorization_figures(rng.normal(size=(30, 8, 8, 8)), rng.normal(size=(9, 8, 8, 8)), train)
               ["synthetic_nearer_than_nearest_test"] for _ in range(40)]
     assert np.mean(counts) == pytest.approx(30 / 10, rel=0.4)  # like-distributed volumes: chance level
+    assert copies["chance_of_as_many"] == pytest.approx(1 / 5005)  # 6 copies among 15: C(6, 6) / C(15, 6)
+
+
+def test_chance_of_as_many_nearer_volumes_matches_a_simulation():
+    from volgan.quality import chance_of_at_least
+
+    rng = np.random.default_rng(1)
+    draws = rng.random((20000, 48 + 12))  # exchangeable distances: 48 synthetic, then 12 test
+    counts = (draws[:, :48] < draws[:, 48:].min(axis=1, keepdims=True)).sum(axis=1)
+    for k in (0, 2, 4, 7, 10):
+        assert chance_of_at_least(k, 48, 12) == pytest.approx((counts >= k).mean(), abs=0.01)
+    assert chance_of_at_least(0, 48, 12) == 1.0
+
+
 
 
 @pytest.mark.parametrize("value, expected", [("true", True), ("False", False), ("0", False), ("on", True),

@@ -108,17 +108,28 @@ def smoothed(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     return np.stack([ndimage.gaussian_filter(v, sigma) for v in images]) if len(images) else images
 
 
+def chance_of_at_least(k: int, n_synthetic: int, n_test: int) -> float:
+    """P(at least ``k`` of ``n_synthetic`` volumes fall below the least of ``n_test`` distances) when synthetic
+    and test distances are exchangeable (synthetic volumes as far from the training set as test volumes are):
+    the first ``k`` of a random order of all distances are synthetic, C(n_s, k) / C(n_s + n_t, k)."""
+    return math.comb(n_synthetic, k) / math.comb(n_synthetic + n_test, k)
+
+
 def memorization_figures(synth: np.ndarray, test: np.ndarray, train: np.ndarray) -> dict:
     """Nearest-training distances of synthetic and test volumes, how many synthetic volumes are nearer to the
-    training set than the nearest test volume is, and how many that would be by chance alone: were synthetic
+    training set than the nearest test volume is, how many that would be by chance alone (were synthetic
     volumes as far from the training set as test volumes are, each would fall below the least of n test
-    distances with probability 1 / (n + 1)."""
+    distances with probability 1 / (n + 1)), and the chance of a count at least as high
+    (:func:`chance_of_at_least`, a one-sided exact test of "nearer than test volumes are")."""
     synth_nn = nearest_distances(synth, train)
     test_nn = nearest_distances(test, train) if len(test) else np.array([])
-    floor = float(test_nn.min()) if test_nn.size else None
+    if not test_nn.size:
+        return {"synthetic_to_train": _summary(synth_nn), "test_to_train": _summary(test_nn),
+                "synthetic_nearer_than_nearest_test": None, "expected_by_chance": None, "chance_of_as_many": None}
+    count = int((synth_nn < test_nn.min()).sum())
     return {"synthetic_to_train": _summary(synth_nn), "test_to_train": _summary(test_nn),
-            "synthetic_nearer_than_nearest_test": int((synth_nn < floor).sum()) if floor is not None else None,
-            "expected_by_chance": len(synth_nn) / (len(test_nn) + 1) if floor is not None else None}
+            "synthetic_nearer_than_nearest_test": count, "expected_by_chance": len(synth_nn) / (len(test_nn) + 1),
+            "chance_of_as_many": chance_of_at_least(count, len(synth_nn), len(test_nn))}
 
 
 def _pair_resamples(pairs: np.ndarray, values: np.ndarray, n: int, rng: np.random.Generator,
@@ -288,7 +299,8 @@ def render_markdown(report: dict) -> str:
               f"min {fmt(m['test_to_train'].get('min'))}",
               f"- synthetic volumes nearer to a training volume than the nearest test volume: "
               f"{m['synthetic_nearer_than_nearest_test']} (by chance alone, were synthetic volumes as far from "
-              f"the training set as test volumes are: {fmt(m['expected_by_chance'], 1)})",
+              f"the training set as test volumes are: {fmt(m['expected_by_chance'], 1)} expected, and as many or "
+              f"more with probability {fmt(m['chance_of_as_many'], 2)})",
               f"- with every volume smoothed alike ({m['smoothed']['distance'].split(',')[0]}): synthetic min "
               f"{fmt(m['smoothed']['synthetic_to_train'].get('min'))}, test min "
               f"{fmt(m['smoothed']['test_to_train'].get('min'))}, synthetic nearer than the nearest test: "
