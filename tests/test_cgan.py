@@ -257,6 +257,14 @@ def test_chance_of_as_many_nearer_volumes_matches_a_simulation():
 
 
 
+def test_bf16_training_and_switches_given_on_the_command_line(tmp_path, real16):
+    log = bundle("run", "--config_file", "configs/train.json", "--bundle_root", tmp_path, "--dataset_dir", real16,
+                 "--max_epochs", "1", *TINY, "--amp", "true", "--progress", "false", cwd=CGAN)
+    assert "Epoch[1] Complete" in log and "Epoch [1/1]" not in log  # "false" turns the bar off
+    state = torch.load(tmp_path / "models" / "generator.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["label_generator"].values() if v.is_floating_point())
+
+
 @pytest.mark.parametrize("value, expected", [("true", True), ("False", False), ("0", False), ("on", True),
                                              (True, True), (0, False)])
 def test_bundle_switches_read_words(value, expected):
@@ -266,10 +274,12 @@ def test_bundle_switches_read_words(value, expected):
 
 
 def test_bundle_switches_refuse_other_words():
-    from volgan.train import flag
+    from volgan.train import bf16_autocast, flag
 
     with pytest.raises(ValueError, match="expected true or false"):
         flag("maybe")
+    with pytest.raises(ValueError, match="expected true or false"):
+        bf16_autocast("sometimes", "cpu")
 
 
 def test_tumors_grow_in_their_host_to_the_asked_size():
@@ -312,3 +322,10 @@ def test_synthetic_tumors_take_the_training_tumor_sizes(tmp_path, gan, real16):
     for case in cases:
         count = int((read_volume(case.label, label=True).array == 5).sum())
         assert count == infos[case.name]["tumor_voxels"] and count in expected[str(case.tumor_type)]
+
+
+def test_bf16_autocast_follows_the_switch_and_asks_the_device_on_auto():
+    from volgan.train import bf16_autocast
+
+    assert bf16_autocast("false", "cpu") is False and bf16_autocast("true", "cpu") is True
+    assert isinstance(bf16_autocast("auto", "cpu"), bool) and isinstance(bf16_autocast("AUTO", "cpu"), bool)

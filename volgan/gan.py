@@ -270,7 +270,8 @@ class CGanTrainer(Trainer):
                  image_generator: ImageGenerator, label_discriminator: PatchDiscriminator,
                  image_discriminator: PatchDiscriminator, g_optimizer, d_optimizer, prepare_batch,
                  label_encoder: LabelEncoder | None = None, rec_weight: float = 5.0, label_rec_weight: float = 1.0,
-                 rec_blur: float = 0.0, kl_weight: float = 0.02, r1_weight: float = 1.0, r1_interval: int = 4,
+                 rec_blur: float = 0.0, rec_label_weights: bool = False, kl_weight: float = 0.02,
+                 r1_weight: float = 1.0, r1_interval: int = 4,
                  ema_decay: float = 0.995, monitor_interval: int = 5, seed: int = 0, train_handlers=None, **kwargs):
         super().__init__(device=device, max_epochs=max_epochs, data_loader=train_data_loader,
                          prepare_batch=prepare_batch, handlers=train_handlers, decollate=False, **kwargs)
@@ -281,8 +282,10 @@ class CGanTrainer(Trainer):
         self.rec_weight, self.r1_weight, self.r1_interval = rec_weight, r1_weight, r1_interval
         self.rec_blur = GaussianFilter(3, rec_blur, truncated=3.0, approx="sampled").to(device) if rec_blur > 0 \
             else nn.Identity()
+        self.rec_label_weights = rec_label_weights
         self.label_encoder, self.label_rec_weight, self.kl_weight = label_encoder, label_rec_weight, kl_weight
         self.noise = torch.Generator(device="cpu").manual_seed(seed)
+        self.device_type = torch.device(device).type
         self.monitor_interval = monitor_interval
         self.real_bank: list[torch.Tensor] = []
         from ignite.engine import Events
@@ -302,39 +305,47 @@ class CGanTrainer(Trainer):
         g_l, g_i = self.label_generator, self.image_generator
         d_l, d_i = self.label_discriminator, self.image_discriminator
 
-        fake_label = F.gumbel_softmax(g_l(self._z(n, g_l.z_dim), tumor_type), tau=1.0, hard=True, dim=1)
-        fake_image = g_i(real_onehot, self._z(n, g_i.z_dim))
+        with self.autocast():
+            fake_label = F.gumbel_softmax(g_l(self._z(n, g_l.z_dim), tumor_type).float(), tau=1.0, hard=True, dim=1)
+            fake_image = g_i(real_onehot, self._z(n, g_i.z_dim)).float()
 
-        # discriminators
-        lazy_r1 = engine.state.iteration % self.r1_interval == 0
-        real_l = real_onehot.clone().requires_grad_(lazy_r1)
-        real_i = image.clone().requires_grad_(lazy_r1)
-        ra_l, fa_l = diff_augment(torch.cat([real_l, planes], 1))[0], diff_augment(
-            torch.cat([fake_label.detach(), planes], 1))[0]
-        ra_i, fa_i = diff_augment(torch.cat([real_i, real_onehot], 1))[0], diff_augment(
-            torch.cat([fake_image.detach(), real_onehot], 1))[0]
-        out_rl, out_ri = d_l(ra_l), d_i(ra_i)
-        d_loss = hinge_d(out_rl, d_l(fa_l)) + hinge_d(out_ri, d_i(fa_i))
-        r1 = torch.zeros((), device=image.device)
-        if lazy_r1:
-            r1 = r1_penalty(out_rl, real_l) + r1_penalty(out_ri, real_i)
-            d_loss = d_loss + self.r1_weight / 2 * self.r1_interval * r1
+            # discriminators
+            lazy_r1 = engine.state.iteration % self.r1_interval == 0
+            real_l = real_onehot.clone().requires_grad_(lazy_r1)
+            real_i = image.clone().requires_grad_(lazy_r1)
+            ra_l, fa_l = diff_augment(torch.cat([real_l, planes], 1))[0], diff_augment(
+                torch.cat([fake_label.detach(), planes], 1))[0]
+            ra_i, fa_i = diff_augment(torch.cat([real_i, real_onehot], 1))[0], diff_augment(
+                torch.cat([fake_image.detach(), real_onehot], 1))[0]
+            out_rl, out_ri = d_l(ra_l).float(), d_i(ra_i).float()
+            d_loss = hinge_d(out_rl, d_l(fa_l).float()) + hinge_d(out_ri, d_i(fa_i).float())
+            r1 = torch.zeros((), device=image.device)
+            if lazy_r1:
+                r1 = r1_penalty(out_rl, real_l) + r1_penalty(out_ri, real_i)
+                d_loss = d_loss + self.r1_weight / 2 * self.r1_interval * r1
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_optimizer.step()
 
         # generators
-        adv_l = -d_l(diff_augment(torch.cat([fake_label, planes], 1))[0]).mean()
-        adv_i = -d_i(diff_augment(torch.cat([fake_image, real_onehot], 1))[0]).mean()
-        rec = self.rec_blur(fake_image - image).abs().mean()
-        g_loss = adv_l + adv_i + self.rec_weight * rec
-        label_rec = kl = torch.zeros((), device=image.device)
-        if self.label_encoder is not None:  # VAE-GAN: reconstruct the real label map through the posterior
-            mu, logvar = self.label_encoder(real_onehot, tumor_type)
-            z_post = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-            label_rec = F.cross_entropy(g_l(z_post, tumor_type), label[:, 0].long(), weight=self.label_weights(label))
-            kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1).mean()
-            g_loss = g_loss + self.label_rec_weight * label_rec + self.kl_weight * kl
+        with self.autocast():
+            adv_l = -d_l(diff_augment(torch.cat([fake_label, planes], 1))[0]).float().mean()
+            adv_i = -d_i(diff_augment(torch.cat([fake_image, real_onehot], 1))[0]).float().mean()
+            rec = self.rec_blur(fake_image - image).abs()
+            if self.rec_label_weights:  # each voxel weighted by its label's inverse square-root frequency
+                weights = self.label_weights(label)[label]
+                rec = (rec * weights).sum() / weights.sum()
+            else:
+                rec = rec.mean()
+            g_loss = adv_l + adv_i + self.rec_weight * rec
+            label_rec = kl = torch.zeros((), device=image.device)
+            if self.label_encoder is not None:  # VAE-GAN: reconstruct the real label map through the posterior
+                mu, logvar = (v.float() for v in self.label_encoder(real_onehot, tumor_type))
+                z_post = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+                label_rec = F.cross_entropy(g_l(z_post, tumor_type).float(), label[:, 0].long(),
+                                            weight=self.label_weights(label))
+                kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1).mean()
+                g_loss = g_loss + self.label_rec_weight * label_rec + self.kl_weight * kl
         self.g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_optimizer.step()
@@ -344,6 +355,11 @@ class CGanTrainer(Trainer):
                 "g_adv_label": float(adv_l.detach()),
                 "g_adv_image": float(adv_i.detach()), "rec_l1": float(rec.detach()), "r1": float(r1.detach()),
                 "label_ce": float(label_rec.detach()), "kl": float(kl.detach())}
+
+    def autocast(self) -> torch.autocast:
+        """bfloat16 autocast of the forward passes when the trainer was built with ``amp=True`` (no loss scaling
+        needed); a no-op context otherwise."""
+        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.amp)
 
     @staticmethod
     def label_weights(label: torch.Tensor) -> torch.Tensor:

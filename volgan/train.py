@@ -99,6 +99,20 @@ def flag(value: bool | int | str) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def bf16_autocast(value: bool | str, device: torch.device | str) -> bool:
+    """Whether to train in bfloat16 autocast: ``"auto"`` where ``device`` computes in bfloat16 natively (a CUDA
+    device that supports it; a CPU with AVX512-BF16 or AMX, as oneDNN reports), else :func:`flag` of ``value``."""
+    if not (isinstance(value, str) and value.strip().lower() == "auto"):
+        return flag(value)
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class ProgressBar:
     """A tqdm progress bar over each epoch's iterations showing the loss; a MONAI-style handler (``attach``).
     With ``enabled=False`` it attaches nothing (the study draws its own bar per stage)."""
