@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import torch
 from test_segcls_bundle import SCHEMA, bundle
 
 from volgan.datalist import read_datalist
+from volgan.gan import checkpoints, latest_checkpoint
 from volgan.io import read_volume
 from volgan.phantom import PhantomConfig, make_dataset
 from volgan.pose import POSE_FIELDS
@@ -73,19 +75,47 @@ def test_resume_after_a_kill(tmp_path, real16):
     proc = subprocess.Popen(args, cwd=CGAN, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 240
     try:
-        while time.time() < deadline and not list((tmp_path / "models").glob("checkpoint_*epoch=2.pt")):
-            time.sleep(0.5)
+        while time.time() < deadline and max(checkpoints(tmp_path / "models"), default=(0,))[0] < 2:
+            time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    saved = sorted((tmp_path / "models").glob("checkpoint_*.pt"))
-    assert saved, "no checkpoint before the kill"
-    epoch = int(saved[-1].stem.split("=")[-1])
+    assert checkpoints(tmp_path / "models"), "no checkpoint before the kill"
+    epoch, latest = checkpoints(tmp_path / "models")[-1]
     log = bundle("run", "--config_file", "configs/train.json", "--bundle_root", tmp_path, "--dataset_dir", real16,
                  "--max_epochs", str(epoch + 1), *TINY, cwd=CGAN)
-    assert f"Restored all variables from {saved[-1]}" in log, log[-2000:]
+    assert f"Restored all variables from {latest}" in log, log[-2000:]
     assert f"Epoch[{epoch + 1}] Complete" in log and f"Epoch[{epoch}] Complete" not in log
     assert torch.load(tmp_path / "models" / "generator.pt", weights_only=True)["epoch"] == epoch + 1
+
+
+def test_a_save_cut_short_leaves_the_last_checkpoint_whole(tmp_path, gan, real16, monkeypatch):
+    from monai.bundle import ConfigWorkflow
+
+    shutil.copytree(gan[0] / "models", tmp_path / "models")
+    assert [epoch for epoch, _ in checkpoints(tmp_path / "models")] == [2]
+    real_save = torch.save
+
+    class Killed(Exception):
+        pass
+
+    def cut_short(obj, f, *args, **kwargs):  # the checkpoint's first bytes land, then the process "dies"
+        if "trainer" in obj:
+            real_save(obj, f, *args, **kwargs)
+            f.truncate(100) if hasattr(f, "truncate") else os.truncate(f, 100)
+            raise Killed
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", cut_short)
+    workflow = ConfigWorkflow(str(CGAN / "configs" / "train.json"), workflow_type="train", bundle_root=str(tmp_path),
+                              dataset_dir=str(real16), max_epochs=3, size=16, base=8, batch_size=4, progress=False,
+                              logging_file=False)
+    workflow.initialize()
+    with pytest.raises(RuntimeError) as failed:  # the bundle's config wraps what its expression raised
+        workflow.run()
+    assert isinstance(failed.value.__cause__, Killed)
+    assert [epoch for epoch, _ in checkpoints(tmp_path / "models")] == [2]
+    assert torch.load(latest_checkpoint(tmp_path / "models"), weights_only=True)["trainer"]["iteration"] == 6
 
 
 def test_exact_counts():

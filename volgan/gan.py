@@ -259,12 +259,13 @@ def one_hot_labels(label: torch.Tensor) -> torch.Tensor:
 
 class CGanTrainer(Trainer):
     """One iteration: a discriminator step for both GANs (hinge, lazy R1 every ``r1_interval`` steps, DiffAugment),
-    then a generator step (adversarial + ``rec_weight`` × L1 of the image generator on real label maps, both
+    then a generator step (adversarial + ``rec_weight`` × L1 of the image generator on real label maps, the
     difference first blurred by a Gaussian of ``rec_blur`` voxels (MONAI's GaussianFilter) so that the L1 fits
-    contrast and shading and leaves the noise texture to the discriminator; 0 = plain L1, which pulls towards a
-    noise-free image),
-    then the EMA updates. ``engine.state.output`` holds the losses; every ``monitor_interval`` epochs the
-    MS-SSIM of EMA samples and of real images go into ``engine.state.metrics``."""
+    contrast and shading and leaves the noise texture to the discriminator, 0 = plain L1, which pulls towards a
+    noise-free image; with ``rec_label_weights`` each voxel weighted as :meth:`label_weights` weights its label),
+    then the EMA updates. With ``amp`` the forward passes run in bfloat16 autocast. ``engine.state.output``
+    holds the losses; every ``monitor_interval`` epochs the MS-SSIM of EMA samples and of real images go into
+    ``engine.state.metrics``."""
 
     def __init__(self, device, max_epochs: int, train_data_loader, label_generator: LabelGenerator,
                  image_generator: ImageGenerator, label_discriminator: PatchDiscriminator,
@@ -272,7 +273,8 @@ class CGanTrainer(Trainer):
                  label_encoder: LabelEncoder | None = None, rec_weight: float = 5.0, label_rec_weight: float = 1.0,
                  rec_blur: float = 0.0, rec_label_weights: bool = False, kl_weight: float = 0.02,
                  r1_weight: float = 1.0, r1_interval: int = 4,
-                 ema_decay: float = 0.995, monitor_interval: int = 5, seed: int = 0, train_handlers=None, **kwargs):
+                 ema_decay: float = 0.995, monitor_interval: int = 5, seed: int = 0, amp: bool = False,
+                 train_handlers=None, **kwargs):
         super().__init__(device=device, max_epochs=max_epochs, data_loader=train_data_loader,
                          prepare_batch=prepare_batch, handlers=train_handlers, decollate=False, **kwargs)
         self.label_generator, self.image_generator = label_generator, image_generator
@@ -285,7 +287,7 @@ class CGanTrainer(Trainer):
         self.rec_label_weights = rec_label_weights
         self.label_encoder, self.label_rec_weight, self.kl_weight = label_encoder, label_rec_weight, kl_weight
         self.noise = torch.Generator(device="cpu").manual_seed(seed)
-        self.device_type = torch.device(device).type
+        self.device_type, self.bf16 = torch.device(device).type, amp  # not MONAI's amp: no float16 GradScaler
         self.monitor_interval = monitor_interval
         self.real_bank: list[torch.Tensor] = []
         from ignite.engine import Events
@@ -359,7 +361,7 @@ class CGanTrainer(Trainer):
     def autocast(self) -> torch.autocast:
         """bfloat16 autocast of the forward passes when the trainer was built with ``amp=True`` (no loss scaling
         needed); a no-op context otherwise."""
-        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.amp)
+        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
 
     @staticmethod
     def label_weights(label: torch.Tensor) -> torch.Tensor:
@@ -403,9 +405,6 @@ def training_stats(cases, prep=None) -> dict:
     without ``prep`` both are left out. Each case is read once."""
     from collections import Counter
 
-    import numpy as np
-
-    from volgan.io import Volume
     from volgan.loader import subject_for
     from volgan.pose import pose_spread
     from volgan.transforms import preprocessing
@@ -417,7 +416,7 @@ def training_stats(cases, prep=None) -> dict:
         image = subject["image"]
         means.append(float(image.data.mean()))
         stds.append(float(image.data.float().std(unbiased=False)))
-        codes[Volume(np.zeros(0), image.affine).orientation] += 1
+        codes["".join(image.orientation)] += 1
         if pipeline is not None and case.label is not None:
             on_grid.append((case.tumor_type, pipeline(subject)["label"].data[0].numpy()))
     stats = {"intensity_mean": float(sum(means) / len(means)), "intensity_std": float(sum(stds) / len(stds)),
@@ -433,13 +432,16 @@ def training_stats(cases, prep=None) -> dict:
 
 
 def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stats: dict, save_interval: int = 1):
-    """Save every network, optimiser and the trainer's state each ``save_interval`` epochs (atomically, the
-    last one kept), resume from the newest such checkpoint when one exists, and export the EMA generators
-    with ``config`` and ``stats`` to ``ckpt_dir/generator.pt`` at each save."""
+    """Save every network, optimiser and the trainer's state each ``save_interval`` epochs to
+    ``ckpt_dir/checkpoint_checkpoint_epoch=N.pt`` (atomically: a kill during the save leaves the previous one
+    whole; older ones are removed once the new one is in place), resume from the newest such checkpoint when one
+    exists, and export the EMA generators with ``config`` and ``stats`` to ``ckpt_dir/generator.pt`` at each
+    save."""
     from pathlib import Path
 
     from ignite.engine import Events
-    from monai.handlers import CheckpointLoader, CheckpointSaver
+    from ignite.handlers import Checkpoint, DiskSaver
+    from monai.handlers import CheckpointLoader
 
     from volgan.io import atomic_path
 
@@ -452,22 +454,26 @@ def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stat
     latest = latest_checkpoint(ckpt_dir)
     if latest is not None:
         CheckpointLoader(load_path=str(latest), load_dict=save_dict, map_location=trainer.state.device).attach(trainer)
-    CheckpointSaver(save_dir=ckpt_dir, save_dict=save_dict, save_interval=save_interval, n_saved=1,
-                    file_prefix="checkpoint", epoch_level=True).attach(trainer)
+    # MONAI's CheckpointSaver writes in place (atomic=False): a kill mid-save would leave a corrupt newest file
+    saver = Checkpoint(save_dict, DiskSaver(ckpt_dir, require_empty=False, atomic=True), filename_prefix="checkpoint",
+                       score_function=lambda engine: engine.state.epoch, score_name="epoch", n_saved=1)
 
-    def export(engine) -> None:
+    def save(engine) -> None:
+        saver(engine)
+        for _, stale in checkpoints(ckpt_dir)[:-1]:  # left by the run before a resume
+            stale.unlink(missing_ok=True)
         state = {"config": config, "stats": stats, "epoch": engine.state.epoch,
                  "label_generator": trainer.label_ema.shadow.state_dict(),
                  "image_generator": trainer.image_ema.shadow.state_dict()}
         with atomic_path(Path(ckpt_dir) / GENERATOR_FILE, suffix=".pt") as tmp:
             torch.save(state, tmp)
 
-    trainer.add_event_handler(Events.EPOCH_COMPLETED(every=save_interval), export)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(every=save_interval), save)
     return trainer
 
 
-def latest_checkpoint(ckpt_dir: str):
-    """The newest ``checkpoint_*.pt`` in ``ckpt_dir`` by epoch, or None."""
+def checkpoints(ckpt_dir: str) -> list:
+    """``(epoch, path)`` of each ``checkpoint_*.pt`` in ``ckpt_dir``, oldest first."""
     import re
     from pathlib import Path
 
@@ -476,4 +482,10 @@ def latest_checkpoint(ckpt_dir: str):
         match = re.search(r"(\d+)\.pt$", path.name)
         if match:
             found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
+    return sorted(found)
+
+
+def latest_checkpoint(ckpt_dir: str):
+    """The newest ``checkpoint_*.pt`` in ``ckpt_dir`` by epoch, or None."""
+    found = checkpoints(ckpt_dir)
+    return found[-1][1] if found else None
