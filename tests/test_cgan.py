@@ -89,33 +89,36 @@ def test_resume_after_a_kill(tmp_path, real16):
     assert torch.load(tmp_path / "models" / "generator.pt", weights_only=True)["epoch"] == epoch + 1
 
 
-def test_a_save_cut_short_leaves_the_last_checkpoint_whole(tmp_path, gan, real16, monkeypatch):
+def test_a_save_cut_short_leaves_the_previous_checkpoint_whole(tmp_path, gan, real16, monkeypatch):
     from monai.bundle import ConfigWorkflow
 
     shutil.copytree(gan[0] / "models", tmp_path / "models")
     assert [epoch for epoch, _ in checkpoints(tmp_path / "models")] == [2]
-    real_save = torch.save
+    real_save, saves = torch.save, []
 
     class Killed(Exception):
         pass
 
-    def cut_short(obj, f, *args, **kwargs):  # the checkpoint's first bytes land, then the process "dies"
+    def cut_short(obj, f, *args, **kwargs):  # the second checkpoint's first bytes land, then the process "dies"
         if "trainer" in obj:
+            saves.append(f)
             real_save(obj, f, *args, **kwargs)
+            if len(saves) == 1:
+                return None
             f.truncate(100) if hasattr(f, "truncate") else os.truncate(f, 100)
             raise Killed
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", cut_short)
     workflow = ConfigWorkflow(str(CGAN / "configs" / "train.json"), workflow_type="train", bundle_root=str(tmp_path),
-                              dataset_dir=str(real16), max_epochs=3, size=16, base=8, batch_size=4, progress=False,
+                              dataset_dir=str(real16), max_epochs=4, size=16, base=8, batch_size=4, progress=False,
                               logging_file=False)
     workflow.initialize()
     with pytest.raises(RuntimeError) as failed:  # the bundle's config wraps what its expression raised
         workflow.run()
     assert isinstance(failed.value.__cause__, Killed)
-    assert [epoch for epoch, _ in checkpoints(tmp_path / "models")] == [2]
-    assert torch.load(latest_checkpoint(tmp_path / "models"), weights_only=True)["trainer"]["iteration"] == 6
+    assert [epoch for epoch, _ in checkpoints(tmp_path / "models")] == [3]
+    assert torch.load(latest_checkpoint(tmp_path / "models"), weights_only=True)["trainer"]["iteration"] == 9
 
 
 def test_exact_counts():

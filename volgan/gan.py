@@ -454,14 +454,15 @@ def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stat
     latest = latest_checkpoint(ckpt_dir)
     if latest is not None:
         CheckpointLoader(load_path=str(latest), load_dict=save_dict, map_location=trainer.state.device).attach(trainer)
-    # MONAI's CheckpointSaver writes in place (atomic=False): a kill mid-save would leave a corrupt newest file
+    # not MONAI's CheckpointSaver: it writes in place (a kill mid-save leaves a corrupt newest file), and with
+    # n_saved ignite removes the old file before writing the new one (a kill between leaves none)
     saver = Checkpoint(save_dict, DiskSaver(ckpt_dir, require_empty=False, atomic=True), filename_prefix="checkpoint",
-                       score_function=lambda engine: engine.state.epoch, score_name="epoch", n_saved=1)
+                       score_function=lambda engine: engine.state.epoch, score_name="epoch", n_saved=None)
 
     def save(engine) -> None:
         saver(engine)
-        for _, stale in checkpoints(ckpt_dir)[:-1]:  # left by the run before a resume
-            stale.unlink(missing_ok=True)
+        for _, older in checkpoints(ckpt_dir)[:-1]:  # only once the new one is in place
+            older.unlink(missing_ok=True)
         state = {"config": config, "stats": stats, "epoch": engine.state.epoch,
                  "label_generator": trainer.label_ema.shadow.state_dict(),
                  "image_generator": trainer.image_ema.shadow.state_dict()}
