@@ -99,3 +99,45 @@ def test_tracking_mlflow(tmp_path, phantom_dir):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}")
     runs = mlflow.search_runs(search_all_experiments=True)
     assert {"metrics.train_loss", "metrics.val_score"} <= set(runs.columns)
+
+
+@pytest.mark.parametrize("kind", ["best", "interval"])
+def test_a_save_cut_short_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch, kind):
+    from ignite.engine import Engine, Events
+
+    from volgan.train import CheckpointSaver
+
+    network, engine = torch.nn.Linear(2, 2), Engine(lambda engine, batch: None)
+
+    @engine.on(Events.EPOCH_COMPLETED)
+    def improve(engine):  # each epoch a better score and other weights
+        engine.state.metrics["score"] = engine.state.epoch
+        torch.nn.init.constant_(network.weight, engine.state.epoch)
+
+    if kind == "best":
+        saver = CheckpointSaver(save_dir=tmp_path, save_dict={"model": network}, save_key_metric=True,
+                                key_metric_filename="model.pt", key_metric_name="score")
+    else:
+        saver = CheckpointSaver(save_dir=tmp_path, save_dict={"model": network, "trainer": engine}, save_interval=1,
+                                n_saved=1, file_prefix="checkpoint", epoch_level=True)
+    saver.attach(engine)
+    real_save, saves = torch.save, []
+
+    class Killed(Exception):
+        pass
+
+    def cut_short(obj, f, *args, **kwargs):  # the third save's first bytes land, then the process "dies"
+        saves.append(f)
+        real_save(obj, f, *args, **kwargs)
+        if len(saves) == 3:
+            f.truncate(100) if hasattr(f, "truncate") else os.truncate(f, 100)
+            raise Killed
+
+    monkeypatch.setattr(torch, "save", cut_short)
+    with pytest.raises(Killed):
+        engine.run([0], max_epochs=5)
+    [saved] = list(tmp_path.iterdir())
+    state = torch.load(saved, weights_only=True)
+    weight = state["weight"] if kind == "best" else state["model"]["weight"]
+    assert saved.name == ("model.pt" if kind == "best" else "checkpoint_checkpoint_epoch=2.pt")
+    assert torch.equal(weight, torch.full((2, 2), 2.0))

@@ -433,17 +433,17 @@ def training_stats(cases, prep=None) -> dict:
 
 def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stats: dict, save_interval: int = 1):
     """Save every network, optimiser and the trainer's state each ``save_interval`` epochs to
-    ``ckpt_dir/checkpoint_checkpoint_epoch=N.pt`` (atomically: a kill during the save leaves the previous one
-    whole; older ones are removed once the new one is in place), resume from the newest such checkpoint when one
-    exists, and export the EMA generators with ``config`` and ``stats`` to ``ckpt_dir/generator.pt`` at each
-    save."""
+    ``ckpt_dir/checkpoint_checkpoint_epoch=N.pt`` (:class:`volgan.train.CheckpointSaver`: a kill during the save
+    leaves the previous one whole; older ones go once the new one is in place), resume from the newest such
+    checkpoint when one exists, and export the EMA generators with ``config`` and ``stats`` to
+    ``ckpt_dir/generator.pt`` at each save."""
     from pathlib import Path
 
     from ignite.engine import Events
-    from ignite.handlers import Checkpoint, DiskSaver
     from monai.handlers import CheckpointLoader
 
     from volgan.io import atomic_path
+    from volgan.train import CheckpointSaver
 
     save_dict = {"label_generator": trainer.label_generator, "image_generator": trainer.image_generator,
                  **({"label_encoder": trainer.label_encoder} if trainer.label_encoder is not None else {}),
@@ -454,14 +454,11 @@ def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stat
     latest = latest_checkpoint(ckpt_dir)
     if latest is not None:
         CheckpointLoader(load_path=str(latest), load_dict=save_dict, map_location=trainer.state.device).attach(trainer)
-    # not MONAI's CheckpointSaver: it writes in place (a kill mid-save leaves a corrupt newest file), and with
-    # n_saved ignite removes the old file before writing the new one (a kill between leaves none)
-    saver = Checkpoint(save_dict, DiskSaver(ckpt_dir, require_empty=False, atomic=True), filename_prefix="checkpoint",
-                       score_function=lambda engine: engine.state.epoch, score_name="epoch", n_saved=None)
+    CheckpointSaver(save_dir=ckpt_dir, save_dict=save_dict, save_interval=save_interval, n_saved=1,
+                    file_prefix="checkpoint", epoch_level=True).attach(trainer)
 
-    def save(engine) -> None:
-        saver(engine)
-        for _, older in checkpoints(ckpt_dir)[:-1]:  # only once the new one is in place
+    def export(engine) -> None:
+        for _, older in checkpoints(ckpt_dir)[:-1]:  # left by the run before a resume
             older.unlink(missing_ok=True)
         state = {"config": config, "stats": stats, "epoch": engine.state.epoch,
                  "label_generator": trainer.label_ema.shadow.state_dict(),
@@ -469,7 +466,7 @@ def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stat
         with atomic_path(Path(ckpt_dir) / GENERATOR_FILE, suffix=".pt") as tmp:
             torch.save(state, tmp)
 
-    trainer.add_event_handler(Events.EPOCH_COMPLETED(every=save_interval), save)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(every=save_interval), export)
     return trainer
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import torch
 import torchio as tio
+from ignite.handlers import DiskSaver
+from ignite.handlers.checkpoint import BaseSaveHandler
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
+from monai.handlers import CheckpointSaver as MonaiCheckpointSaver
 from monai.losses import DiceCELoss
 from monai.utils import CommonKeys as Keys
 from torch import nn
@@ -141,3 +144,37 @@ def write_model_card(ckpt_dir: str, prep, channels) -> str:
 
     card = {"spacing": list(prep.spacing), "patch": list(prep.patch), "channels": list(channels)}
     return str(write_text(Path(ckpt_dir) / MODEL_CARD, json.dumps(card, indent=2) + "\n"))
+
+
+class ReplaceAfterSave(BaseSaveHandler):
+    """Wrap an ignite :class:`~ignite.handlers.DiskSaver` so that each file is written atomically (a temporary
+    file beside it, renamed onto its name) and a file ignite asks to remove goes only once the next save is in
+    place; a saver with a fixed ``filename`` (MONAI's) has its file replaced, never removed."""
+
+    def __init__(self, saver: DiskSaver):
+        saver._atomic = True  # ignite's own temporary-file-and-rename path, which also keeps group/others read
+        self.saver, self.pending = saver, []
+
+    def __call__(self, checkpoint, filename: str, metadata=None) -> None:
+        self.saver(checkpoint, filename, metadata)
+        for old in self.pending:
+            if old != filename:
+                self.saver.remove(old)
+        self.pending = []
+
+    def remove(self, filename: str) -> None:
+        if getattr(self.saver, "filename", None) is None:
+            self.pending.append(filename)
+
+
+class CheckpointSaver(MonaiCheckpointSaver):
+    """MONAI's :class:`~monai.handlers.CheckpointSaver` with its files saved through :class:`ReplaceAfterSave`:
+    MONAI writes in place, and ignite removes the old file before writing the new one, so a run killed during a
+    save lost its checkpoint (a corrupt file, or none); here the previous one stays whole until the new one is
+    complete. Same arguments."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                checkpoint.save_handler = ReplaceAfterSave(checkpoint.save_handler)
