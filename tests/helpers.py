@@ -1,10 +1,13 @@
-"""Test helpers that write volumes in forms volgan reads."""
+"""Test helpers: volumes written in forms volgan reads, and a save cut short."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 def write_dicom_series(array: np.ndarray, affine: np.ndarray, folder: Path) -> Path:
@@ -41,3 +44,23 @@ def write_dicom_series(array: np.ndarray, affine: np.ndarray, folder: Path) -> P
         writer.SetFileName(str(folder / f"slice_{k:04d}.dcm"))
         writer.Execute(slice_)
     return folder
+
+
+class Killed(Exception):
+    """Raised by a save that :func:`cut_save_short` cut short: the process "dies" there."""
+
+
+def cut_save_short(monkeypatch, nth: int, counts: Callable[[object], bool] = lambda obj: True) -> None:
+    """Make the ``nth`` ``torch.save`` of an object that ``counts`` leave only its first 100 bytes in the file and
+    raise :class:`Killed`; every other save runs as usual."""
+    real_save, seen = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        if counts(obj):
+            seen.append(f)
+            if len(seen) == nth:
+                f.truncate(100) if hasattr(f, "truncate") else os.truncate(f, 100)
+                raise Killed
+
+    monkeypatch.setattr(torch, "save", save)

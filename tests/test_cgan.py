@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import Killed, cut_save_short
 from test_segcls_bundle import SCHEMA, bundle
 
 from volgan.datalist import read_datalist
@@ -94,22 +95,7 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint_whole(tmp_path, gan, re
 
     shutil.copytree(gan[0] / "models", tmp_path / "models")
     assert [epoch for epoch, _ in checkpoints(tmp_path / "models")] == [2]
-    real_save, saves = torch.save, []
-
-    class Killed(Exception):
-        pass
-
-    def cut_short(obj, f, *args, **kwargs):  # the second checkpoint's first bytes land, then the process "dies"
-        if "trainer" in obj:
-            saves.append(f)
-            real_save(obj, f, *args, **kwargs)
-            if len(saves) == 1:
-                return None
-            f.truncate(100) if hasattr(f, "truncate") else os.truncate(f, 100)
-            raise Killed
-        return real_save(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", cut_short)
+    cut_save_short(monkeypatch, 2, counts=lambda obj: "trainer" in obj)  # the second checkpoint of the run
     workflow = ConfigWorkflow(str(CGAN / "configs" / "train.json"), workflow_type="train", bundle_root=str(tmp_path),
                               dataset_dir=str(real16), max_epochs=4, size=16, base=8, batch_size=4, progress=False,
                               logging_file=False)
@@ -286,8 +272,6 @@ def test_chance_of_as_many_nearer_volumes_matches_a_simulation():
     for k in (0, 2, 4, 7, 10):
         assert chance_of_at_least(k, 48, 12) == pytest.approx((counts >= k).mean(), abs=0.01)
     assert chance_of_at_least(0, 48, 12) == 1.0
-
-
 
 
 def test_bf16_training_and_switches_given_on_the_command_line(tmp_path, real16):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import Killed, cut_save_short
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "bundles" / "spine_segcls"
@@ -121,19 +122,7 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint_whole(tmp_path, monkeyp
         saver = CheckpointSaver(save_dir=tmp_path, save_dict={"model": network, "trainer": engine}, save_interval=1,
                                 n_saved=1, file_prefix="checkpoint", epoch_level=True)
     saver.attach(engine)
-    real_save, saves = torch.save, []
-
-    class Killed(Exception):
-        pass
-
-    def cut_short(obj, f, *args, **kwargs):  # the third save's first bytes land, then the process "dies"
-        saves.append(f)
-        real_save(obj, f, *args, **kwargs)
-        if len(saves) == 3:
-            f.truncate(100) if hasattr(f, "truncate") else os.truncate(f, 100)
-            raise Killed
-
-    monkeypatch.setattr(torch, "save", cut_short)
+    cut_save_short(monkeypatch, 3)
     with pytest.raises(Killed):
         engine.run([0], max_epochs=5)
     [saved] = list(tmp_path.iterdir())
