@@ -130,3 +130,29 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint_whole(tmp_path, monkeyp
     weight = state["weight"] if kind == "best" else state["model"]["weight"]
     assert saved.name == ("model.pt" if kind == "best" else "checkpoint_checkpoint_epoch=2.pt")
     assert torch.equal(weight, torch.full((2, 2), 2.0))
+
+
+def test_a_nan_stops_training_before_the_step_and_model_pt_stays_finite(tmp_path, phantom_dir):
+    from ignite.engine import Events
+    from monai.bundle import ConfigWorkflow
+
+    from volgan.errors import NonFiniteTraining
+
+    workflow = ConfigWorkflow(config_file=str(BUNDLE / "configs" / "train.json"), workflow_type="train",
+                              meta_file=str(BUNDLE / "configs" / "metadata.json"), bundle_root=str(tmp_path),
+                              dataset_dir=str(phantom_dir), max_epochs=3, patch=[32, 32, 32], batch_size=2,
+                              channels=[4, 8, 16, 32], progress=False)
+    workflow.initialize()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    network = workflow.parser.get_parsed_content("network")
+
+    def poison(_engine) -> None:
+        with torch.no_grad():
+            next(network.parameters()).fill_(float("inf"))
+
+    trainer.add_event_handler(Events.EPOCH_STARTED(once=2), poison)
+    with pytest.raises(NonFiniteTraining, match=r"^spine_segcls: training stopped at epoch 2, iteration \d+: loss is "
+                                                r"not finite .*the last finite checkpoint is kept"):
+        workflow.run()
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

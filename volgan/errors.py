@@ -12,3 +12,13 @@ class VolganInputError(ValueError):
         self.path = None if path is None else os.fspath(path)
         self.what = what
         super().__init__(f"{self.path}: {what}" if self.path else what)
+
+
+class NonFiniteTraining(SystemExit):
+    """Training stopped because a loss term, a gradient or weights to be saved are not finite. The message is one
+    line; it derives from SystemExit so that ``python -m monai.bundle run`` ends with that line and exit status 1
+    instead of a traceback, and the ``volgan`` command line reports it the same way."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message

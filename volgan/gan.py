@@ -288,6 +288,12 @@ class CGanTrainer(Trainer):
         self.label_encoder, self.label_rec_weight, self.kl_weight = label_encoder, label_rec_weight, kl_weight
         self.noise = torch.Generator(device="cpu").manual_seed(seed)
         self.device_type, self.bf16 = torch.device(device).type, amp  # not MONAI's amp: no float16 GradScaler
+        if amp:  # oneDNN's bf16 conv gradients are wrong on inputs smaller than the kernel (the S/8 maps at 16³)
+            from volgan.train import fp32_small_convs
+
+            for network in self.networks().values():
+                fp32_small_convs(network)
+        self.ckpt_dir: str | None = None  # set by attach_checkpointing, named when training stops on a NaN
         self.monitor_interval = monitor_interval
         self.real_bank: list[torch.Tensor] = []
         from ignite.engine import Events
@@ -327,6 +333,7 @@ class CGanTrainer(Trainer):
                 d_loss = d_loss + self.r1_weight / 2 * self.r1_interval * r1
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
+        self.check_finite({"d_loss": d_loss, "r1": r1}, ("label_discriminator", "image_discriminator"))
         self.d_optimizer.step()
 
         # generators
@@ -350,6 +357,8 @@ class CGanTrainer(Trainer):
                 g_loss = g_loss + self.label_rec_weight * label_rec + self.kl_weight * kl
         self.g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward()
+        self.check_finite({"g_adv_label": adv_l, "g_adv_image": adv_i, "rec_l1": rec, "label_ce": label_rec,
+                           "kl": kl, "g_loss": g_loss}, ("label_generator", "image_generator", "label_encoder"))
         self.g_optimizer.step()
         self.label_ema.update(g_l)
         self.image_ema.update(g_i)
@@ -357,6 +366,22 @@ class CGanTrainer(Trainer):
                 "g_adv_label": float(adv_l.detach()),
                 "g_adv_image": float(adv_i.detach()), "rec_l1": float(rec.detach()), "r1": float(r1.detach()),
                 "label_ce": float(label_rec.detach()), "kl": float(kl.detach())}
+
+    def networks(self) -> dict[str, nn.Module]:
+        """Every trained network by name (the label encoder when there is one)."""
+        nets = {"label_generator": self.label_generator, "image_generator": self.image_generator,
+                "label_discriminator": self.label_discriminator, "image_discriminator": self.image_discriminator}
+        if self.label_encoder is not None:
+            nets["label_encoder"] = self.label_encoder
+        return nets
+
+    def check_finite(self, terms: dict[str, torch.Tensor], names: tuple[str, ...]) -> None:
+        """Stop training (:class:`volgan.train.NonFiniteTraining`) before the optimiser step when a loss term or a
+        gradient of the networks ``names`` is not finite, so that no weight ever takes a non-finite value."""
+        from volgan.train import check_finite
+
+        nets = self.networks()
+        check_finite("spine_cgan", self, terms, {n: nets[n] for n in names if n in nets}, self.ckpt_dir)
 
     def autocast(self) -> torch.autocast:
         """bfloat16 autocast of the forward passes when the trainer was built with ``amp=True`` (no loss scaling
@@ -442,8 +467,9 @@ def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stat
     from ignite.engine import Events
     from monai.handlers import CheckpointLoader
 
+    from volgan.errors import NonFiniteTraining
     from volgan.io import atomic_path
-    from volgan.train import CheckpointSaver
+    from volgan.train import CheckpointSaver, all_finite
 
     save_dict = {"label_generator": trainer.label_generator, "image_generator": trainer.image_generator,
                  **({"label_encoder": trainer.label_encoder} if trainer.label_encoder is not None else {}),
@@ -451,6 +477,7 @@ def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stat
                  "image_discriminator": trainer.image_discriminator, "label_ema": trainer.label_ema.shadow,
                  "image_ema": trainer.image_ema.shadow, "g_optimizer": trainer.g_optimizer,
                  "d_optimizer": trainer.d_optimizer, "trainer": trainer}
+    trainer.ckpt_dir = ckpt_dir
     latest = latest_checkpoint(ckpt_dir)
     if latest is not None:
         CheckpointLoader(load_path=str(latest), load_dict=save_dict, map_location=trainer.state.device).attach(trainer)
@@ -463,6 +490,9 @@ def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stat
         state = {"config": config, "stats": stats, "epoch": engine.state.epoch,
                  "label_generator": trainer.label_ema.shadow.state_dict(),
                  "image_generator": trainer.image_ema.shadow.state_dict()}
+        if not all_finite(state):
+            raise NonFiniteTraining(f"{Path(ckpt_dir) / GENERATOR_FILE}: not written, the generators' weights are "
+                                    f"not finite at epoch {engine.state.epoch}")
         with atomic_path(Path(ckpt_dir) / GENERATOR_FILE, suffix=".pt") as tmp:
             torch.save(state, tmp)
 

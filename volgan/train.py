@@ -14,6 +14,7 @@ from monai.losses import DiceCELoss
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
+from volgan.errors import NonFiniteTraining
 from volgan.labels import NUM_LABELS
 
 
@@ -103,17 +104,103 @@ def flag(value: bool | int | str) -> bool:
 
 
 def bf16_autocast(value: bool | str, device: torch.device | str) -> bool:
-    """Whether to train in bfloat16 autocast: ``"auto"`` where ``device`` computes in bfloat16 natively (a CUDA
-    device that supports it; a CPU with AVX512-BF16 or AMX, as oneDNN reports), else :func:`flag` of ``value``."""
+    """Whether to train in bfloat16 autocast. ``"auto"`` picks it only on a device class where volgan's networks
+    have been shown to train in it: a CPU that computes bfloat16 natively (AVX512-BF16 or AMX, as oneDNN reports;
+    both oneDNN kernel paths are tested, with :func:`fp32_small_convs` in force). CUDA is not yet shown, so
+    ``"auto"`` gives fp32 there; ``true`` asks for bfloat16 anywhere. Otherwise :func:`flag` of ``value``."""
     if not (isinstance(value, str) and value.strip().lower() == "auto"):
         return flag(value)
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
     try:
-        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+class SmallInputFp32Conv3d(nn.Conv3d):
+    """A :class:`~torch.nn.Conv3d` that leaves autocast and computes in float32 when its input is smaller than its
+    kernel along any spatial axis (an S/8 map of 2³ under a 3³ kernel, say), and is a plain Conv3d otherwise.
+
+    oneDNN's bfloat16 weight-gradient kernel on AVX512 CPUs without AMX reads memory it never wrote for such
+    inputs: the gradient comes back NaN whenever that memory held NaN (58 of 144 small-input shapes tried, none
+    of 144 shapes at or above the kernel size). That made spine_cgan's weights NaN at 16³ on such CPUs.
+    These layers are a few voxels across, so float32 costs nothing measurable."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type) and any(
+                n < k for n, k in zip(x.shape[2:], self.kernel_size, strict=True)):
+            with torch.autocast(device_type, enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
+def fp32_small_convs(network: nn.Module) -> nn.Module:
+    """Make every plain :class:`~torch.nn.Conv3d` of ``network`` a :class:`SmallInputFp32Conv3d`, in place
+    (same parameters, state-dict keys and hooks, spectral norm included). Returns ``network``."""
+    for module in network.modules():
+        if type(module) is nn.Conv3d:
+            module.__class__ = SmallInputFp32Conv3d
+    return network
+
+
+def check_finite(bundle: str, engine, terms: dict[str, torch.Tensor], networks: dict[str, nn.Module] | None = None,
+                 ckpt_dir: str | None = None) -> None:
+    """Raise :class:`NonFiniteTraining` naming ``bundle``, the epoch and the first loss term of ``terms`` (name →
+    scalar tensor) or the first network of ``networks`` (name → module, gradients checked) that is not finite.
+    Call it before the optimiser step, so that no update with a non-finite value is ever taken."""
+    bad = next((name for name, value in terms.items() if not bool(torch.isfinite(value).all())), None)
+    if bad is None and networks:
+        for name, network in networks.items():
+            grads = [p.grad for p in network.parameters() if p.grad is not None]
+            if grads and not bool(torch.isfinite(torch.stack([g.float().norm() for g in grads])).all()):
+                bad = f"gradient of {name}"
+                break
+    if bad is None:
+        return
+    kept = ""
+    if ckpt_dir:
+        from pathlib import Path
+
+        written = any(Path(ckpt_dir).glob("*.pt"))
+        kept = f"; the last finite checkpoint is kept in {ckpt_dir}" if written else "; no checkpoint was written"
+    message = (f"{bundle}: training stopped at epoch {engine.state.epoch}, iteration {engine.state.iteration}: "
+               f"{bad} is not finite (NaN or Inf){kept}")
+    engine.logger.error(message)
+    raise NonFiniteTraining(message)
+
+
+def all_finite(value) -> bool:
+    """Whether every floating-point tensor in ``value`` (a tensor, module, state dict, or nested dicts, lists and
+    objects with ``state_dict``) is finite."""
+    if isinstance(value, torch.Tensor):
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, dict):
+        return all(all_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(all_finite(v) for v in value)
+    if hasattr(value, "state_dict") and callable(value.state_dict):
+        return all_finite(value.state_dict())
+    return True
+
+
+class StopOnNonFinite:
+    """A MONAI-style handler for a :class:`~monai.engines.SupervisedTrainer`: after the backward pass and before
+    the optimiser step, :func:`check_finite` of the loss and of ``network``'s gradients."""
+
+    def __init__(self, bundle: str, network: nn.Module, ckpt_dir: str | None = None):
+        self.bundle, self.network, self.ckpt_dir = bundle, network, ckpt_dir
+
+    def attach(self, engine) -> None:
+        from monai.engines.utils import IterationEvents
+
+        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
+
+    def __call__(self, engine) -> None:
+        loss = engine.state.output[Keys.LOSS]
+        check_finite(self.bundle, engine, {"loss": torch.as_tensor(loss)}, {"network": self.network}, self.ckpt_dir)
 
 
 class ProgressBar:
@@ -156,6 +243,8 @@ class ReplaceAfterSave(BaseSaveHandler):
         self.saver, self.pending = saver, []
 
     def __call__(self, checkpoint, filename: str, metadata=None) -> None:
+        if not all_finite(checkpoint):
+            raise NonFiniteTraining(f"{self.saver.dirname}/{filename}: not written, its weights are not finite")
         self.saver(checkpoint, filename, metadata)
         for old in self.pending:
             if old != filename:

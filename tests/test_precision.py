@@ -1,0 +1,158 @@
+"""Training precision: spine_cgan trains to finite weights in bfloat16 and float32 at 16³ and 32³, on both of
+oneDNN's bfloat16 kernel paths (AMX, and AVX512-BF16 without AMX, which ``ONEDNN_MAX_CPU_ISA`` selects on a CPU
+that has both); a non-finite loss stops training at once and keeps the last finite checkpoint."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from volgan.errors import NonFiniteTraining
+from volgan.phantom import PhantomConfig, make_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+CGAN = ROOT / "bundles" / "spine_cgan"
+AVX512_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}  # oneDNN's bf16 kernels without AMX
+
+
+def native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def python(code: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, encoding="utf-8",
+                          errors="replace", timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bfloat16")
+def test_small_input_convolutions_leave_bf16_and_their_gradients_stay_finite():
+    """The kernel case behind the 16³ NaN: a 3³ convolution on a 2³ map, with freed memory full of NaN."""
+    proc = python("""
+        import torch, torch.nn.functional as F
+        from volgan.train import SmallInputFp32Conv3d, fp32_small_convs
+        torch.manual_seed(0)
+        conv = torch.nn.utils.spectral_norm(torch.nn.Conv3d(16, 8, 3, padding=1))
+        keys = list(conv.state_dict())
+        fp32_small_convs(torch.nn.Sequential(conv))
+        assert type(conv) is SmallInputFp32Conv3d and list(conv.state_dict()) == keys
+        x = torch.randn(4, 16, 2, 2, 2)
+        for _ in range(10):
+            junk = [torch.full((1 << 16,), float("nan")) for _ in range(200)]; del junk
+            conv.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = conv(x)
+            assert y.dtype == torch.float32  # left autocast: the input is smaller than the kernel
+            (y.float() * torch.randn_like(y)).sum().backward()
+            assert torch.isfinite(conv.weight_orig.grad).all(), "NaN weight gradient"
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert conv(torch.randn(1, 16, 4, 4, 4)).dtype == torch.bfloat16  # large enough: bf16 as before
+        print("ok")
+    """, AVX512_ONLY)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def real_data(tmp_path_factory) -> dict[int, Path]:
+    folders = {}
+    for size in (16, 32):
+        out = tmp_path_factory.mktemp(f"real{size}") / "data"
+        make_dataset(out, 8, PhantomConfig(size=(size,) * 3, spacing=(48 / size,) * 3), seed=5, test_fraction=0.0)
+        folders[size] = out
+    return folders
+
+
+PRECISIONS = [("false", {}), ("true", {}), ("true", AVX512_ONLY)]
+
+
+@pytest.mark.parametrize("size", [16, 32])
+@pytest.mark.parametrize("amp, env", PRECISIONS, ids=["fp32", "bf16", "bf16-avx512"])
+def test_gan_trains_to_finite_weights(tmp_path, real_data, size, amp, env):
+    if amp == "true" and not native_bf16():
+        pytest.skip("this CPU has no native bfloat16")
+    epochs = 6 if size == 16 else 2
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json", "--bundle_root",
+         str(tmp_path), "--dataset_dir", str(real_data[size]), "--size", str(size), "--spacing",
+         f"[{48 / size},{48 / size},{48 / size}]", "--base", "4", "--batch_size", "4", "--max_epochs", str(epochs),
+         "--amp", amp, "--progress", "false"], cwd=CGAN, capture_output=True, encoding="utf-8", errors="replace",
+        timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = torch.load(tmp_path / "models" / "generator.pt", weights_only=True)
+    assert state["epoch"] == epochs
+    for key in ("label_generator", "image_generator"):
+        assert all(torch.isfinite(v).all() for v in state[key].values() if v.is_floating_point()), key
+
+
+def test_a_nan_stops_training_at_once_and_keeps_the_last_finite_checkpoint(tmp_path, real_data):
+    from ignite.engine import Events
+    from monai.bundle import ConfigWorkflow
+
+    from volgan.gan import checkpoints
+
+    workflow = ConfigWorkflow(config_file=str(CGAN / "configs" / "train.json"), workflow_type="train",
+                              meta_file=str(CGAN / "configs" / "metadata.json"), bundle_root=str(tmp_path),
+                              dataset_dir=str(real_data[16]), size=16, spacing=[3.0, 3.0, 3.0], base=4, batch_size=4,
+                              max_epochs=4, amp="false", progress=False)
+    workflow.initialize()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+
+    def poison(_engine) -> None:  # a weight goes NaN in the second epoch, as a diverging run's would
+        with torch.no_grad():
+            trainer.image_generator.out[1].weight.fill_(float("nan"))
+
+    trainer.add_event_handler(Events.EPOCH_STARTED(once=2), poison)
+    with pytest.raises(NonFiniteTraining) as stopped:
+        workflow.run()
+    message = stopped.value.message
+    assert message.startswith("spine_cgan: training stopped at epoch 2") and "d_loss is not finite" in message
+    assert "\n" not in message and "last finite checkpoint is kept" in message
+    assert [epoch for epoch, _ in checkpoints(tmp_path / "models")] == [1]
+    saved = torch.load(checkpoints(tmp_path / "models")[0][1], weights_only=False)
+    for name in ("label_discriminator", "image_discriminator", "label_generator", "image_generator"):
+        assert all(torch.isfinite(v).all() for v in saved[name].values() if v.is_floating_point()), name
+    generator = torch.load(tmp_path / "models" / "generator.pt", weights_only=True)
+    assert generator["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in generator["image_generator"].values() if v.is_floating_point())
+
+
+def test_the_bundle_command_ends_a_nan_run_with_one_line(tmp_path, real_data):
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json", "--bundle_root",
+         str(tmp_path), "--dataset_dir", str(real_data[16]), "--size", "16", "--spacing", "[3,3,3]", "--base", "4",
+         "--batch_size", "4", "--max_epochs", "2", "--rec_weight", '$float("nan")', "--progress", "false"],
+        cwd=CGAN, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "spine_cgan: training stopped at epoch 1, iteration 1: g_loss is not finite (NaN or Inf); "
+        "no checkpoint was written")
+    assert not list((tmp_path / "models").glob("*.pt"))
+
+
+def test_checkpoint_savers_refuse_non_finite_weights(tmp_path):
+    from ignite.handlers import DiskSaver
+
+    from volgan.train import ReplaceAfterSave
+
+    saver = ReplaceAfterSave(DiskSaver(str(tmp_path), require_empty=False))
+    saver({"model": {"w": torch.ones(3)}}, "good.pt")
+    with pytest.raises(NonFiniteTraining, match="bad.pt: not written"):
+        saver({"model": {"w": torch.tensor([1.0, float("inf")])}}, "bad.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.pt"]
+
+
+def test_auto_precision_is_bf16_only_where_shown_to_train():
+    from volgan.train import bf16_autocast
+
+    assert bf16_autocast("auto", "cpu") is native_bf16()
+    assert bf16_autocast("auto", "cuda") is False  # not yet shown on a GPU: fp32 unless asked
+    assert bf16_autocast("true", "cuda") is True and bf16_autocast("false", "cpu") is False
