@@ -95,3 +95,25 @@ def test_bad_input(cli, tmp_path, phantom_dir, predictions):
     result = cli("evaluate", "--pred", predictions, "--ref", phantom_dir, "--out", tmp_path / "o3")
     assert result.code == 2 and "--overwrite" in result.err
     assert (tmp_path / "o3" / "summary.json").read_text(encoding="utf-8") == "{}"
+
+
+def test_foreground_mean_is_null_where_nnunet_gives_nan(cli, tmp_path, phantom_dir):
+    """Tumor empty in every case: nnU-Net's foreground_mean (a plain mean over labels) is NaN; ours is null and
+    flagged, where a NaN-skipping mean would have printed a number."""
+    import shutil
+
+    from volgan.datalist import read_datalist
+
+    free = [c for c in read_datalist(phantom_dir).cases if c.tumor_type == 0][:2]
+    for folder in ("ref", "pred"):
+        (tmp_path / folder).mkdir()
+        for case in free:
+            shutil.copy(case.label, tmp_path / folder / f"{case.name}.nii.gz")
+    result = cli("evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--out", tmp_path / "o",
+                 "--bootstrap", "10")
+    assert result.code == 0, result.err
+    assert "foreground Dice undefined" in result.out
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["mean"]["5"]["Dice"] is None and summary["mean"]["1"]["Dice"] == 1.0
+    assert summary["foreground_mean"]["Dice"] is None
+    assert any("foreground_mean_undefined" in f for entry in summary["volgan"]["flags"] for f in entry["flags"])

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from volgan.errors import VolganInputError
+from volgan.errors import NonFiniteTraining, VolganInputError
 from volgan.labels import tumor_type_from_name
 
 
@@ -68,9 +68,11 @@ def add_phantom_parser(sub) -> None:
 
 
 def run_phantom(args) -> int:
+    from volgan.io import check_writable_dir
     from volgan.phantom import PhantomConfig, make_dataset
     from volgan.summary import format_summary
 
+    check_writable_dir(args.out)
     try:
         config = PhantomConfig(size=args.size, spacing=args.spacing, contrast=args.contrast,
                                tumor_fraction=args.tumor_fraction, types=_types(args.types),
@@ -121,8 +123,11 @@ def add_infer_parser(sub) -> None:
 
 
 def run_infer(args) -> int:
-    from volgan.inference import load_model, run_inference
+    from volgan.inference import check_overlap, load_model, run_inference
+    from volgan.io import check_writable_dir
 
+    check_overlap(args.overlap)
+    check_writable_dir(args.out)
     model = load_model(args.model, args.device)
     rows = run_inference(model, args.input, args.out, gradcam=args.gradcam, overlap=args.overlap,
                          overwrite=args.overwrite, progress=sys.stderr.isatty(), precision=args.precision)
@@ -134,7 +139,9 @@ def run_infer(args) -> int:
             print(f"{row['output']}  tumor {row['tumor_probability']:.3f}  type {row['predicted_tumor_type']}")
     print(f"volgan infer: {len(rows) - len(failed)} of {len(rows)} volumes written; table {args.out}/predictions.csv")
     if failed:
-        print(f"volgan infer: error: {len(failed)} input(s) failed; see the table", file=sys.stderr)
+        names = ", ".join(os.path.basename(r["input"]) for r in failed[:5]) + (" …" if len(failed) > 5 else "")
+        print(f"volgan infer: error: {len(failed)} input(s) failed ({names}); their errors are in "
+              f"{args.out}/predictions.csv", file=sys.stderr)
         return 2
     return 0
 
@@ -154,16 +161,28 @@ def add_evaluate_parser(sub) -> None:
 
 
 def run_evaluate(args) -> int:
+    import math
+
+    from volgan.io import check_writable_dir
     from volgan.report import evaluate
 
-    if args.bootstrap < 1 or args.nsd_tolerance < 0:
-        raise VolganInputError(None, "--bootstrap must be at least 1 and --nsd-tolerance non-negative")
+    if args.bootstrap < 1:
+        raise VolganInputError(None, f"--bootstrap must be at least 1, got {args.bootstrap}")
+    if not (math.isfinite(args.nsd_tolerance) and args.nsd_tolerance >= 0):
+        raise VolganInputError(None, f"--nsd-tolerance must be a finite number of mm, 0 or more, got "
+                                     f"{args.nsd_tolerance}")
+    check_writable_dir(args.out)
     summary = evaluate(args.pred, args.ref, args.out, classes=args.classes, images=args.images,
                        tolerance_mm=args.nsd_tolerance, resamples=args.bootstrap, seed=args.seed,
                        overwrite=args.overwrite, progress=sys.stderr.isatty())
     fm = summary["foreground_mean"]
-    print(f"volgan evaluate: {summary['volgan']['n_cases']} cases, foreground Dice {fm['Dice']:.3f}, "
-          f"HD95 {fm['HD95']:.2f} mm; report {args.out}/report.html")
+
+    def shown(value, digits: int) -> str:
+        return "undefined (a label is empty in every case)" if value is None or not math.isfinite(value) \
+            else f"{value:.{digits}f}"
+
+    print(f"volgan evaluate: {summary['volgan']['n_cases']} cases, foreground Dice {shown(fm['Dice'], 3)}, "
+          f"HD95 {shown(fm['HD95'], 2)} mm; report {args.out}/report.html")
     return 0
 
 
@@ -189,11 +208,15 @@ def add_synth_parser(sub) -> None:
 def run_synth(args) -> int:
     from collections import Counter
 
+    from volgan.io import check_writable_dir
     from volgan.labels import TUMOR_TYPES
     from volgan.synth import load_synthesizer, synthesize
 
     if args.types and args.labels:
         raise VolganInputError(None, "--types goes with --cases, not --labels")
+    if args.cases is not None and args.cases < 1:
+        raise VolganInputError(None, f"--cases must be at least 1, got {args.cases}")
+    check_writable_dir(args.out)
     synth = load_synthesizer(args.checkpoint, args.device)
     cases = synthesize(synth, args.out, n_cases=args.cases, types=args.types, labels=args.labels, seed=args.seed,
                        overwrite=args.overwrite, progress=sys.stderr.isatty(), pose=not args.no_pose)
@@ -215,8 +238,10 @@ def add_quality_parser(sub) -> None:
 
 
 def run_quality(args) -> int:
+    from volgan.io import check_writable_dir
     from volgan.quality import quality_report
 
+    check_writable_dir(args.out)
     report = quality_report(args.real, args.synthetic, args.out, model=args.model, seed=args.seed,
                             overwrite=args.overwrite)
     o = report["overall"]
@@ -270,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     except VolganInputError as exc:
         print(f"volgan {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except NonFiniteTraining as exc:
+        print(f"volgan {args.command}: error: {exc.message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"volgan {args.command}: interrupted; nothing was written", file=sys.stderr)
         return 130

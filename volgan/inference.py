@@ -43,6 +43,24 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch device this build can use (None: CUDA when available, else the CPU); anything else
+    raises :class:`VolganInputError` naming ``--device``."""
+    if device is None:
+        return default_device()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise VolganInputError(None, f"--device {device!r}: not a device name (cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VolganInputError(None, f"--device {device}: this torch build has no usable CUDA device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise VolganInputError(None, f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    if device.type not in ("cpu", "cuda"):
+        raise VolganInputError(None, f"--device {device}: volgan runs on cpu or cuda")
+    return device
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device | None = None, network: SegClsNet | None = None,
                prep: Preprocessing | None = None) -> LoadedModel:
     """Load a checkpoint file, or a bundle folder's ``models/model.pt``.
@@ -52,7 +70,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     :class:`VolganInputError` naming the file.
     """
     path = Path(path)
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     if path.is_dir():
         if not (path / "configs").is_dir() and not (path / "models").is_dir():
             raise VolganInputError(path, "not a bundle folder (no configs/ or models/)")
@@ -122,6 +140,8 @@ def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_
     """
     if precision not in PRECISIONS:
         raise VolganInputError(None, f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if float(np.ptp(volume.array)) == 0.0:
+        raise VolganInputError(None, "the image has one intensity everywhere; there is nothing to segment")
     x, affine, pad_value = to_model_grid(volume, model.prep)
     x = x.to(model.device)
     window_logits: list[torch.Tensor] = []
@@ -159,15 +179,42 @@ def output_stem(path: Path) -> str:
     return strip_nifti_suffix(path.name)
 
 
+def check_overlap(overlap: float) -> float:
+    """The sliding-window overlap, refused unless 0 ≤ overlap < 1 (MONAI's sliding window needs that)."""
+    if not (0.0 <= overlap < 1.0):
+        raise VolganInputError(None, f"--overlap must be at least 0 and below 1, got {overlap}")
+    return overlap
+
+
+def _one_line(path: Path, exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{path}: {text[:160]}"
+
+
+def _previous_rows(table_json: Path) -> list[dict]:
+    try:
+        rows = json.loads(table_json.read_text(encoding="utf-8"))
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+    except (OSError, ValueError):
+        return []
+
+
 def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str | os.PathLike,
                   gradcam: bool = False, overlap: float = 0.25, overwrite: bool = False,
                   progress: bool = False, precision: str = "fp32") -> list[dict]:
     """Predict every input, write ``<name>_seg.nii.gz`` (and ``<name>_gradcam.nii.gz``) into ``out`` and the
-    table ``predictions.csv`` / ``predictions.json``. A bad input is listed with its error and gets no output
-    file; the others go on. Returns the table rows."""
+    table ``predictions.csv`` / ``predictions.json``. A bad input (unreadable, not 3D, constant intensity…) is
+    listed with a one-line error and gets no output file; the others go on. Existing outputs are never replaced
+    without ``overwrite``; with it, rows of the earlier table whose outputs this run did not replace are kept,
+    so the table lists every output in the folder. Returns this run's rows."""
     from tqdm import tqdm
 
+    from volgan.io import check_writable_dir
+
     out = Path(out)
+    check_overlap(overlap)
+    check_writable_dir(out)
     table_csv, table_json = out / "predictions.csv", out / "predictions.json"
     if (table_csv.exists() or table_json.exists()) and not overwrite:
         raise VolganInputError(out, "already holds predictions.csv; pass --overwrite to replace")
@@ -178,6 +225,12 @@ def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str 
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)
         raise VolganInputError(None, f"two inputs would both write {dup}_seg.nii.gz")
+    suffixes = ("_seg.nii.gz", "_gradcam.nii.gz") if gradcam else ("_seg.nii.gz",)
+    existing = [out / f"{stem}{sfx}" for stem in stems for sfx in suffixes if (out / f"{stem}{sfx}").exists()]
+    if existing and not overwrite:
+        raise VolganInputError(existing[0], f"already exists ({len(existing)} output(s) of these inputs are in "
+                                            f"{out}); pass --overwrite to replace")
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for path in tqdm(paths, desc="infer", unit="volume", disable=not progress):
         row = {"input": str(path), "output": "", "gradcam": "", "error": ""}
@@ -201,9 +254,21 @@ def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str 
             row["tumor_probability"] = round(prediction.tumor_probability, 6)
             row["predicted_tumor_type"] = int(np.argmax(probs))
         except VolganInputError as exc:
-            row["error"] = str(exc)
+            row["error"] = str(exc) if exc.path else f"{path}: {exc.what}"
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad volume must not abort the batch
+            row["error"] = _one_line(path, exc)
+        if row["error"]:
+            earlier = out / f"{output_stem(path)}_seg.nii.gz"
+            if earlier.exists():
+                row["error"] += f" (the {earlier.name} in the folder is from an earlier run)"
         rows.append({k: row.get(k, "") for k in TABLE_FIELDS})
-    write_table(rows, table_csv, table_json)
+    written = {r["output"] for r in rows if r["output"]}
+    ran = {r["input"] for r in rows}
+    kept = [r for r in _previous_rows(table_json) if r.get("input") not in ran and r.get("output")
+            and r["output"] not in written and Path(r["output"]).exists()] if overwrite else []
+    write_table(kept + rows, table_csv, table_json)
     return rows
 
 

@@ -127,6 +127,11 @@ def _read_dicom_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _as_3d(path: Path, array: np.ndarray) -> np.ndarray:
+    if array.dtype.fields is not None or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise VolganInputError(path, f"voxels of type {array.dtype} (RGB or another non-scalar type); expected one "
+                                     "number per voxel")
+    if np.iscomplexobj(array):
+        raise VolganInputError(path, "complex-valued voxels; expected one real number per voxel")
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim == 4:
@@ -174,6 +179,9 @@ def write_nifti(volume: Volume | np.ndarray, path: str | os.PathLike, affine: np
     if not is_nifti(path):
         raise VolganInputError(path, "output name must end in .nii.gz or .nii")
     dtype = np.uint8 if array.dtype == np.uint8 else np.float32
+    finite = np.isfinite(np.asarray(array, dtype=dtype))
+    if not finite.all():
+        raise VolganInputError(path, f"not written: {int((~finite).sum())} voxels are NaN or Inf")
     img = nib.Nifti1Image(np.asarray(array, dtype=dtype), np.asarray(affine, dtype=np.float64))
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(img.affine, code=1)
@@ -212,25 +220,52 @@ def _short(exc: BaseException) -> str:
     return text if len(text) < 120 else text[:117] + "..."
 
 
+def check_writable_dir(out: str | os.PathLike) -> None:
+    """Raise :class:`VolganInputError` naming ``out`` unless it is a folder (or can become one) that this process
+    can write: not a file, not under a file, not in a read-only place. Creates nothing but ``out``'s parents."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise VolganInputError(out, "output path exists and is not a folder")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise VolganInputError(out, f"cannot be a folder: {blocker} is a file")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VolganInputError(out, f"cannot be created ({exc.strerror or _short(exc)})") from None
+    target = out if out.exists() else out.parent
+    try:  # a real write, not os.access: root passes access checks on read-only file systems
+        os.rmdir(tempfile.mkdtemp(prefix=".volgan-probe-", dir=target))
+    except OSError as exc:
+        raise VolganInputError(out, f"cannot be written ({exc.strerror or _short(exc)} in {target})") from None
+
+
 @contextmanager
 def staged_output_dir(out: str | os.PathLike, names: tuple[str, ...], overwrite: bool = False) -> Iterator[Path]:
     """Build an output folder's entries ``names`` in a hidden staging folder, then move them in.
 
-    Raises before any work if ``out`` already holds one of ``names`` (unless ``overwrite``). On an error
-    the staging folder is removed and ``out`` is left as it was; other files in ``out`` are never touched.
+    Raises before any work if ``out`` already holds one of ``names`` (unless ``overwrite``) or cannot be written
+    (a file, a path under a file, a read-only place). On an error the staging folder is removed and ``out`` is
+    left as it was; other files in ``out`` are never touched. An OS error while writing (a full disk, say)
+    becomes a :class:`VolganInputError` naming ``out``.
     """
     import shutil
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise VolganInputError(out, "output path exists and is not a folder")
+    check_writable_dir(out)
     taken = [n for n in names if (out / n).exists()]
     if taken and not overwrite:
         raise VolganInputError(out, f"already holds {', '.join(taken)}; pass --overwrite to replace")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        yield staging
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise VolganInputError(out, f"cannot be written ({exc.strerror or _short(exc)})") from None
+    try:
+        try:
+            yield staging
+        except OSError as exc:
+            raise VolganInputError(out, f"could not be written ({exc.strerror or _short(exc)}); nothing was "
+                                        "changed there") from None
         out.mkdir(exist_ok=True)
         trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         for name in taken:

@@ -69,18 +69,19 @@ class PhantomConfig:
     def __post_init__(self):
         if self.contrast not in INTENSITY:
             raise ValueError(f"contrast must be one of {sorted(INTENSITY)}, got {self.contrast!r}")
-        if not 0.0 <= self.tumor_fraction <= 1.0:
+        if not 0.0 <= self.tumor_fraction <= 1.0:  # also refuses NaN
             raise ValueError(f"tumor fraction must lie in [0, 1], got {self.tumor_fraction}")
         if not self.types or any(t not in (1, 2, 3) for t in self.types):
             raise ValueError(f"types must be a non-empty subset of 1, 2, 3, got {self.types}")
         if len(self.size) != 3 or min(self.size) < 16:
             raise ValueError(f"size must be three numbers of at least 16 voxels, got {self.size}")
-        if len(self.spacing) != 3 or min(self.spacing) <= 0:
-            raise ValueError(f"spacing must be three positive numbers in mm, got {self.spacing}")
+        if len(self.spacing) != 3 or not all(0 < s < float("inf") for s in self.spacing):
+            raise ValueError(f"spacing must be three positive finite numbers in mm, got {self.spacing}")
         if self.orientation != "random":
             try:
-                nib.orientations.axcodes2ornt(tuple(self.orientation.upper()))
                 assert len(self.orientation) == 3
+                ornt = nib.orientations.axcodes2ornt(tuple(self.orientation.upper()))
+                assert not np.isnan(ornt).any() and len(set(ornt[:, 0].astype(int))) == 3  # each axis once
             except Exception:
                 raise ValueError(f"orientation must be a 3-letter code such as RAS or 'random', "
                                  f"got {self.orientation!r}") from None
@@ -398,6 +399,12 @@ def make_dataset(out: str | os.PathLike, n_cases: int, config: PhantomConfig = P
         raise VolganInputError(None, f"--test-fraction must lie in [0, 1), got {test_fraction}")
     if fmt not in FORMATS:
         raise VolganInputError(None, f"--format must be one of {FORMATS}, got {fmt!r}")
+    if start < 0:
+        raise VolganInputError(None, f"--start-index must be 0 or more, got {start}")
+    if not 0 <= seed < 2**32:
+        raise VolganInputError(None, f"--seed must lie in 0 … 2³²−1, got {seed}")
+    if workers < 1:
+        raise VolganInputError(None, f"--workers must be at least 1, got {workers}")
     indices = list(range(start, start + n_cases))
     types = [tumor_type_for(seed, i, config.tumor_fraction, config.types) for i in indices]
     test = balanced_test_split(types, round(test_fraction * n_cases), seed)

@@ -84,7 +84,12 @@ def find_pairs(pred_dir: str | os.PathLike, ref: str | os.PathLike,
             preds[stem[: -len("_seg")] if stem.endswith("_seg") else stem] = path
     if ref.suffix == ".json" or (ref / DATASET_FILE).is_file():
         datalist = read_datalist(ref)
-        cases = [c for c in (datalist.split("test") or datalist.cases) if c.label is not None]
+        test = datalist.split("test")
+        if not test:
+            raise VolganInputError(datalist.path, "has no test split; evaluate scores only the cases listed under "
+                                                  "\"test\" (put the cases to score there, or pass a folder of "
+                                                  "label maps as --ref)")
+        cases = [c for c in test if c.label is not None]
         refs = [(c.name, c.label, c.image, c.tumor_type) for c in cases]
     elif ref.is_dir():
         refs = [(strip_nifti_suffix(p.name), p, None, None) for p in sorted(ref.iterdir())
@@ -181,9 +186,14 @@ def summarize(per_case: list[dict], tolerance_mm: float, resamples: int, seed: i
                 spread[str(k)][key] = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
                 intervals[str(k)][key] = bootstrap(lambda idx, v=values: nan_mean(v[idx]), len(values), resamples,
                                                    seed).as_dict()
-    foreground_mean = {key: nan_mean(np.array([mean[str(k)][key] for k in FOREGROUND])) for key in mean["1"]}
+    # nnU-Net's plain mean over labels: NaN (written null) when a label's mean is NaN, i.e. it is empty in every case
+    foreground_mean = {key: float(np.mean([mean[str(k)][key] for k in FOREGROUND])) for key in mean["1"]}
     flags = [{"case": row["pair"].name, "label": k, "flags": row["metrics"][k]["flags"]}
              for row in per_case for k in FOREGROUND if row["metrics"][k]["flags"]]
+    undefined = [k for k in FOREGROUND if not math.isfinite(mean[str(k)]["Dice"])]
+    if undefined:
+        flags.append({"case": None, "label": undefined, "flags": ["foreground_mean_undefined: label(s) "
+                      + ", ".join(LABELS[k] for k in undefined) + " empty in every case (nnU-Net gives NaN)"]})
     return {
         "metric_per_case": metric_per_case,
         "mean": mean,

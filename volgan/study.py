@@ -209,23 +209,31 @@ def _user_data(folder: Path, datalist: Path, profile: StudyProfile) -> None:
                    folder / "real", meta={"volgan": {"source_datalist": str(datalist)}})
 
 
+MIN_USER_CASES = 8
+
+
 def split_user_data(data: Datalist, profile: StudyProfile) -> tuple[list[Case], list[Case]]:
     """(real pool, test set) of a user's datalist: its own labeled test split when it has one, otherwise a
-    test set with equal counts per ``tumor_type`` drawn with the profile's seed."""
+    test set with equal counts per ``tumor_type`` drawn with the profile's seed: a third of the cases up to the
+    profile's test size, and at least one case of every class that has two or more (the other stays for
+    training). The rule: at least 8 real cases with a label map and a ``tumor_type``, two or more of those
+    classes with at least two cases each, and at least four cases left for training."""
     labeled = [c for c in data.cases if c.label is not None and c.tumor_type is not None and c.source == "real"]
-    if len(labeled) < 8:
-        raise VolganInputError(data.path, f"the study needs at least 8 real cases with a label map and a "
-                                          f"tumor_type; this datalist has {len(labeled)}")
+    rule = (f"the study needs at least {MIN_USER_CASES} real cases with a label map and a tumor_type, two or more "
+            f"tumor_type values with at least two cases each, and four or more cases left for training")
+    if len(labeled) < MIN_USER_CASES:
+        raise VolganInputError(data.path, f"{rule}; this datalist has {len(labeled)} such cases")
     test = [c for c in labeled if c.split == "test"]
     pool = [c for c in labeled if c.split != "test"]
     if not test:
-        chosen = balanced_test_split([c.tumor_type for c in pool], min(profile.test, len(pool) // 3), profile.seed)
+        types = [c.tumor_type for c in pool]
+        splittable = sum(1 for t in set(types) if types.count(t) >= 2)
+        chosen = balanced_test_split(types, max(min(profile.test, len(pool) // 3), splittable), profile.seed)
         test = [c for i, c in enumerate(pool) if i in chosen]
         pool = [c for i, c in enumerate(pool) if i not in chosen]
     if len({c.tumor_type for c in test}) < 2 or len(pool) < 4:
-        raise VolganInputError(data.path, f"the study needs a test set with two or more tumor types and four or "
-                                          f"more training cases; got {len(test)} test cases of "
-                                          f"{len({c.tumor_type for c in test})} type(s) and {len(pool)} training")
+        raise VolganInputError(data.path, f"{rule}; got {len(test)} test cases of {len({c.tumor_type for c in test})}"
+                                          f" type(s) and {len(pool)} training cases")
     return pool, test
 
 
@@ -234,7 +242,7 @@ def _data_fingerprint(datalist: Path) -> dict:
     data = read_datalist(datalist)
     files = sorted({str(p) for c in data.cases for p in (c.image, c.label) if p is not None})
     stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
-    return {"datalist": hashlib.sha256(Path(datalist).read_bytes()).hexdigest(), "files": digest(stats)}
+    return {"datalist": hashlib.sha256(Path(data.path).read_bytes()).hexdigest(), "files": digest(stats)}
 
 
 def adapt_profile(profile: StudyProfile, pool_size: int) -> StudyProfile:
@@ -644,13 +652,16 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
         if seeds < 2:
             raise VolganInputError(None, f"--seeds must be at least 2 (spread needs two runs), got {seeds}")
         profile = replace(profile, seeds=seeds)
-    real_path = None
-    if real is not None:
-        real_path = Path(real)
-        data = read_datalist(real_path)
-        pool, _ = split_user_data(data, profile)
-        profile = adapt_profile(profile, len(pool))
     _check_out(out)
+    real_path = None
+    if real is not None:  # every check of the user's data before anything is written
+        from volgan.datalist import check_cases
+
+        data = read_datalist(real)
+        real_path = Path(data.path)
+        pool, test = split_user_data(data, profile)
+        check_cases(pool + test, data.path)
+        profile = adapt_profile(profile, len(pool))
     bundles_root()
     out.mkdir(parents=True, exist_ok=True)
     (out / "stages").mkdir(exist_ok=True)

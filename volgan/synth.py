@@ -84,6 +84,12 @@ def load_synthesizer(path: str | os.PathLike, device: str | torch.device | None 
         config, stats = state["config"], state["stats"]
     except Exception as exc:
         raise VolganInputError(path, f"not a spine_cgan generator checkpoint ({type(exc).__name__})") from None
+    from volgan.train import all_finite
+
+    bad = [k for k in ("label_generator", "image_generator") if not all_finite(state.get(k, {}))]
+    if bad:
+        raise VolganInputError(path, f"the {' and '.join(bad)} weights hold NaN or Inf; this checkpoint cannot "
+                                     "synthesize (retrain it)")
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     label_g = LabelGenerator(config["size"], z_dim=config["z_label"], base=config["base"])
     image_g = ImageGenerator(config["size"], z_dim=config["z_image"], base=config["base"])
@@ -114,8 +120,9 @@ def exact_counts(spec: str | None, n: int) -> dict[int, int]:
                 raise VolganInputError(None, f"--types: share of {name} must be a non-negative number")
             shares[cls] = shares.get(cls, 0.0) + share
     total = sum(shares.values())
-    if total <= 0:
-        raise VolganInputError(None, "--types: shares add up to zero")
+    if spec is not None and abs(total - 1.0) > 1e-6:
+        raise VolganInputError(None, f"--types: shares add up to {total:g}, not 1; give shares that sum to 1 "
+                                     "(the counts are exact, so volgan does not rescale them)")
     exact = {k: n * v / total for k, v in shares.items()}
     counts = {k: int(np.floor(v)) for k, v in exact.items()}
     for k in sorted(exact, key=lambda k: (-(exact[k] - counts[k]), k))[: n - sum(counts.values())]:
