@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,3 +64,36 @@ def test_loader_draws_the_counted_volumes_over_an_epoch(phantom_dir):
         assert batch["image"]["data"].shape[1:] == (1, 32, 32, 32)
     assert counts == {"real": 3, "synthetic": 3}
     assert np.isfinite(batch["image"]["data"].numpy()).all()
+
+
+def test_the_bundles_own_loader_trains_on_every_case_with_the_ratio_in_every_batch(tmp_path, phantom_dir):
+    """spine_segcls as the study runs it (val_fraction 0): its train loader draws exactly the datalist's
+    training cases each epoch, every batch at the real:synthetic ratio, in a new order each epoch."""
+    import json
+
+    from monai.bundle import ConfigWorkflow
+
+    from volgan.datalist import write_datalist
+
+    real, synthetic = pools(phantom_dir)
+    mix = [dataclasses.replace(c, split="training") for c in mix_cases(real, synthetic, synthetic_share=0.5,
+                                                                        size=6, seed=0)]
+    write_datalist(mix, tmp_path / "data")
+    root = Path(__file__).resolve().parent.parent / "bundles" / "spine_segcls"
+    workflow = ConfigWorkflow(config_file=str(root / "configs" / "train.json"), workflow_type="train",
+                              meta_file=str(root / "configs" / "metadata.json"), bundle_root=str(tmp_path),
+                              dataset_dir=str(tmp_path / "data"), patch=[32, 32, 32], batch_size=2,
+                              val_fraction=0.0, progress=False)
+    workflow.initialize()
+    loader = workflow.parser.get_parsed_content("train#dataloader")
+    orders = []
+    for _epoch in range(2):
+        names = []
+        for batch in loader:
+            assert list(batch["source"]).count("synthetic") == 1, list(batch["source"])
+            names += list(batch["name"])
+        assert sorted(names) == sorted(c.name for c in mix)
+        orders.append(names)
+    assert orders[0] != orders[1]
+    assert json.loads(json.dumps([c.name for c in workflow.parser.get_parsed_content("split")[0]])) \
+        == [c.name for c in mix]

@@ -156,3 +156,10 @@ def test_a_nan_stops_training_before_the_step_and_model_pt_stays_finite(tmp_path
         workflow.run()
     state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_bundle_files_are_ascii():
+    """MONAI opens bundle configs with the locale's encoding (open() without one); under an ASCII locale a single
+    non-ASCII character in a config or metadata file stops every bundle run."""
+    for path in sorted((ROOT / "bundles").glob("*/configs/*.json")):
+        path.read_bytes().decode("ascii")

@@ -94,6 +94,69 @@ def test_report_has_every_field(study):
     assert not list((study / "stages").glob(".*partial"))
 
 
+def test_the_papers_claims_open_the_report(study):
+    doc = json.loads((study / "study.json").read_text(encoding="utf-8"))
+    claims = doc["claims"]
+    assert {c["source"].split(",")[-1].strip() for c in claims} >= {"arXiv 2506.17165"}
+    assert any("Spinal Cord Tumor Detection" in c["source"] for c in claims)
+    texts = " ".join(c["claim"] for c in claims)
+    for phrase in ("peaks at a small synthetic share", "falls as the synthetic share grows",
+                   "recall falls more than precision", "beats traditional training", "more robust to MRI artifacts",
+                   "Grad-CAM attention"):
+        assert phrase in texts, phrase
+    for c in claims:
+        assert set(c) >= {"claim", "source", "metric", "comparison", "difference", "verdict"}
+        assert c["verdict"] in ("supported", "contradicted", "within noise")
+        d = c["difference"]
+        if d["ci_low"] is None or d["ci_high"] is None:
+            assert c["verdict"] == "within noise" and c["note"], c
+        else:
+            assert d["ci_low"] <= d["ci_high"]
+            assert (c["verdict"] == "within noise") == (d["ci_low"] <= 0 <= d["ci_high"]), c
+    gradcam = next(c for c in claims if c["metric"] == "Grad-CAM tumor share")
+    assert gradcam["difference"]["mean"] is not None  # measured on the none and GAN arms
+    shares = doc["gradcam_tumor_share"]
+    assert set(shares) == {f"pool {p}, {a}" for p in PROFILES["tiny"].pool_sizes for a in ("none", "gan")}
+    assert all(0 <= v["mean"] <= 1 for v in shares.values())
+    for page in ("report.md", "report.html"):
+        text = (study / page).read_text(encoding="utf-8")
+        first_table = text.index("Claims of the two papers")
+        assert first_table < text.index("Findings") < text.index("Ratio sweep")
+
+
+def test_every_run_trains_on_exactly_its_arms_volumes(study):
+    """Each arm's stage keeps the list its bundle trained on: exactly n_real real and n_synthetic synthetic
+    volumes, from the training pool and the arm's synthetic pool, never a test volume; and the evaluated model
+    is the one the bundle wrote."""
+    from collections import Counter
+
+    doc = json.loads((study / "study.json").read_text(encoding="utf-8"))
+    data = read_datalist(study / "stages" / "data" / "real")
+    pool, test = {c.name for c in data.split("training")}, {c.name for c in data.split("test")}
+    profile = PROFILES["tiny"]
+    assert len(doc["arms"]) == (len(SHARES) + len(ARMS) * len(profile.pool_sizes)) * profile.seeds
+    for arm in doc["arms"]:
+        run_dir = study / "stages" / arm["run"]
+        trained = json.loads((run_dir / "trained_on.json").read_text(encoding="utf-8"))
+        counts = Counter(t["source"] for t in trained)
+        assert (counts["real"], counts["synthetic"]) == (arm["n_real"], arm["n_synthetic"]), arm
+        names = [t["name"] for t in trained]
+        assert len(set(names)) == len(names) and not set(names) & test
+        assert {t["name"] for t in trained if t["source"] == "real"} <= pool
+        if arm["n_synthetic"]:
+            gan_pool = (max(profile.pool_sizes) if arm["section"] == "sweep"
+                                               else arm["real_pool"])
+            synthetic = {c.name for c in read_datalist(study / "stages" / f"synth-{gan_pool}" / "synthetic").cases}
+            assert {t["name"] for t in trained if t["source"] == "synthetic"} <= synthetic
+        assert (run_dir / "models" / "model_final.pt").is_file()
+        if arm["section"] == "sweep":
+            assert arm["n_real"] + arm["n_synthetic"] == profile.sweep_size
+            assert arm["n_synthetic"] == round(profile.sweep_size * arm["synthetic_share"])
+        else:
+            assert arm["n_real"] == arm["real_pool"]
+            assert arm["n_synthetic"] == (arm["real_pool"] if arm["arm"] in ("gan", "both") else 0)
+
+
 def test_an_interrupted_study_reports_what_an_uninterrupted_one_does(study, tmp_path):
     result = run("--out", tmp_path / "again", "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -123,7 +186,7 @@ def test_a_changed_setting_recomputes_only_what_depends_on_it(study):
 
 
 def test_the_users_datalist(tmp_path, phantom_dir):
-    result = run("--out", tmp_path / "mine", "--real", phantom_dir / "dataset.json", "--seeds", "2")
+    result = run("--out", tmp_path / "mine", "--real", phantom_dir, "--seeds", "2")  # the folder form
     assert result.returncode == 0, result.stderr[-3000:]
     doc = json.loads((tmp_path / "mine" / "study.json").read_text(encoding="utf-8"))
     data = read_datalist(phantom_dir)

@@ -58,15 +58,26 @@ def segcls_dataset(cases: list[Case], prep: Preprocessing = Preprocessing(), aug
 
 
 def subjects_loader(dataset: tio.SubjectsDataset, batch_size: int = 2, shuffle: bool = False,
-                    num_workers: int = 0, sampler=None, seed: int = 0) -> tio.SubjectsLoader:
-    """A batch loader for subjects; with ``shuffle`` the order is fixed by ``seed``."""
+                    num_workers: int = 0, sampler=None, seed: int = 0, batch_sampler=None) -> tio.SubjectsLoader:
+    """A batch loader for subjects; with ``shuffle`` the order is fixed by ``seed``. A ``batch_sampler`` (such as
+    :class:`RatioBatchSampler`) makes the batches itself, and ``batch_size``, ``shuffle`` and ``sampler`` are
+    then unused."""
+    if batch_sampler is not None:
+        return tio.SubjectsLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers)
     generator = torch.Generator().manual_seed(seed)
     return tio.SubjectsLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                               num_workers=num_workers, generator=generator, drop_last=False)
 
 
 def train_val_split(cases: list[Case], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Case], list[Case]]:
-    """Split training cases into (train, validation), stratified by ``tumor_type``, fixed by ``seed``."""
+    """Split training cases into (train, validation), stratified by ``tumor_type``, fixed by ``seed``.
+
+    ``val_fraction = 0`` holds nothing out: every case trains (an exact training set, as the study needs), and
+    the validation set is the training cases themselves, a monitor of the fit rather than of generalisation."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    if val_fraction == 0.0:
+        return list(cases), list(cases)
     n_val = max(1, round(val_fraction * len(cases))) if len(cases) > 1 else 0
     picked = balanced_test_split([c.tumor_type for c in cases], n_val, seed + 1)
     if len(picked) < n_val:  # classes too few for equal shares: fill up in seeded order
@@ -111,7 +122,8 @@ class RatioBatchSampler(torch.utils.data.Sampler):
     ``sources`` gives each dataset index's source (``"real"``/``"synthetic"``). Every epoch both pools are
     shuffled (seeded by ``seed`` and the epoch) and batch j takes ``round((j+1)·B·p) − round(j·B·p)``
     synthetic volumes, p being the synthetic share, so that totals are exact and every batch is within one
-    volume of B·p. Call :meth:`set_epoch` for a new order each epoch.
+    volume of B·p. Each pass over the sampler takes the next epoch's order (:meth:`set_epoch` sets which comes
+    next), so a trainer needs no handler for it. With one source only it is a seeded shuffle.
     """
 
     def __init__(self, sources: list[str], batch_size: int, seed: int = 0):
@@ -127,6 +139,7 @@ class RatioBatchSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
         real = [self.real[i] for i in rng.permutation(len(self.real))]
         synth = [self.synthetic[i] for i in rng.permutation(len(self.synthetic))]
         total = len(real) + len(synth)

@@ -12,10 +12,11 @@ spine_segcls trained on one arm and seed) → ``eval-*`` (that model on the real
 three artifact severities) → ``quality`` (``volgan quality`` of the full pool's synthetic data) →
 ``report`` (:mod:`volgan.study_report`).
 
-Every segmenter-classifier sees the same number of training-volume presentations (epochs = presentations
-/ training volumes), so arms with more volumes do not get more optimisation steps, and is evaluated as it
-is after its last epoch (the bundle's best-validation checkpoint stays beside it: on validation splits of a
-few volumes that choice mostly follows noise).
+Every segmenter-classifier trains on exactly its arm's cases (the bundle holds none out: ``val_fraction`` 0,
+its batches keep the arm's real:synthetic ratio, and the stage keeps the list as ``trained_on.json``), sees the
+same number of training-volume presentations (epochs = presentations / training volumes), so arms with more
+volumes do not get more optimisation steps, and is evaluated as it is after its last epoch: the bundle's own
+``models/model_final.pt``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from volgan.io import atomic_path, strict_json, write_text
 
 SHARES = tuple(round(0.1 * k, 1) for k in range(11))  # synthetic share of the sweep: 100:0 … 0:100
 ARMS = ("none", "classical", "gan", "both")
+GRADCAM_ARMS = ("none", "gan")  # the arms seed 1's Grad-CAM claim compares
 MANIFEST = "manifest.json"
 REPORT_FILES = ("study.json", "study.csv", "report.md", "report.html")
 
@@ -291,13 +293,14 @@ def _logging_conf(folder: Path) -> Path:
     return write_text(folder / "logging.conf", text)
 
 
-FINAL_MODEL = "model_final.pt"
+FINAL_MODEL = "model_final.pt"  # written by spine_segcls itself (its final-model CheckpointSaver)
+TRAINED_ON = "trained_on.json"
 
 
-def run_bundle(bundle: str, folder: Path, overrides: dict, bar=None, save_final: bool = False) -> None:
+def run_bundle(bundle: str, folder: Path, overrides: dict, bar=None) -> None:
     """Run ``bundles/<bundle>/configs/train.json`` in this process with ``overrides`` (bundle_root = folder).
-    Its log goes to ``folder/train.log``; ``bar`` (tqdm) advances once per epoch; with ``save_final`` the
-    network after the last epoch is written to ``folder/models/model_final.pt``."""
+    Its log goes to ``folder/train.log``; ``bar`` (tqdm) advances once per epoch. For spine_segcls the cases the
+    bundle trained on (its own ``split``) are written to ``folder/trained_on.json`` as {"name", "source"}."""
     import logging
 
     from ignite.engine import Events
@@ -326,16 +329,9 @@ def run_bundle(bundle: str, folder: Path, overrides: dict, bar=None, save_final:
         trainer.add_event_handler(Events.STARTED, lambda e: (bar.reset(total=e.state.max_epochs),
                                                              bar.update(e.state.epoch)))
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: bar.update(1))
-    if save_final:
-        import torch
-
-        network = workflow.parser.get_parsed_content("network")
-
-        def save(_engine) -> None:
-            with atomic_path(folder / "models" / FINAL_MODEL) as tmp:
-                torch.save(network.state_dict(), tmp)
-
-        trainer.add_event_handler(Events.COMPLETED, save)
+    if bundle == "spine_segcls":
+        trained = [{"name": c.name, "source": c.source} for c in workflow.parser.get_parsed_content("split")[0]]
+        write_text(folder / TRAINED_ON, json.dumps(trained, indent=1) + "\n")
     try:
         workflow.run()
     finally:
@@ -417,9 +413,9 @@ def eval_key(run: str) -> str:
 
 
 def training_config(arm: Arm, profile: StudyProfile) -> dict:
-    """What a segmenter-classifier run depends on (arms that agree share one run)."""
-    n_val = max(1, round(0.2 * arm.n_train))
-    epochs = max(1, math.ceil(profile.presentations / max(arm.n_train - n_val, 1)))
+    """What a segmenter-classifier run depends on (arms that agree share one run). Every case of the arm trains
+    (the bundle holds none out), so ``epochs`` × the arm's size is the profile's presentations, rounded up."""
+    epochs = max(1, math.ceil(profile.presentations / max(arm.n_train, 1)))
     return {"real": arm.real, "synthetic": arm.synthetic, "gan_pool": arm.gan_pool, "augment": arm.augment,
             "seed": arm.seed, "epochs": epochs, "size": profile.size, "spacing": profile.spacing,
             "channels": list(profile.channels), "batch_size": profile.batch_size,
@@ -445,7 +441,8 @@ def _train_segcls(folder: Path, out: Path, config: dict, progress: Progress) -> 
         run_bundle("spine_segcls", folder, {
             "dataset_dir": str(folder), "max_epochs": config["epochs"], "patch": [s, s, s], "spacing": [sp] * 3,
             "channels": config["channels"], "batch_size": config["batch_size"], "augment": config["augment"],
-            "seed": config["seed"], "learning_rate": config["learning_rate"]}, bar, save_final=True)
+            "seed": config["seed"], "learning_rate": config["learning_rate"],
+            "val_fraction": 0.0, "val_interval": config["epochs"]}, bar)
 
 
 @functools.lru_cache(maxsize=64)  # the quick profile's whole corrupted test set
@@ -460,8 +457,28 @@ def test_volume(image: Path, label: Path, severity: int):
     return Volume(corrupt(volume.array, volume.affine, severity, seed), volume.affine), reference
 
 
-def evaluate_model(model_path: Path, test: list[Case], severities: tuple[int, ...]) -> list[dict]:
-    """Per test case and artifact severity: tumor_type probabilities and per-label Dice and IoU."""
+def gradcam_tumor_share(model, prediction, image, label, dilation: int = 2) -> float:
+    """Share of the Grad-CAM heat map's mass (:func:`volgan.gradcam.gradcam_volume`, tumor class) that lies in
+    the reference tumor dilated by ``dilation`` voxels (6-connectivity): seed 1's "attention on tumor regions"
+    as a number in [0, 1]. NaN for a volume without a tumor or a map without mass."""
+    from scipy import ndimage
+
+    from volgan.gradcam import gradcam_volume
+    from volgan.labels import TUMOR_LABEL
+
+    tumor = label.array == TUMOR_LABEL
+    if not tumor.any():
+        return math.nan
+    region = ndimage.binary_dilation(tumor, ndimage.generate_binary_structure(3, 1), iterations=dilation)
+    heat = gradcam_volume(model, prediction, image).array.astype(np.float64)
+    total = float(heat.sum())
+    return float(heat[region].sum() / total) if total > 0 else math.nan
+
+
+def evaluate_model(model_path: Path, test: list[Case], severities: tuple[int, ...], gradcam: bool = False
+                   ) -> list[dict]:
+    """Per test case and artifact severity: tumor_type probabilities and per-label Dice and IoU; with ``gradcam``
+    also ``gradcam_tumor_share`` (:func:`gradcam_tumor_share`) on the clean tumor-bearing volumes."""
     from volgan.inference import load_model, predict
     from volgan.metrics import confusion_counts, dice_iou
 
@@ -473,16 +490,19 @@ def evaluate_model(model_path: Path, test: list[Case], severities: tuple[int, ..
             prediction = predict(model, image)
             counts = confusion_counts(prediction.label.array, label.array)
             scores = {k: dice_iou(v) for k, v in counts.items()}
-            rows.append({"case": case.name, "tumor_type": int(case.tumor_type), "severity": severity,
-                         "probabilities": [round(float(p), 6) for p in prediction.type_probabilities],
-                         "dice": {str(k): d for k, (d, _) in scores.items()},
-                         "iou": {str(k): i for k, (_, i) in scores.items()}})
+            row = {"case": case.name, "tumor_type": int(case.tumor_type), "severity": severity,
+                   "probabilities": [round(float(p), 6) for p in prediction.type_probabilities],
+                   "dice": {str(k): d for k, (d, _) in scores.items()},
+                   "iou": {str(k): i for k, (_, i) in scores.items()}}
+            if gradcam and severity == 0:
+                row["gradcam_tumor_share"] = gradcam_tumor_share(model, prediction, image, label)
+            rows.append(row)
     return rows
 
 
-def _evaluate(folder: Path, out: Path, run_key: str) -> None:
+def _evaluate(folder: Path, out: Path, run_key: str, gradcam: bool = False) -> None:
     _, test = real_cases(out)
-    rows = evaluate_model(out / "stages" / run_key / "models" / FINAL_MODEL, test, (0, 1, 2, 3))
+    rows = evaluate_model(out / "stages" / run_key / "models" / FINAL_MODEL, test, (0, 1, 2, 3), gradcam)
     write_text(folder / "eval.json", json.dumps(strict_json(rows)) + "\n")
 
 
@@ -559,16 +579,20 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
         synthetic[n] = [f"synth_{i:05d}" for i in range(profile.synthetic)]
     arms = plan_arms(profile, pool, synthetic)
     runs: dict[str, Stage] = {}
+    gradcam_runs = {run_key(a, profile)[0] for a in arms if a.section == "augmentation" and a.arm in GRADCAM_ARMS}
     for arm in arms:
         key, config, deps = run_key(arm, profile)
-        if key not in runs:
-            runs[key] = Stage(key, "run", f"spine_segcls {arm.section} {arm.arm}"
-                              + (f" (real pool {arm.real_pool})" if arm.real_pool else "") + f", seed {arm.seed}",
-                              config, deps, lambda f, c=config: _train_segcls(f, out, c, progress))
-            evaluation = eval_key(key)
-            runs[evaluation] = Stage(evaluation, "eval", f"evaluate {key} on {len(test)} test volumes × 4 conditions",
-                                     {"test": _names(test), "severities": [0, 1, 2, 3], "model": FINAL_MODEL},
-                                     ("data", key), lambda f, k=key: _evaluate(f, out, k))
+        if key in runs:
+            continue
+        runs[key] = Stage(key, "run", f"spine_segcls {arm.section} {arm.arm}"
+                          + (f" (real pool {arm.real_pool})" if arm.real_pool else "") + f", seed {arm.seed}",
+                          config, deps, lambda f, c=config: _train_segcls(f, out, c, progress))
+        evaluation, gradcam = eval_key(key), key in gradcam_runs
+        runs[evaluation] = Stage(evaluation, "eval", f"evaluate {key} on {len(test)} test volumes × 4 conditions"
+                                 + (" and Grad-CAM" if gradcam else ""),
+                                 {"test": _names(test), "severities": [0, 1, 2, 3], "model": FINAL_MODEL,
+                                  **({"gradcam": "tumor share, dilation 2"} if gradcam else {})},
+                                 ("data", key), lambda f, k=key, g=gradcam: _evaluate(f, out, k, g))
     stages += list(runs.values())
     full = max(profile.pool_sizes)
     reference = next(a for a in arms if a.section == "sweep" and a.share == 0.0 and a.seed == 0)

@@ -46,8 +46,16 @@ DEFINITIONS = [
     "difference: arm minus reference with the same seed, on the same bootstrap replicates; 'within noise' when "
     "its 95% CI includes 0.",
     "Every segmenter-classifier gets the same number of training-volume presentations, so arms with more "
-    "volumes (GAN data added) do not get more optimisation steps. 20% of each training set is held out for "
-    "validation, as in seed 2; the model after the last epoch is the one evaluated.",
+    "volumes (GAN data added) do not get more optimisation steps. Each trains on exactly its arm's real and "
+    "synthetic volumes (trained_on.json in its stage folder; nothing is held out, unlike the 20% validation split "
+    "of arXiv 2506.17165, because the model evaluated is the one after the last epoch, models/model_final.pt as the "
+    "bundle writes it), and every batch keeps the arm's real:synthetic ratio to within one volume.",
+    "Claims: arXiv 2506.17165 is 'Proportional Sensitivity in GAN-Augmented Brain Tumor Classification Using "
+    "Convolutional Neural Network'; Ainapure et al. is 'Performance Comparison of GAN-Augmented and Traditional CNN "
+    "Models for Spinal Cord Tumor Detection'. Each claim is a contrast of arms on the same bootstrap replicates; "
+    "'supported' when its 95% CI lies wholly on the side the claim predicts, 'contradicted' when wholly on the "
+    "other, 'within noise' otherwise. Grad-CAM tumor share: the share of the Grad-CAM map's mass (tumor class, "
+    "volgan.gradcam) inside the reference tumor dilated by 2 voxels, per clean tumor-bearing test volume.",
     "Artifacts (robustness): bias field, rigid motion, ghosting, blur and Gaussian noise at fixed strengths "
     "for severity 1-3 (volgan.transforms.artifacts), applied to the test image before inference.",
 ]
@@ -60,6 +68,12 @@ DEFINITIONS = [
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+
+
+def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` (n, NaN = left out) under each row of ``weights`` (R × n case counts) → (R,)."""
+    ok = np.isfinite(values)
+    return _ratio(weights[:, ok] @ values[ok], weights[:, ok].sum(1))
 
 
 def weighted_metrics(probabilities: np.ndarray, truth: np.ndarray, tumor_dice: np.ndarray, tumor_iou: np.ndarray,
@@ -77,8 +91,7 @@ def weighted_metrics(probabilities: np.ndarray, truth: np.ndarray, tumor_dice: n
     auc = _ratio(np.einsum("rp,pq,rq->r", w[:, pos], beats, w[:, neg]), w[:, pos].sum(1) * w[:, neg].sum(1))
 
     def mean_of(values):
-        ok = np.isfinite(values)
-        return _ratio(w[:, ok] @ values[ok], w[:, ok].sum(1))
+        return weighted_mean(values, w)
 
     return {"accuracy": _ratio(tp + tn, w.sum(1)), "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
             "f1": _ratio(2 * tp, 2 * tp + fp + fn), "auc": auc,
@@ -152,7 +165,22 @@ def aggregate(arms: list[dict], evals: dict[str, list[dict]], replicates: Replic
             per_seed = [weighted_metrics(*case_arrays(evals[by_seed[s]], severity, test_order), replicates.cases)
                         for s in seeds]
             matrices[key, severity] = {m: np.stack([p[m] for p in per_seed]) for m in METRICS}
+            shares = [gradcam_shares(evals[by_seed[s]], severity, test_order) for s in seeds]
+            if all(v is not None for v in shares):
+                matrices[key, severity][GRADCAM] = np.stack([weighted_mean(v, replicates.cases) for v in shares])
     return matrices
+
+
+GRADCAM = "gradcam_tumor_share"
+
+
+def gradcam_shares(rows: list[dict], severity: int, order: list[str]) -> np.ndarray | None:
+    """Each case's Grad-CAM tumor share at ``severity`` in ``order`` (NaN where it has no tumor), or None when the
+    evaluation did not measure it."""
+    by_case = {r["case"]: r for r in rows if r["severity"] == severity}
+    if not all(GRADCAM in by_case[c] for c in order):
+        return None
+    return np.array([math.nan if by_case[c][GRADCAM] is None else float(by_case[c][GRADCAM]) for c in order])
 
 
 def _reference(key: tuple) -> tuple:
@@ -176,6 +204,87 @@ def build_results(arms: list[dict], matrices: dict, replicates: Replicates) -> l
                 row["difference"] = {"vs": ref[2], **{k: diff[k] for k in ("mean", "ci_low", "ci_high",
                                                                                  "within_noise")}}
             rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------
+# The two papers' claims, tested
+
+SEED_1 = ("Ainapure et al., Performance Comparison of GAN-Augmented and Traditional CNN Models for Spinal Cord "
+          "Tumor Detection")
+SEED_2 = ("Proportional Sensitivity in GAN-Augmented Brain Tumor Classification Using Convolutional Neural "
+          "Network, arXiv 2506.17165")
+
+
+def claim_specs(pools: list[int]) -> list[dict]:
+    """Each claim as a contrast: ``terms`` are (coefficient, group key, severity index, metric), ``expect`` the
+    sign the claim predicts. "Scarce data" is the smallest real pool of the augmentation comparison."""
+    clean, severe, scarce = 0, len(SEVERITIES) - 1, min(pools)
+
+    def sweep(arm):
+        return ("sweep", 0, arm)
+
+    def aug(arm):
+        return ("augmentation", scarce, arm)
+
+    specs = []
+    for metric in ("accuracy", "auc"):
+        specs.append({"claim": "performance peaks at a small synthetic share: 90:10 beats 100:0", "source": SEED_2,
+                      "metric": metric, "comparison": "90:10 − 100:0", "expect": 1,
+                      "terms": [(1, sweep("90:10"), clean, metric), (-1, sweep("100:0"), clean, metric)]})
+    for metric in ("accuracy", "auc"):
+        specs.append({"claim": "performance falls as the synthetic share grows towards 100%", "source": SEED_2,
+                      "metric": metric, "comparison": "0:100 − 90:10", "expect": -1,
+                      "terms": [(1, sweep("0:100"), clean, metric), (-1, sweep("90:10"), clean, metric)]})
+    specs.append({"claim": "at 100% synthetic, recall falls more than precision", "source": SEED_2,
+                  "metric": "recall − precision", "comparison": "(recall change) − (precision change), 0:100 − 100:0",
+                  "expect": -1,
+                  "terms": [(1, sweep("0:100"), clean, "recall"), (-1, sweep("100:0"), clean, "recall"),
+                            (-1, sweep("0:100"), clean, "precision"), (1, sweep("100:0"), clean, "precision")]})
+    for metric in ("accuracy", "recall"):
+        specs.append({"claim": f"GAN-augmented training beats traditional training on scarce data (real pool "
+                               f"{scarce})", "source": SEED_1, "metric": metric, "comparison": "gan − none",
+                      "expect": 1, "terms": [(1, aug("gan"), clean, metric), (-1, aug("none"), clean, metric)]})
+    for metric in ("accuracy", "auc"):
+        specs.append({"claim": f"the GAN arm is more robust to MRI artifacts (real pool {scarce})", "source": SEED_1,
+                      "metric": metric, "comparison": "(gan severe − gan clean) − (none severe − none clean)",
+                      "expect": 1, "terms": [(1, aug("gan"), severe, metric), (-1, aug("gan"), clean, metric),
+                                             (-1, aug("none"), severe, metric), (1, aug("none"), clean, metric)]})
+    specs.append({"claim": f"Grad-CAM attention is sharper on tumor regions with GAN augmentation (real pool "
+                           f"{scarce})", "source": SEED_1, "metric": "Grad-CAM tumor share",
+                  "comparison": "gan − none", "expect": 1,
+                  "terms": [(1, aug("gan"), clean, GRADCAM), (-1, aug("none"), clean, GRADCAM)]})
+    return specs
+
+
+def claims(matrices: dict, replicates: Replicates, pools: list[int]) -> list[dict]:
+    """The papers' claims as rows {claim, source, metric, comparison, difference {mean, ci_low, ci_high},
+    verdict}: "supported" when the 95% CI of the contrast lies wholly on the side the claim predicts,
+    "contradicted" when wholly on the other, "within noise" when it includes 0 (or the contrast is undefined:
+    then ``note`` says why)."""
+    rows = []
+    for spec in claim_specs(pools):
+        missing = [f"{k[2]} {m}" for _, k, sev, m in spec["terms"] if m not in matrices.get((k, sev), {})]
+        row = {k: spec[k] for k in ("claim", "source", "metric", "comparison")}
+        if missing:
+            row.update(difference={"mean": None, "ci_low": None, "ci_high": None}, verdict="within noise",
+                       note=f"not measured: {', '.join(sorted(set(missing)))}")
+            rows.append(row)
+            continue
+        contrast = sum(c * matrices[k, sev][m] for c, k, sev, m in spec["terms"])
+        d = replicates.summarize(contrast)
+        low, high, e = d["ci_low"], d["ci_high"], spec["expect"]
+        if not (math.isfinite(low) and math.isfinite(high)):
+            verdict, note = "within noise", "undefined on these models (a metric without a value, e.g. precision "\
+                                            "when no volume is called a tumor)"
+        else:
+            verdict = "supported" if e * low > 0 and e * high > 0 else \
+                "contradicted" if e * low < 0 and e * high < 0 else "within noise"
+            note = None
+        row.update(difference={"mean": d["mean"], "ci_low": low, "ci_high": high}, verdict=verdict)
+        if note:
+            row["note"] = note
+        rows.append(row)
     return rows
 
 
@@ -269,6 +378,21 @@ def _summary_rows(groups: dict[str, dict[str, dict]]) -> list[list[str]]:
 
 def _difference_rows(groups: dict[str, dict[str, dict]]) -> list[list[str]]:
     return [[arm, *[_diff_cell(cells[m].get("difference")) for m in KEY_METRICS]] for arm, cells in groups.items()]
+
+
+def claims_table(rows: list[dict], gradcam: dict) -> tuple[str, list[str], list[list[str]]]:
+    """The claims as the report's opening table (and the Grad-CAM tumor share per arm under it)."""
+    body = []
+    for r in rows:
+        d = r["difference"]
+        cell = "–" if d["mean"] is None else f"{d['mean']:+.3f} [{fmt(d['ci_low'])}, {fmt(d['ci_high'])}]"
+        body.append([r["claim"], "arXiv 2506.17165" if "arXiv" in r["source"] else "Ainapure et al.",
+                     r["metric"], r["comparison"], cell, r["verdict"] + (f" ({r['note']})" if r.get("note") else "")])
+    for arm, v in gradcam.items():
+        body.append([f"Grad-CAM tumor share, {arm}", "measured", "Grad-CAM tumor share", "mean [95% CI]",
+                     f"{fmt(v['mean'])} [{fmt(v['ci_low'])}, {fmt(v['ci_high'])}]", ""])
+    return ("Claims of the two papers, tested on this study (clean real test set unless stated)",
+            ["claim", "source", "metric", "comparison", "difference [95% CI]", "verdict"], body)
 
 
 def tables(rows: list[dict], pools: list[int], quality: dict | None) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -411,7 +535,8 @@ def write_study_report(folder: Path, out: Path, profile, arms: list[dict], real:
     evals = {a["eval"]: json.loads((stages / a["eval"] / "eval.json").read_text(encoding="utf-8")) for a in arms}
     test_order = sorted({r["case"] for rows in evals.values() for r in rows})
     replicates = Replicates(len(test_order), profile.seeds, profile.bootstrap, profile.seed)
-    rows = build_results(arms, aggregate(arms, evals, replicates, test_order), replicates)
+    matrices = aggregate(arms, evals, replicates, test_order)
+    rows = build_results(arms, matrices, replicates)
     pools = sorted({a["real_pool"] for a in arms if a["section"] == "augmentation"})
     degenerate = degenerate_classifiers(arms, evals)
     quality_dir = stages / "quality" / "quality"
@@ -421,7 +546,13 @@ def write_study_report(folder: Path, out: Path, profile, arms: list[dict], real:
     document = {
         "profile": asdict(profile), "data": str(real) if real else "phantom",
         "n": {"test": len(test_order), "seeds": profile.seeds, "trained_models": len({a["eval"] for a in arms})},
+        "claims": claims(matrices, replicates, pools),
+        "gradcam_tumor_share": {f"pool {k[1]}, {k[2]}": replicates.summarize(v[GRADCAM])
+                                for (k, sev), v in matrices.items() if sev == 0 and GRADCAM in v},
         "degenerate_classifiers": degenerate,
+        "arms": [{"section": a["section"], "arm": a["arm"], "seed": a["seed"], "real_pool": a["real_pool"],
+                  "synthetic_share": a["share"], "n_real": len(a["real"]), "n_synthetic": len(a["synthetic"]),
+                  "run": "run-" + a["eval"].removeprefix("eval-")} for a in arms],
         "findings": findings(rows, pools, degenerate), "results": rows, "quality": quality,
         "stage_seconds": {k: v["seconds"] for k, v in manifest.items()}, "definitions": DEFINITIONS,
     }
@@ -429,9 +560,10 @@ def write_study_report(folder: Path, out: Path, profile, arms: list[dict], real:
     figures = _figures(document["results"], pools, folder / "figures", quality_dir / "quality.png")
     header = [f"Data: {document['data']}; profile {profile.name} ({profile.size}³ voxels of {profile.spacing} mm); "
               f"{len(test_order)} real test volumes, equal per tumor_type; {profile.seeds} seeds per configuration; "
-              f"{document['n']['trained_models']} segmenter-classifiers trained.", "Findings:",
-              *[f"- {line}" for line in document["findings"]]]
-    table_list = tables(document["results"], pools, quality)
+              f"{document['n']['trained_models']} segmenter-classifiers trained."]
+    table_list = [claims_table(document["claims"], document["gradcam_tumor_share"]),
+                  ("Findings", ["finding"], [[line] for line in document["findings"]]),
+                  *tables(document["results"], pools, quality)]
     write_text(folder / "study.json", json.dumps(document, indent=1) + "\n")
     write_text(folder / "study.csv", to_csv(document["results"]))
     write_text(folder / "report.md", markdown_page(TITLE, header, table_list, figures, DEFINITIONS))

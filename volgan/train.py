@@ -260,7 +260,11 @@ class CheckpointSaver(MonaiCheckpointSaver):
     """MONAI's :class:`~monai.handlers.CheckpointSaver` with its files saved through :class:`ReplaceAfterSave`:
     MONAI writes in place, and ignite removes the old file before writing the new one, so a run killed during a
     save lost its checkpoint (a corrupt file, or none); here the previous one stays whole until the new one is
-    complete. Same arguments."""
+    complete. A run that ends in an exception writes no "final" file (MONAI's saves one then): the network of
+    a crashed run is not the final one. Same arguments."""
+
+    def exception_raised(self, engine, e: BaseException) -> None:
+        raise e
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
