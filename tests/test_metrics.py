@@ -1,4 +1,4 @@
-"""Metric agreement with MONAI and nnU-Net's counting, DESIGN.md's empty-case rules, classification figures."""
+"""Metric agreement with MONAI and nnU-Net's counting, docs/design.md's empty-case rules, classification figures."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_agreement_with_monai_and_nnunet_counting(pair):
     monai = monai_reference(pred, ref, 1.5)
     compared = 0
     for k in range(1, 6):
-        if ours[k]["n_ref"] and ours[k]["n_pred"]:  # empty sides follow DESIGN.md, not MONAI (tested below)
+        if ours[k]["n_ref"] and ours[k]["n_pred"]:  # empty sides follow docs/design.md, not MONAI (tested below)
             compared += 1
             for key in ("Dice", "IoU", "HD95", "NSD"):
                 assert ours[k][key] == pytest.approx(float(monai[key][k - 1]), abs=1e-6), (k, key)

@@ -1,6 +1,6 @@
 """volgan: 3D volumetric toolkit for spinal MRI built on MONAI.
 
-Label numbers and tumor classes are the contract of DESIGN.md and live in :mod:`volgan.labels`.
+Label numbers and tumor classes are the contract of docs/design.md and live in :mod:`volgan.labels`.
 """
 
 from volgan.errors import VolganInputError

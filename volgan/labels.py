@@ -1,4 +1,4 @@
-"""Label and class numbers shared by every file, network and report (DESIGN.md)."""
+"""Label and class numbers shared by every file, network and report (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Segmentation and classification metrics, with the definitions of DESIGN.md.
+"""Segmentation and classification metrics, with the definitions of docs/design.md.
 
 Segmentation, per case and label (1–5), from integer label maps and the header's spacing (mm):
 

@@ -2,7 +2,7 @@
 
 ``SegClsNet(x)`` with ``x`` of shape (B, 1, X, Y, Z), X, Y, Z divisible by 2**len(strides), returns
 ``(seg_logits, cls_logits)`` of shapes (B, 6, X, Y, Z) and (B, 4): the six labels and the four
-``tumor_type`` classes of DESIGN.md. The head sees the bottleneck (average- and max-pooled) and the
+``tumor_type`` classes of docs/design.md. The head sees the bottleneck (average- and max-pooled) and the
 segmentation's own softmax (per-label mean and maximum over the volume), so that a segmented tumor, and
 where it sits, informs the class.
 """

@@ -3,7 +3,7 @@
 A case is a spine segment of 3–5 vertebrae (body and posterior elements) with discs between them,
 the canal filled with CSF and the cord inside it, in muscle and fat, drawn in millimetres on a RAS
 grid and then given T1- or T2-weighted intensities, partial-volume blur, a bias field and Rician
-noise. Tumors of the three types of DESIGN.md are placed where their type says. Anatomy is scaled
+noise. Tumors of the three types of docs/design.md are placed where their type says. Anatomy is scaled
 to the field of view (a 96 mm field, 64 voxels of 1.5 mm, holds a natural-size lumbar segment).
 
 Every case depends only on ``(seed, index)`` and the :class:`PhantomConfig`, so datasets can be made in
@@ -28,7 +28,7 @@ from volgan.io import Volume, reorient, staged_output_dir, write_nifti
 from volgan.labels import TUMOR_LABEL
 from volgan.summary import case_stats
 
-# Label numbers (DESIGN.md).
+# Label numbers (docs/design.md).
 BACKGROUND, VERTEBRA, DISC, CORD, CSF = 0, 1, 2, 3, 4
 
 # Tissue intensities (arbitrary units, 1.0 = fat on T1) before per-case jitter.

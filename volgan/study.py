@@ -1,4 +1,4 @@
-"""The study (DESIGN.md, "Study protocol"): the ratio sweep and the augmentation comparison in one command.
+"""The study (docs/design.md, "Study protocol"): the ratio sweep and the augmentation comparison in one command.
 
 ``run_study(out, profile)`` builds a plan of stages and runs the ones whose configuration changed. Each
 stage writes into ``OUT/stages/<key>`` (built in a hidden ``.partial`` folder, renamed when finished) and

@@ -143,7 +143,7 @@ def tumor_site(label: np.ndarray) -> int:
     return 1 if share[3] >= share[4] else 2
 
 
-TUMOR_HOSTS = {1: (3,), 2: (4,), 3: (1,)}  # DESIGN.md: in the cord; in the canal outside the cord; in a vertebra
+TUMOR_HOSTS = {1: (3,), 2: (4,), 3: (1,)}  # docs/design.md: in the cord; in the canal outside the cord; in a vertebra
 
 
 def grow_region(score: np.ndarray, size: int, preferred: np.ndarray | None = None) -> np.ndarray:
