@@ -68,11 +68,9 @@ def add_phantom_parser(sub) -> None:
 
 
 def run_phantom(args) -> int:
-    from volgan.io import check_writable_dir
     from volgan.phantom import PhantomConfig, make_dataset
     from volgan.summary import format_summary
 
-    check_writable_dir(args.out)
     try:
         config = PhantomConfig(size=args.size, spacing=args.spacing, contrast=args.contrast,
                                tumor_fraction=args.tumor_fraction, types=_types(args.types),
@@ -123,11 +121,8 @@ def add_infer_parser(sub) -> None:
 
 
 def run_infer(args) -> int:
-    from volgan.inference import check_overlap, load_model, run_inference
-    from volgan.io import check_writable_dir
+    from volgan.inference import load_model, run_inference
 
-    check_overlap(args.overlap)
-    check_writable_dir(args.out)
     model = load_model(args.model, args.device)
     rows = run_inference(model, args.input, args.out, gradcam=args.gradcam, overlap=args.overlap,
                          overwrite=args.overwrite, progress=sys.stderr.isatty(), precision=args.precision)

@@ -21,7 +21,16 @@ import torchio as tio
 from monai.inferers import sliding_window_inference
 
 from volgan.errors import VolganInputError
-from volgan.io import Volume, atomic_path, is_nifti, read_volume, strip_nifti_suffix, write_nifti, write_text
+from volgan.io import (
+    Volume,
+    atomic_path,
+    first_line,
+    is_nifti,
+    read_volume,
+    strip_nifti_suffix,
+    write_nifti,
+    write_text,
+)
 from volgan.labels import TUMOR_TYPES
 from volgan.network import SegClsNet
 from volgan.transforms import Preprocessing, model_grid, normalize_intensity, resample
@@ -186,12 +195,6 @@ def check_overlap(overlap: float) -> float:
     return overlap
 
 
-def _one_line(path: Path, exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return f"{path}: {text[:160]}"
-
-
 def _previous_rows(table_json: Path) -> list[dict]:
     try:
         rows = json.loads(table_json.read_text(encoding="utf-8"))
@@ -258,7 +261,7 @@ def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str 
         except (KeyboardInterrupt, SystemExit, MemoryError):
             raise
         except Exception as exc:  # noqa: BLE001 - one bad volume must not abort the batch
-            row["error"] = _one_line(path, exc)
+            row["error"] = f"{path}: {type(exc).__name__}: {first_line(exc)}"
         if row["error"]:
             earlier = out / f"{output_stem(path)}_seg.nii.gz"
             if earlier.exists():

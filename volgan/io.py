@@ -93,11 +93,11 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types for files that are not NIfTI
-        raise VolganInputError(path, f"not a readable NIfTI volume ({_short(exc)})") from None
+        raise VolganInputError(path, f"not a readable NIfTI volume ({first_line(exc)})") from None
     try:
         array = np.asanyarray(img.dataobj)
     except Exception as exc:  # EOFError, zlib.error, OSError, ValueError on truncated data
-        raise VolganInputError(path, f"truncated or corrupt voxel data ({_short(exc)})") from None
+        raise VolganInputError(path, f"truncated or corrupt voxel data ({first_line(exc)})") from None
     return np.asarray(array), np.asarray(img.affine, dtype=np.float64)
 
 
@@ -117,7 +117,7 @@ def _read_dicom_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise VolganInputError(path, f"unreadable DICOM series ({_short(exc)})") from None
+        raise VolganInputError(path, f"unreadable DICOM series ({first_line(exc)})") from None
     array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (z, y, x) -> (i, j, k)
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     affine = np.eye(4)
@@ -215,7 +215,8 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def _short(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line of at most 120 characters (its type name when it has no message)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text if len(text) < 120 else text[:117] + "..."
 
@@ -232,12 +233,12 @@ def check_writable_dir(out: str | os.PathLike) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise VolganInputError(out, f"cannot be created ({exc.strerror or _short(exc)})") from None
+        raise VolganInputError(out, f"cannot be created ({exc.strerror or first_line(exc)})") from None
     target = out if out.exists() else out.parent
     try:  # a real write, not os.access: root passes access checks on read-only file systems
         os.rmdir(tempfile.mkdtemp(prefix=".volgan-probe-", dir=target))
     except OSError as exc:
-        raise VolganInputError(out, f"cannot be written ({exc.strerror or _short(exc)} in {target})") from None
+        raise VolganInputError(out, f"cannot be written ({exc.strerror or first_line(exc)} in {target})") from None
 
 
 @contextmanager
@@ -259,12 +260,12 @@ def staged_output_dir(out: str | os.PathLike, names: tuple[str, ...], overwrite:
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     except OSError as exc:
-        raise VolganInputError(out, f"cannot be written ({exc.strerror or _short(exc)})") from None
+        raise VolganInputError(out, f"cannot be written ({exc.strerror or first_line(exc)})") from None
     try:
         try:
             yield staging
         except OSError as exc:
-            raise VolganInputError(out, f"could not be written ({exc.strerror or _short(exc)}); nothing was "
+            raise VolganInputError(out, f"could not be written ({exc.strerror or first_line(exc)}); nothing was "
                                         "changed there") from None
         out.mkdir(exist_ok=True)
         trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
