@@ -3,8 +3,10 @@
 A case is a spine segment of 3–5 vertebrae (body and posterior elements) with discs between them,
 the canal filled with CSF and the cord inside it, in muscle and fat, drawn in millimetres on a RAS
 grid and then given T1- or T2-weighted intensities, partial-volume blur, a bias field and Rician
-noise. Tumors of the three types of docs/design.md are placed where their type says. Anatomy is scaled
-to the field of view (a 96 mm field, 64 voxels of 1.5 mm, holds a natural-size lumbar segment).
+noise. Tumors of the three types of docs/design.md are placed where their type says. By default anatomy is
+scaled to the field of view (a 96 mm field, 64 voxels of 1.5 mm, holds a natural-size lumbar segment); with
+``anatomy_field_mm`` set, it is drawn for that field and the grid shows its centre, so a small grid holds a
+crop of the spine at natural size instead of a shrunken spine.
 
 Every case depends only on ``(seed, index)`` and the :class:`PhantomConfig`, so datasets can be made in
 parallel or extended without changing the cases already made.
@@ -52,7 +54,9 @@ class PhantomConfig:
     inferior-superior) before reorientation. ``orientation`` is an axis code such as ``"LPS"`` or
     ``"random"`` (a code per case from :data:`ORIENTATIONS`). ``tumor_fraction`` of the cases carry a
     tumor, split evenly over ``types``; ``overlap_fraction`` of the tumors have a contrast within
-    ±8% of the tissue they sit in.
+    ±8% of the tissue they sit in. ``anatomy_field_mm`` (None: the grid's own field) is the cubic field, in
+    mm, that the anatomy is scaled to: :data:`REFERENCE_FOV_MM` draws it at natural size whatever the grid,
+    and a grid smaller than that field shows the centre of it (every tumor lies inside the grid).
     """
 
     size: tuple[int, int, int] = (64, 64, 64)
@@ -65,6 +69,7 @@ class PhantomConfig:
     noise: float = 0.025  # Rician noise sigma relative to the fat intensity
     blur: float = 0.6  # partial-volume blur, Gaussian sigma in voxels
     bias: float = 0.3  # bias-field polynomial coefficient range
+    anatomy_field_mm: float | None = None
 
     def __post_init__(self):
         if self.contrast not in INTENSITY:
@@ -77,6 +82,8 @@ class PhantomConfig:
             raise ValueError(f"size must be three numbers of at least 16 voxels, got {self.size}")
         if len(self.spacing) != 3 or not all(0 < s < float("inf") for s in self.spacing):
             raise ValueError(f"spacing must be three positive finite numbers in mm, got {self.spacing}")
+        if self.anatomy_field_mm is not None and not 16.0 <= self.anatomy_field_mm <= 1000.0:
+            raise ValueError(f"anatomy field must lie in 16 … 1000 mm, got {self.anatomy_field_mm}")
         if self.orientation != "random":
             try:
                 assert len(self.orientation) == 3
@@ -117,7 +124,8 @@ def generate_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()
     fov = np.asarray(shape) * spacing
 
     x, y, z = _local_coordinates(rng, shape, spacing, fov)
-    anatomy = _Anatomy(rng, fov, spacing, x, y, z)
+    field = fov if config.anatomy_field_mm is None else np.full(3, float(config.anatomy_field_mm))
+    anatomy = _Anatomy(rng, field, spacing, x, y, z, visible_z=fov[2] / 2.0)
     tumor, tumor_info = anatomy.place_tumor(rng, tumor_type, spacing)
     label = anatomy.label_map(tumor)
     image = _appearance(rng, config, anatomy, tumor, tumor_type)
@@ -155,12 +163,14 @@ def _ellipse(u, v, cu, cv, ru, rv):
 
 
 class _Anatomy:
-    """The spine's geometry in mm, drawn once per case; masks are boolean arrays of the grid's shape."""
+    """The spine's geometry in mm, drawn once per case for a field of ``fov`` mm; masks are boolean arrays of
+    the grid's shape. Tumors are centred within ``visible_z`` mm of the grid's centre along the spine."""
 
-    def __init__(self, rng, fov, spacing, x, y, z):
+    def __init__(self, rng, fov, spacing, x, y, z, visible_z: float | None = None):
         s = min(fov[0], fov[1]) / REFERENCE_FOV_MM * rng.uniform(0.9, 1.1)
         self.scale, self.z = s, z
         length = fov[2]
+        self.visible_z = length / 2.0 if visible_z is None else min(visible_z, length / 2.0)
         # Sagittal (lordosis) and coronal (scoliosis) curvature of the centre line.
         phase = rng.uniform(0, 2 * math.pi)
         bend_ap, bend_lr = rng.uniform(0, 6) * s, rng.uniform(0, 3) * s
@@ -231,6 +241,11 @@ class _Anatomy:
         diameter = rng.uniform(4.0, 25.0) * s  # longest extent, mm
         z_lo = self.z0 + 0.3 * self.period
         z_hi = self.z0 + (self.n_vertebrae - 0.3) * self.period
+        levels = np.arange(self.n_vertebrae)
+        if self.visible_z < (z_hi - z_lo) / 2.0:  # a crop of a larger field: keep the tumor inside the grid
+            z_lo, z_hi = max(z_lo, -0.6 * self.visible_z), min(z_hi, 0.6 * self.visible_z)
+            centres = np.abs(self.z0 + (levels + self.fill / 2.0) * self.period)
+            levels = levels[centres <= max(0.7 * self.visible_z, centres.min())]
         for attempt in range(6):
             half = max(diameter / 2.0 * 1.3**attempt, 1.2 * min_voxel)
             if tumor_type == 1:
@@ -259,7 +274,7 @@ class _Anatomy:
                 host = self.canal & ~self.cord
             else:
                 self.canal, self.cord = self.canal_and_cord()
-                level = int(rng.integers(self.n_vertebrae))
+                level = int(levels[rng.integers(len(levels))])
                 zc = self.z0 + (level + self.fill / 2.0) * self.period
                 centre = (rng.uniform(-0.3, 0.3) * self.body_r[0],
                           self.body_u + rng.uniform(-0.3, 0.3) * self.body_r[1], zc)

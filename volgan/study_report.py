@@ -162,6 +162,8 @@ def aggregate(arms: list[dict], evals: dict[str, list[dict]], replicates: Replic
     for key, by_seed in groups.items():
         seeds = sorted(by_seed)
         for severity in range(len(SEVERITIES)):
+            if not all(any(r["severity"] == severity for r in evals[by_seed[s]]) for s in seeds):
+                continue  # the sweep's arms are evaluated on the clean test set only
             per_seed = [weighted_metrics(*case_arrays(evals[by_seed[s]], severity, test_order), replicates.cases)
                         for s in seeds]
             matrices[key, severity] = {m: np.stack([p[m] for p in per_seed]) for m in METRICS}

@@ -10,12 +10,13 @@ from ignite.handlers.checkpoint import BaseSaveHandler
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from monai.handlers import CheckpointSaver as MonaiCheckpointSaver
+from monai.inferers import SimpleInferer
 from monai.losses import DiceCELoss
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
 from volgan.errors import NonFiniteTraining
-from volgan.labels import NUM_LABELS
+from volgan.labels import NUM_LABELS, TUMOR_LABEL
 
 
 def prepare_batch(batch: dict, device=None, non_blocking: bool = False, **kwargs):
@@ -27,11 +28,19 @@ def prepare_batch(batch: dict, device=None, non_blocking: bool = False, **kwargs
 
 
 class SegClsLoss(nn.Module):
-    """Dice + cross-entropy on the six labels plus ``cls_weight`` × cross-entropy on ``tumor_type``."""
+    """Dice + cross-entropy on the six labels plus ``cls_weight`` × cross-entropy on ``tumor_type``.
 
-    def __init__(self, cls_weight: float = 0.5):
+    ``batch_dice`` pools each label's Dice over the whole batch (nnU-Net's choice for 3D): a tumor-free volume
+    then does not ask for an empty tumor map on its own, which with per-volume Dice pulls every tumor
+    probability down and made the quick study's models predict no tumor at all. ``tumor_weight`` scales the tumor
+    label's share of both terms (MONAI's per-class ``weight``; 1 for the other labels)."""
+
+    def __init__(self, cls_weight: float = 0.5, batch_dice: bool = False, tumor_weight: float = 1.0):
         super().__init__()
-        self.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=True)
+        weight = torch.ones(NUM_LABELS)
+        weight[TUMOR_LABEL] = float(tumor_weight)
+        self.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=True, batch=bool(batch_dice),
+                                   weight=weight)
         self.cls_loss = nn.CrossEntropyLoss()
         self.cls_weight = cls_weight
 
@@ -135,6 +144,23 @@ class SmallInputFp32Conv3d(nn.Conv3d):
             with torch.autocast(device_type, enabled=False):
                 return super().forward(x.float())
         return super().forward(x)
+
+
+class AutocastInferer(SimpleInferer):
+    """MONAI's :class:`~monai.inferers.SimpleInferer` under bfloat16 autocast when ``enabled`` (on the input's
+    device type, CPU included, which MONAI's own ``amp`` switch does not cover), with every output returned in
+    float32 so that losses and metrics are computed in full precision. Outputs: the network's, same shapes."""
+
+    def __init__(self, enabled: bool = False):
+        super().__init__()
+        self.enabled = bool(enabled)
+
+    def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.enabled):
+            outputs = network(inputs, *args, **kwargs)
+        if isinstance(outputs, tuple | list):
+            return type(outputs)(o.float() for o in outputs)
+        return outputs.float()
 
 
 def fp32_small_convs(network: nn.Module) -> nn.Module:
