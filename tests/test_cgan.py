@@ -176,7 +176,15 @@ def test_quality_report_fields(cli, tmp_path, gan, real16):
     assert 0 < memo["chance_of_as_many"] <= 1
     assert memo["smoothed"]["synthetic_to_train"]["n"] == 8
     assert memo["smoothed"]["synthetic_to_train"]["min"] <= memo["synthetic_to_train"]["min"]
-    assert set(report["label_consistency"]["dice"]) == {"vertebra", "disc", "cord", "csf", "tumor"}
+    consistency = report["label_consistency"]
+    assert set(consistency["dice"]) == {"vertebra", "disc", "cord", "csf", "tumor"}
+    test_tumors = sum(c.tumor_type != 0 for c in read_datalist(real16).split("test"))
+    assert consistency["real_test"]["n"] == test_tumors and 0 <= consistency["real_test"]["tumor_dice"] <= 1
+    synth_cases = read_datalist(tmp_path / "s").cases
+    assert consistency["tumor_bearing"]["n"] == sum(c.tumor_type != 0 for c in synth_cases)
+    assert consistency["tumor_free"]["of"] == sum(c.tumor_type == 0 for c in synth_cases)
+    assert 0 <= consistency["tumor_free"]["with_tumor_found"] <= consistency["tumor_free"]["of"]
+    assert {t["met"] for t in consistency["targets"]} <= {True, False} and len(consistency["targets"]) == 6
     assert "resnet10" in report["feature_network"]
     pose = report["pose_spread"]
     from volgan.gan import training_stats
@@ -190,6 +198,50 @@ def test_quality_report_fields(cli, tmp_path, gan, real16):
     assert cli("quality", "--real", real16, "--synthetic", tmp_path / "s", "--out", tmp_path / "q2").code == 0
     missing = json.loads((tmp_path / "q2" / "quality.json").read_text(encoding="utf-8"))["label_consistency"]
     assert missing["model"] is None and "missing" in missing["note"]
+
+
+def test_synth_real_deformed_label_maps(cli, tmp_path, gan, real16):
+    """Label maps made from the pool's real training maps: every class where its class says, deterministic, each
+    case naming its source map (a training case, never a test one) and its label source."""
+    root, _ = gan
+    args = ["synth", "--checkpoint", root, "--cases", "8", "--label-source", "real-deformed", "--pool", real16]
+    assert cli(*args, "--out", tmp_path / "a", "--seed", "2").code == 0
+    assert cli(*args, "--out", tmp_path / "b", "--seed", "2").code == 0
+    data = read_datalist(tmp_path / "a")
+    meta = data.meta["volgan"]
+    training = {c.name for c in read_datalist(real16).split("training")}
+    assert meta["label_source"] == "real-deformed"
+    from volgan.synth import tumor_site
+
+    for case in data.cases:
+        info = meta["cases"][case.name]
+        assert info["label_source"] == "real-deformed" and info["from"] in training
+        label = read_volume(case.label, label=True).array
+        assert (label == 5).any() == (case.tumor_type != 0)
+        assert {1, 3, 4} <= set(np.unique(label).tolist())  # the anatomy of a real map
+        if info["site_verified"]:
+            assert tumor_site(label) == case.tumor_type
+        twin = read_volume(tmp_path / "b" / "labelsTr" / case.label.name, label=True).array
+        assert np.array_equal(label, twin)
+    assert sum(meta["cases"][c.name]["site_verified"] for c in data.cases) >= 6
+    result = cli("synth", "--checkpoint", root, "--cases", "2", "--label-source", "real-deformed", "--out",
+                 tmp_path / "c")
+    assert result.code == 2 and "--pool" in result.err and not (tmp_path / "c").exists()
+
+
+def test_tumor_removed_and_placed_in_its_host():
+    from volgan.phantom import generate_case
+    from volgan.synth import place_tumor, remove_tumor, tumor_site
+
+    case = generate_case(0, 1, PhantomConfig(size=(32, 32, 32), anatomy_field_mm=96.0))
+    label = case.label.array
+    assert case.tumor_type and (label == 5).any()
+    clean = remove_tumor(label)
+    assert not (clean == 5).any() and np.array_equal(clean[label != 5], label[label != 5])
+    noise = torch.Generator().manual_seed(0)
+    for tumor_type in (1, 2, 3):
+        placed = place_tumor(clean, tumor_type, 60, noise)
+        assert int((placed == 5).sum()) == 60 and tumor_site(placed) == tumor_type
 
 
 @pytest.mark.parametrize("args, needle", [

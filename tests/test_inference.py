@@ -113,3 +113,34 @@ def test_checkpoint_that_does_not_fit(cli, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     result = cli("infer", "--model", tmp_path / "junk.pt", "--input", tmp_path / "x.nii.gz", "--out", tmp_path / "o")
     assert result.code == 2 and "not a PyTorch checkpoint" in result.err and not (tmp_path / "o").exists()
+
+
+def test_tumor_call_from_the_segmentation():
+    from volgan.inference import (
+        MIN_TUMOR_MM3,
+        combine_type_probabilities,
+        tumor_evidence_mm3,
+        tumor_probability_from_segmentation,
+    )
+
+    label = np.zeros((12, 12, 12), np.uint8)
+    prob = np.full(label.shape, 0.01, np.float32)
+    assert tumor_evidence_mm3(prob, label, 3.375) == pytest.approx(1e-5)  # no tumor voxel: peak × 10⁻³
+    label[1:3, 1:3, 1:3] = 5          # 8 voxels
+    label[6:10, 6:10, 6:10] = 5       # 64 voxels: the largest component
+    prob[label == 5] = 0.75
+    assert tumor_evidence_mm3(prob, label, 3.375) == pytest.approx(64 * 0.75 * 3.375)
+    assert tumor_probability_from_segmentation(MIN_TUMOR_MM3) == pytest.approx(0.5)
+    assert tumor_probability_from_segmentation(0.0) == 0.0
+    assert tumor_probability_from_segmentation(4 * MIN_TUMOR_MM3) == pytest.approx(1 - 1 / 16)
+    combined = combine_type_probabilities(0.8, np.array([0.9, 0.05, 0.03, 0.02]))
+    assert combined == pytest.approx([0.2, 0.4, 0.24, 0.16])
+
+
+def test_prediction_keeps_the_head_and_the_evidence(model):
+    case = generate_case(0, 1, PhantomConfig(size=(32, 32, 32), anatomy_field_mm=96.0))
+    prediction = predict(model, case.image)
+    head = prediction.head_probabilities
+    assert head.shape == (4,) and abs(head.sum() - 1) < 1e-5 and prediction.tumor_evidence_mm3 >= 0
+    p_tumor = 1 - prediction.type_probabilities[0]
+    assert prediction.type_probabilities[1:] == pytest.approx(p_tumor * head[1:] / head[1:].sum(), abs=1e-6)

@@ -143,3 +143,29 @@ def test_datalist_records_generator_settings(phantom_dir):
     assert doc["volgan"]["seed"] == 7 and doc["volgan"]["config"]["size"] == [32, 32, 32]
     assert doc["labels"]["5"] == "tumor" and doc["numTraining"] + doc["numTest"] == 12
     assert all(e["source"] == "real" and e["tumor_type"] in (0, 1, 2, 3) for e in doc["training"] + doc["test"])
+
+
+def test_natural_size_anatomy_in_a_small_grid():
+    """``anatomy_field_mm=96`` draws a 32³ grid at 1.5 mm as the centre of a natural-size 96 mm field: tumors are
+    many times larger than with the anatomy shrunk to the 48 mm grid, and every tumor lies inside the grid."""
+    shrunk = PhantomConfig(size=(32, 32, 32))
+    natural = PhantomConfig(size=(32, 32, 32), anatomy_field_mm=96.0)
+    sizes = {0: [], 1: []}
+    for i in range(24):
+        a, b = generate_case(0, i, shrunk), generate_case(0, i, natural)
+        assert a.tumor_type == b.tumor_type
+        assert (b.label.array == 5).any() == (b.tumor_type != 0), f"case {i}: tumor outside the grid"
+        assert {1, 3, 4} <= set(np.unique(b.label.array).tolist())
+        if a.tumor_type:
+            sizes[0].append(int((a.label.array == 5).sum()))
+            sizes[1].append(int((b.label.array == 5).sum()))
+    assert np.median(sizes[1]) > 5 * np.median(sizes[0])
+    with pytest.raises(ValueError, match="anatomy field"):
+        PhantomConfig(anatomy_field_mm=float("nan"))
+
+
+def test_the_default_field_is_the_grid_itself():
+    """Without ``anatomy_field_mm`` a case is what it always was (the option changes no existing data set)."""
+    a = generate_case(4, 7, PhantomConfig(size=(32, 32, 32)))
+    b = generate_case(4, 7, PhantomConfig(size=(32, 32, 32), anatomy_field_mm=48.0))
+    assert np.array_equal(a.label.array, b.label.array) and np.array_equal(a.image.array, b.image.array)

@@ -156,3 +156,53 @@ def test_auto_precision_is_bf16_only_where_shown_to_train():
     assert bf16_autocast("auto", "cpu") is native_bf16()
     assert bf16_autocast("auto", "cuda") is False  # not yet shown on a GPU: fp32 unless asked
     assert bf16_autocast("true", "cuda") is True and bf16_autocast("false", "cpu") is False
+
+
+SEGCLS = ROOT / "bundles" / "spine_segcls"
+
+
+@pytest.mark.parametrize("size", [16, 32])
+@pytest.mark.parametrize("amp, env", PRECISIONS, ids=["fp32", "bf16", "bf16-avx512"])
+def test_segcls_trains_to_finite_weights(tmp_path, real_data, size, amp, env):
+    """spine_segcls under its own bf16 autocast (train#inferer); at 16³ its bottleneck is 2³ under a 3³ kernel."""
+    if amp == "true" and not native_bf16():
+        pytest.skip("this CPU has no native bfloat16")
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json", "--bundle_root",
+         str(tmp_path), "--dataset_dir", str(real_data[size]), "--spacing", f"[{48 / size},{48 / size},{48 / size}]",
+         "--patch", f"[{size},{size},{size}]", "--channels", "[4,8,16,32]", "--val_fraction", "0", "--max_epochs",
+         "3", "--amp", amp, "--progress", "false"], cwd=SEGCLS, capture_output=True, encoding="utf-8",
+        errors="replace", timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = torch.load(tmp_path / "models" / "model_final.pt", weights_only=True)
+    state = state.get("model", state)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_autocast_inferer_runs_bf16_and_returns_fp32():
+    from volgan.network import SegClsNet
+    from volgan.train import AutocastInferer
+
+    network = SegClsNet(channels=(4, 8, 16, 32))
+    x = torch.randn(1, 1, 16, 16, 16)
+    seen = []
+    network.seg_head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    seg, cls = AutocastInferer(enabled=True)(x, network)
+    assert seen == [torch.bfloat16] and seg.dtype == cls.dtype == torch.float32
+    seg, cls = AutocastInferer(enabled=False)(x, network)
+    assert seen[-1] == torch.float32
+
+
+def test_tumor_weight_and_batch_dice():
+    from volgan.train import SegClsLoss
+
+    torch.manual_seed(0)
+    seg = torch.randn(2, 6, 8, 8, 8)
+    cls = torch.randn(2, 4)
+    label = torch.zeros(2, 1, 8, 8, 8, dtype=torch.long)
+    label[0, 0, 2:5, 2:5, 2:5] = 5  # the second volume has no tumor
+    target = (label, torch.tensor([1, 0]))
+    plain = SegClsLoss()((seg, cls), target)
+    assert SegClsLoss(tumor_weight=5.0)((seg, cls), target) > plain
+    # per-volume Dice scores the tumor-free volume's empty tumor map on its own; batch Dice pools it
+    assert SegClsLoss(batch_dice=True)((seg, cls), target) != pytest.approx(float(plain))

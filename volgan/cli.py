@@ -59,6 +59,9 @@ def add_phantom_parser(sub) -> None:
                    help="tumor classes to draw: names or numbers (intramedullary intradural_extramedullary vertebral)")
     p.add_argument("--contrast", choices=["t1", "t2"], default="t2")
     p.add_argument("--orientation", default="RAS", help="axis code of the stored arrays (RAS, LPS, PIR, …) or random")
+    p.add_argument("--anatomy-field", type=float, default=None, metavar="MM",
+                   help="draw the anatomy for a cubic field of MM mm and show its centre (96: natural size whatever "
+                        "the grid); default: the anatomy is scaled to the grid's own field")
     p.add_argument("--format", choices=["msd", "nnunet"], default="msd")
     p.add_argument("--test-fraction", type=float, default=0.2, help="share of cases in the balanced test split")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes")
@@ -74,7 +77,7 @@ def run_phantom(args) -> int:
     try:
         config = PhantomConfig(size=args.size, spacing=args.spacing, contrast=args.contrast,
                                tumor_fraction=args.tumor_fraction, types=_types(args.types),
-                               orientation=args.orientation)
+                               orientation=args.orientation, anatomy_field_mm=args.anatomy_field)
     except ValueError as exc:
         raise VolganInputError(None, str(exc)) from None
     start = time.perf_counter()
@@ -196,6 +199,11 @@ def add_synth_parser(sub) -> None:
     p.add_argument("--no-pose", action="store_true",
                    help="keep generated label maps in the generator's pose (default: a random rigid pose each, "
                         "adding the pose spread the training maps have beyond the generator's)")
+    p.add_argument("--label-source", choices=["gan", "real-deformed"], default="gan",
+                   help="where --cases label maps come from: the GAN's label generator (default), or real training "
+                        "maps of --pool, deformed and given a new tumor of the asked class")
+    p.add_argument("--pool", help="with --label-source real-deformed: the datalist of the GAN's real training pool "
+                                  "(its training cases only are used)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=run_synth)
 
@@ -214,7 +222,8 @@ def run_synth(args) -> int:
     check_writable_dir(args.out)
     synth = load_synthesizer(args.checkpoint, args.device)
     cases = synthesize(synth, args.out, n_cases=args.cases, types=args.types, labels=args.labels, seed=args.seed,
-                       overwrite=args.overwrite, progress=sys.stderr.isatty(), pose=not args.no_pose)
+                       overwrite=args.overwrite, progress=sys.stderr.isatty(), pose=not args.no_pose,
+                       label_source=args.label_source, pool=args.pool)
     counts = Counter(TUMOR_TYPES.get(c.tumor_type, "unknown") for c in cases)
     print(f"volgan synth: {len(cases)} synthetic cases → {args.out}/dataset.json ("
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")")
@@ -257,6 +266,9 @@ def add_study_parser(sub) -> None:
     p.add_argument("--out", default="study", help="study folder (created; an existing study there is resumed)")
     p.add_argument("--seeds", type=int, help="training seeds per configuration (profile default: quick 2, paper 5)")
     p.add_argument("--real", help="your datalist instead of phantoms (labeled real cases with tumor_type)")
+    p.add_argument("--label-source", choices=["gan", "real-deformed"], default=None,
+                   help="synthetic label maps from the GAN's label generator or from its real training maps, deformed "
+                        "and given new tumors (profile default)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run_study_command)
 
@@ -265,7 +277,8 @@ def run_study_command(args) -> int:
     from volgan.study import run_study
 
     try:
-        report = run_study(args.out, args.profile, seeds=args.seeds, real=args.real, quiet=args.quiet)
+        report = run_study(args.out, args.profile, seeds=args.seeds, real=args.real, quiet=args.quiet,
+                           label_source=args.label_source)
     except KeyboardInterrupt:
         print(f"volgan study: interrupted; finished stages are kept in {args.out}; run the same command to resume",
               file=sys.stderr)

@@ -287,6 +287,7 @@ class CGanTrainer(Trainer):
         self.rec_label_weights = rec_label_weights
         self.label_encoder, self.label_rec_weight, self.kl_weight = label_encoder, label_rec_weight, kl_weight
         self.noise = torch.Generator(device="cpu").manual_seed(seed)
+        self.monitor_seed = seed + 1  # the monitor's fixed noise batch, apart from the training noise
         self.device_type, self.bf16 = torch.device(device).type, amp  # not MONAI's amp: no float16 GradScaler
         if amp:  # oneDNN's bf16 conv gradients are wrong on inputs smaller than the kernel (the S/8 maps at 16³)
             from volgan.train import fp32_small_convs
@@ -397,11 +398,26 @@ class CGanTrainer(Trainer):
 
     @torch.no_grad()
     def monitor(self, engine) -> None:
-        """Mode-collapse monitor: MS-SSIM among 16 EMA samples against among (up to) 16 real images."""
+        """Mode-collapse monitor: MS-SSIM among 16 EMA samples of a fixed noise batch against among (up to) 16 real
+        images, as epoch metrics (``msssim_synthetic``, ``msssim_real``, ``diversity_gap`` = (synthetic − real) /
+        real) that the bundle's TensorBoard and MLflow handlers log; a warning in the log when the samples are
+        less diverse than the real pool by more than :data:`DIVERSITY_GAP_TARGET`."""
+        import logging
+
         classes = torch.arange(16) % NUM_TUMOR_TYPES
-        _, images = sample(self.label_ema.shadow, self.image_ema.shadow, classes, self.noise)
-        engine.state.metrics["msssim_synthetic"] = msssim_diversity(images.cpu())
-        engine.state.metrics["msssim_real"] = msssim_diversity(torch.cat(self.real_bank)[:16])
+        _, images = sample(self.label_ema.shadow, self.image_ema.shadow, classes,
+                           torch.Generator().manual_seed(self.monitor_seed))
+        synthetic, real = msssim_diversity(images.cpu()), msssim_diversity(torch.cat(self.real_bank)[:16])
+        gap = (synthetic - real) / real if real else 0.0
+        engine.state.metrics.update(msssim_synthetic=synthetic, msssim_real=real, diversity_gap=gap)
+        if gap > DIVERSITY_GAP_TARGET:
+            logging.getLogger("spine_cgan").warning(
+                f"epoch {engine.state.epoch}: possible mode collapse: synthetic MS-SSIM {synthetic:.3f} is "
+                f"{100 * gap:.0f}% above the real pool's {real:.3f} (less diverse; target gap <= "
+                f"{100 * DIVERSITY_GAP_TARGET:.0f}%)")
+
+
+DIVERSITY_GAP_TARGET = 0.15  # the synthetic-quality target: MS-SSIM within 15% of the real pool's
 
 
 @torch.no_grad()

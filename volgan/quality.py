@@ -9,7 +9,9 @@ Features for the Fréchet distance: MONAI's 3D ResNet-10, randomly initialised w
 without its classifier (512 features after global pooling). Why: no pretrained 3D MRI network can be
 downloaded here, and a fixed random convolutional network is deterministic, needs nothing outside the
 package, and still separates intensity, texture and shape statistics; its absolute values mean little, so
-the report puts the real-vs-real value (two halves of the real training pool) beside it as the floor.
+the report puts the real-vs-real value (two halves of the real training pool) beside it as the floor. With a
+judge (``--model``), a second Fréchet distance uses the judge's own encoder (:func:`judge_features`), a network
+trained on this domain; every figure names its extractor.
 
 Memorization: each synthetic volume's RMS distance (z-normalised units) to its nearest real training
 volume, against the same distance for each real test volume. A synthetic volume nearer to the training
@@ -79,6 +81,27 @@ def features(images: np.ndarray, net: torch.nn.Module) -> np.ndarray:
     return np.concatenate(out).astype(np.float64)
 
 
+JUDGE_FEATURES = ("the judge's own encoder: spine_segcls's bottleneck, global-average-pooled (trained on this domain, "
+                  "the real training pool)")
+WHY_NOT_PRETRAINED = ("No pretrained extractor: MONAI's FIDMetric docs recommend MedicalNet features for 3D, "
+                      "and MAISI reports 2.5D FID on RadImageNet features; neither is used, because their weights "
+                      "would have to be downloaded at run time (volgan ships and downloads no weights) and both "
+                      "were trained on other anatomy and grids than a 32 to 64 voxel spine crop")
+
+
+@torch.no_grad()
+def judge_features(network: torch.nn.Module, images: np.ndarray) -> np.ndarray:
+    """(N, C) features of (N, S, S, S) z-normalised images: the global average of a
+    :class:`~volgan.network.SegClsNet`'s bottleneck (C = its last width), the network in eval mode."""
+    out = []
+    for i in range(0, len(images), 8):
+        x = torch.from_numpy(images[i: i + 8, None]).float().to(next(network.parameters()).device)
+        for encoder in network.encoders:
+            x = encoder(x)
+        out.append(x.mean(dim=(2, 3, 4)).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to feature sets (N × D each)."""
     from scipy import linalg
@@ -120,16 +143,26 @@ def memorization_figures(synth: np.ndarray, test: np.ndarray, train: np.ndarray)
     training set than the nearest test volume is, how many that would be by chance alone (were synthetic
     volumes as far from the training set as test volumes are, each would fall below the least of n test
     distances with probability 1 / (n + 1)), and the chance of a count at least as high
-    (:func:`chance_of_at_least`, a one-sided exact test of "nearer than test volumes are")."""
+    (:func:`chance_of_at_least`, a one-sided exact test of "nearer than test volumes are"), kept as ``p_value``
+    with its ``verdict`` ("not beyond chance" when p ≥ :data:`MEMORIZATION_ALPHA`), and the ratio of the median
+    nearest-training distances, synthetic to test (below 1: synthetic volumes sit nearer the training set)."""
     synth_nn = nearest_distances(synth, train)
     test_nn = nearest_distances(test, train) if len(test) else np.array([])
     if not test_nn.size:
         return {"synthetic_to_train": _summary(synth_nn), "test_to_train": _summary(test_nn),
-                "synthetic_nearer_than_nearest_test": None, "expected_by_chance": None, "chance_of_as_many": None}
+                "synthetic_nearer_than_nearest_test": None, "expected_by_chance": None, "chance_of_as_many": None,
+                "p_value": None, "verdict": None, "median_distance_ratio": None}
     count = int((synth_nn < test_nn.min()).sum())
+    p_value = chance_of_at_least(count, len(synth_nn), len(test_nn))
     return {"synthetic_to_train": _summary(synth_nn), "test_to_train": _summary(test_nn),
             "synthetic_nearer_than_nearest_test": count, "expected_by_chance": len(synth_nn) / (len(test_nn) + 1),
-            "chance_of_as_many": chance_of_at_least(count, len(synth_nn), len(test_nn))}
+            "chance_of_as_many": p_value, "p_value": p_value,
+            "verdict": "not beyond chance" if p_value >= MEMORIZATION_ALPHA else "beyond chance",
+            "median_distance_ratio": float(np.median(synth_nn) / np.median(test_nn)) if np.median(test_nn) > 0
+            else None}
+
+
+MEMORIZATION_ALPHA = 0.05  # near-copies "beyond chance" when their count is this unlikely or less
 
 
 def _pair_resamples(pairs: np.ndarray, values: np.ndarray, n: int, rng: np.random.Generator,
@@ -167,18 +200,64 @@ def _interval(draws: np.ndarray | None) -> list[float] | None:
     return [float(v) for v in np.percentile(finite, [2.5, 97.5])] if finite.size else None
 
 
-def label_consistency(model, images: np.ndarray, labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Dice (N × 5, labels 1–5) between each synthetic label map and the model's prediction on its image."""
+def label_consistency(model, images: np.ndarray, labels: np.ndarray, affine: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Dice (N × 5, labels 1–5) between each label map and the model's prediction on its image, and whether
+    the model calls a tumor in each (N, bool; :attr:`volgan.inference.Prediction.tumor_probability` ≥ 0.5)."""
     from volgan.inference import predict
     from volgan.io import Volume
     from volgan.metrics import segmentation_metrics
 
-    rows = []
+    rows, calls = [], []
     for image, label in zip(images, labels, strict=True):
-        pred = predict(model, Volume(image, affine)).label.array
-        metrics = segmentation_metrics(pred, label, (1, 1, 1))
+        prediction = predict(model, Volume(image, affine))
+        metrics = segmentation_metrics(prediction.label.array, label, (1, 1, 1))
         rows.append([metrics[k]["Dice"] for k in range(1, 6)])
-    return np.array(rows, dtype=np.float64)
+        calls.append(prediction.tumor_probability >= 0.5)
+    return np.array(rows, dtype=np.float64), np.array(calls, dtype=bool)
+
+
+CONSISTENCY_TARGETS = {"tumor_dice_ratio": 0.8, "tumor_free_found": 0.10, "anatomy_dice": 0.85}
+
+
+def tumor_consistency(synth_dice: np.ndarray, synth_calls: np.ndarray, synth_labels: np.ndarray,
+                      test_dice: np.ndarray | None, test_labels: np.ndarray | None) -> dict:
+    """The judge's tumor figures: ``real_test.tumor_dice`` (mean tumor Dice on the tumor-bearing real test
+    volumes, its yardstick), ``tumor_bearing.tumor_dice`` (the same on the tumor-bearing synthetic volumes),
+    ``tumor_free`` (synthetic volumes whose map holds no tumor, and how many of them the judge calls a tumor in),
+    and each target of :data:`CONSISTENCY_TARGETS` with its verdict. Dice arrays: N × 5 (labels 1–5)."""
+    from volgan.labels import TUMOR_LABEL
+
+    def mean_tumor_dice(dice, labels):
+        bearing = (labels == TUMOR_LABEL).reshape(len(labels), -1).any(1)
+        values = np.nan_to_num(dice[bearing, TUMOR_LABEL - 1], nan=0.0)  # a missed tumor scores 0
+        return {"tumor_dice": float(values.mean()) if values.size else None, "n": int(bearing.sum())}
+
+    synth_bearing = (synth_labels == TUMOR_LABEL).reshape(len(synth_labels), -1).any(1)
+    real = mean_tumor_dice(test_dice, test_labels) if test_dice is not None and len(test_dice) else \
+        {"tumor_dice": None, "n": 0}
+    bearing = mean_tumor_dice(synth_dice, synth_labels)
+    free = {"with_tumor_found": int(synth_calls[~synth_bearing].sum()), "of": int((~synth_bearing).sum())}
+    anatomy = {LABELS[k]: float(np.nanmean(synth_dice[:, k - 1])) if np.isfinite(synth_dice[:, k - 1]).any()
+               else None for k in range(1, 5)}
+    targets = []
+    if real["tumor_dice"] and bearing["tumor_dice"] is not None:
+        bar = CONSISTENCY_TARGETS["tumor_dice_ratio"] * real["tumor_dice"]
+        targets.append({"target": f"tumor_bearing.tumor_dice >= {CONSISTENCY_TARGETS['tumor_dice_ratio']} x "
+                                  "real_test.tumor_dice", "value": bearing["tumor_dice"], "bar": bar,
+                        "met": bearing["tumor_dice"] >= bar})
+    if free["of"]:
+        share = free["with_tumor_found"] / free["of"]
+        targets.append({"target": f"tumor-free volumes with a tumor found <= "
+                                  f"{CONSISTENCY_TARGETS['tumor_free_found']:.0%}", "value": share,
+                        "bar": CONSISTENCY_TARGETS["tumor_free_found"],
+                        "met": share <= CONSISTENCY_TARGETS["tumor_free_found"]})
+    for name, value in anatomy.items():
+        if value is not None:
+            targets.append({"target": f"{name} Dice >= {CONSISTENCY_TARGETS['anatomy_dice']}", "value": value,
+                            "bar": CONSISTENCY_TARGETS["anatomy_dice"],
+                            "met": value >= CONSISTENCY_TARGETS["anatomy_dice"]})
+    return {"real_test": real, "tumor_bearing": bearing, "tumor_free": free, "targets": targets}
 
 
 def _summary(values: np.ndarray) -> dict:
@@ -219,10 +298,13 @@ def _quality(train, test, synth, real_list, synth_list, model, seed: int) -> dic
         loaded_model = load_model(model, "cpu")
 
     real_images, real_labels = load_arrays(train, prep)
-    test_images, _ = load_arrays(test, prep) if test else (np.zeros((0, *prep.patch), np.float32), None)
+    test_images, test_labels = load_arrays(test, prep) if test else (np.zeros((0, *prep.patch), np.float32), None)
     synth_images, synth_labels = load_arrays(synth, prep)
     net = feature_network()
     f_real, f_synth = features(real_images, net), features(synth_images, net)
+    j_real = j_synth = None
+    if loaded_model is not None:
+        j_real, j_synth = (judge_features(loaded_model.network, a) for a in (real_images, synth_images))
     rng = np.random.default_rng(seed)
     half = rng.permutation(len(train))
     part_a, part_b = half[: len(train) // 2], half[len(train) // 2:]
@@ -235,6 +317,10 @@ def _quality(train, test, synth, real_list, synth_list, model, seed: int) -> dic
             "n_real": int(len(real_idx)), "n_synthetic": int(len(synth_idx)),
             "frechet_synthetic_vs_real": frechet_distance(f_synth[sp], f_real[rb]) if len(sp) and len(rb) else None,
             "frechet_real_vs_real": frechet_distance(f_real[ra], f_real[rb]) if len(ra) and len(rb) else None,
+            "frechet_judge_synthetic_vs_real": frechet_distance(j_synth[sp], j_real[rb])
+            if j_real is not None and len(sp) and len(rb) else None,
+            "frechet_judge_real_vs_real": frechet_distance(j_real[ra], j_real[rb])
+            if j_real is not None and len(ra) and len(rb) else None,
             **diversity_figures(synth_images[synth_idx], real_images[real_idx], seed),
         }
         return report
@@ -254,16 +340,23 @@ def _quality(train, test, synth, real_list, synth_list, model, seed: int) -> dic
                     "distance to anything)", **memorization_figures(*smooth)}
     consistency = {"model": None, "note": "no spine_segcls model given (--model); label consistency is missing"}
     if loaded_model is not None:
-        dice = label_consistency(loaded_model, synth_images, synth_labels, np.diag([*prep.spacing, 1.0]))
+        grid = np.diag([*prep.spacing, 1.0])
+        dice, calls = label_consistency(loaded_model, synth_images, synth_labels, grid)
+        test_dice = label_consistency(loaded_model, test_images, test_labels, grid)[0] if test else None
         consistency = {"model": str(model), "dice": {LABELS[k]: _summary(dice[:, k - 1]) for k in range(1, 6)},
                        "per_type": {TUMOR_TYPES[t]: {LABELS[k]: _summary(dice[synth_types == t, k - 1])
                                                      for k in range(1, 6)} for t in TUMOR_TYPES
-                                    if (synth_types == t).any()}}
+                                    if (synth_types == t).any()},
+                       **tumor_consistency(dice, calls, synth_labels, test_dice, test_labels)}
     site = [i.get("site_verified") for i in synth_list.meta.get("volgan", {}).get("cases", {}).values()]
     report = {
         "real": str(real_list.path), "synthetic": str(synth_list.path), "grid": {"shape": list(prep.patch),
                                                                                   "spacing": list(prep.spacing)},
+        "label_source": synth_list.meta.get("volgan", {}).get("label_source"),
         "feature_network": FEATURE_NETWORK,
+        "feature_networks": {"frechet": FEATURE_NETWORK,
+                             "frechet_judge": JUDGE_FEATURES if loaded_model is not None else None,
+                             "why_not_pretrained": WHY_NOT_PRETRAINED},
         "n": {"real_train": len(train), "real_test": len(test), "synthetic": len(synth),
               "synthetic_per_type": {TUMOR_TYPES.get(int(k), "unknown"): int(v)
                                      for k, v in Counter(synth_types).items()}},
@@ -288,6 +381,14 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {name} | {g['n_real']} | {g['n_synthetic']} | {fmt(g['frechet_synthetic_vs_real'], 1)} | "
                      f"{fmt(g['frechet_real_vs_real'], 1)} | {_with_ci(g, 'msssim_synthetic')} | "
                      f"{_with_ci(g, 'msssim_real')} | {_with_ci(g, 'diversity_gap')} |")
+    judged = report["overall"].get("frechet_judge_synthetic_vs_real") is not None
+    lines += ["", f"Fréchet features: {report['feature_networks']['frechet']} (the table's columns)."]
+    if judged:
+        lines += [f"Second extractor, {report['feature_networks']['frechet_judge']}: Fréchet synthetic vs real "
+                  + ", ".join(f"{name} {fmt(g.get('frechet_judge_synthetic_vs_real'), 2)} (floor "
+                              f"{fmt(g.get('frechet_judge_real_vs_real'), 2)})"
+                              for name, g in [("all", report["overall"]), *report["per_type"].items()]) + "."]
+    lines += [report["feature_networks"]["why_not_pretrained"] + "."]
     lines += ["", "MS-SSIM: mean over up to 512 distinct pairs, lower is more diverse; diversity gap = |synthetic − "
               "real| / real; brackets: 95% percentile-bootstrap interval over volumes "
               f"({BOOTSTRAP_RESAMPLES} seeded resamples)."]
@@ -304,7 +405,9 @@ def render_markdown(report: dict) -> str:
               f"- with every volume smoothed alike ({m['smoothed']['distance'].split(',')[0]}): synthetic min "
               f"{fmt(m['smoothed']['synthetic_to_train'].get('min'))}, test min "
               f"{fmt(m['smoothed']['test_to_train'].get('min'))}, synthetic nearer than the nearest test: "
-              f"{m['smoothed']['synthetic_nearer_than_nearest_test']}", "", "## Label consistency", ""]
+              f"{m['smoothed']['synthetic_nearer_than_nearest_test']} (p = {fmt(m['smoothed'].get('p_value'), 3)}: "
+              f"{m['smoothed'].get('verdict') or 'no test set'}; median nearest-training distance, synthetic / "
+              f"test: {fmt(m['smoothed'].get('median_distance_ratio'), 2)})", "", "## Label consistency", ""]
     c = report["label_consistency"]
     if c["model"] is None:
         lines.append("Missing: " + c["note"] + ".")
@@ -313,6 +416,16 @@ def render_markdown(report: dict) -> str:
                   "| label | mean | median | min |", "|---|---|---|---|"]
         lines += [f"| {k} | {fmt(v.get('mean'))} | {fmt(v.get('median'))} | {fmt(v.get('min'))} |"
                   for k, v in c["dice"].items()]
+        if "targets" in c:
+            free = c["tumor_free"]
+            lines += ["", f"Tumor, judged fairly: the judge's mean tumor Dice is {fmt(c['real_test']['tumor_dice'])} "
+                      f"on the {c['real_test']['n']} tumor-bearing real test volumes and "
+                      f"{fmt(c['tumor_bearing']['tumor_dice'])} on the {c['tumor_bearing']['n']} tumor-bearing "
+                      f"synthetic ones (a missed tumor scores 0); it calls a tumor in {free['with_tumor_found']} of "
+                      f"the {free['of']} synthetic volumes whose map holds none.", "",
+                      "| target | value | verdict |", "|---|---|---|"]
+            lines += [f"| {t['target']} | {fmt(t['value'])} | {'met' if t['met'] else 'NOT met'} |"
+                      for t in c["targets"]]
     p = report["pose_spread"]
     lines += ["", "## Pose spread", "", "Standard deviation over label maps of each pose number (`volgan.pose`).", "",
               "| | " + " | ".join(p["fields"]) + " |", "|---" * (len(p["fields"]) + 1) + "|"]

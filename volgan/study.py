@@ -69,6 +69,7 @@ class StudyProfile:
     bootstrap: int = 2000
     seed: int = 0                       # phantoms, test split, pools, GANs and synthesis
     anatomy_field_mm: float | None = 96.0  # phantoms: anatomy at natural size, the grid a crop of it
+    label_source: str = "real-deformed"  # synthetic label maps: volgan.synth.LABEL_SOURCES (BENCHMARKS.md: why)
 
     def gan_epochs(self, pool: int) -> int:
         return max(1, round(self.gan_presentations / pool))
@@ -80,7 +81,7 @@ PROFILES = {
                          gan_presentations=24, gan_base=4, gan_batch_size=4, bootstrap=200),
     "quick": StudyProfile("quick", size=32, spacing=1.5, real_pool=24, test=96, sweep_size=24, pool_sizes=(12, 24),
                           synthetic=24, seeds=2, channels=(16, 32, 64, 128), presentations=600, batch_size=2,
-                          gan_presentations=600, gan_base=16, gan_batch_size=8),
+                          gan_presentations=400, gan_base=16, gan_batch_size=8),
     "paper": StudyProfile("paper", size=64, spacing=1.5, real_pool=1000, test=400, sweep_size=1000,
                           pool_sizes=(250, 1000), synthetic=1000, seeds=5, channels=(16, 32, 64, 128),
                           presentations=40000, batch_size=8, gan_presentations=200000, gan_base=32,
@@ -467,7 +468,7 @@ def test_volume(image: Path, label: Path, severity: int):
     return Volume(corrupt(volume.array, volume.affine, severity, seed), volume.affine), reference
 
 
-def gradcam_tumor_share(model, prediction, image, label, dilation: int = 2) -> float:
+def gradcam_tumor_share(model, prediction, image, label, dilation: int = 2, precision: str = "fp32") -> float:
     """Share of the Grad-CAM heat map's mass (:func:`volgan.gradcam.gradcam_volume`, tumor class) that lies in
     the reference tumor dilated by ``dilation`` voxels (6-connectivity): seed 1's "attention on tumor regions"
     as a number in [0, 1]. NaN for a volume without a tumor or a map without mass."""
@@ -480,7 +481,7 @@ def gradcam_tumor_share(model, prediction, image, label, dilation: int = 2) -> f
     if not tumor.any():
         return math.nan
     region = ndimage.binary_dilation(tumor, ndimage.generate_binary_structure(3, 1), iterations=dilation)
-    heat = gradcam_volume(model, prediction, image).array.astype(np.float64)
+    heat = gradcam_volume(model, prediction, image, precision=precision).array.astype(np.float64)
     total = float(heat.sum())
     return float(heat[region].sum() / total) if total > 0 else math.nan
 
@@ -510,7 +511,7 @@ def evaluate_model(model_path: Path, test: list[Case], severities: tuple[int, ..
                    "dice": {str(k): d for k, (d, _) in scores.items()},
                    "iou": {str(k): i for k, (_, i) in scores.items()}}
             if gradcam and severity == 0:
-                row["gradcam_tumor_share"] = gradcam_tumor_share(model, prediction, image, label)
+                row["gradcam_tumor_share"] = gradcam_tumor_share(model, prediction, image, label, precision=precision)
             rows.append(row)
     return rows
 
@@ -537,8 +538,10 @@ def _train_gan(folder: Path, out: Path, names: tuple[str, ...], profile: StudyPr
 def _synthesize(folder: Path, out: Path, pool: int, profile: StudyProfile) -> None:
     from volgan.synth import load_synthesizer, synthesize
 
+    deformed = profile.label_source == "real-deformed"
     synthesize(load_synthesizer(out / "stages" / f"gan-{pool}"), folder / "synthetic", n_cases=profile.synthetic,
-               seed=profile.seed)
+               seed=profile.seed, label_source=profile.label_source,
+               pool=out / "stages" / f"gan-{pool}" / "data" if deformed else None)  # the GAN's own pool, no test map
 
 
 def _quality(folder: Path, out: Path, pool: int, model_run: str) -> None:
@@ -589,7 +592,8 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
                             ("data",), lambda f, names=names: _train_gan(f, out, names, profile, progress),
                             resumable=True))
         stages.append(Stage(f"synth-{n}", "synth", f"{profile.synthetic} synthetic volumes from gan-{n}",
-                            {"n": profile.synthetic, "seed": profile.seed, "pose": "training spread v1"},
+                            {"n": profile.synthetic, "seed": profile.seed, "pose": "training spread v1",
+                             "label_source": profile.label_source},
                             (f"gan-{n}",),
                             lambda f, n=n: _synthesize(f, out, n, profile)))
         synthetic[n] = [f"synth_{i:05d}" for i in range(profile.synthetic)]
@@ -627,7 +631,7 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
         write_study_report(folder, out, profile, arms_doc, settings.real)
 
     stages.append(Stage("report", "report", "study report", {"arms": arms_doc, "profile": asdict(profile),
-                                                             "version": 1},
+                                                             "version": 2},
                         tuple(["quality", *eval_keys]), build_report))
     return stages
 
@@ -687,10 +691,18 @@ def _prune(out: Path, keep: set[str], manifest: Manifest) -> None:
 
 
 def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", seeds: int | None = None,
-              real: str | os.PathLike | None = None, quiet: bool = False) -> Path:
-    """Run (or resume) the study under ``out``; returns the path of ``report.html``."""
+              real: str | os.PathLike | None = None, quiet: bool = False, label_source: str | None = None) -> Path:
+    """Run (or resume) the study under ``out``; returns the path of ``report.html``. ``label_source`` (None: the
+    profile's) says where synthetic label maps come from (:data:`volgan.synth.LABEL_SOURCES`)."""
+    from volgan.synth import LABEL_SOURCES
+
     out = Path(out)
     profile = PROFILES[profile] if isinstance(profile, str) else profile
+    if label_source is not None:
+        if label_source not in LABEL_SOURCES:
+            raise VolganInputError(None, f"--label-source must be one of {', '.join(LABEL_SOURCES)}, "
+                                         f"got {label_source!r}")
+        profile = replace(profile, label_source=label_source)
     if seeds is not None:
         if seeds < 2:
             raise VolganInputError(None, f"--seeds must be at least 2 (spread needs two runs), got {seeds}")

@@ -36,9 +36,12 @@ KEY_METRICS = ("accuracy", "f1", "auc", "tumor_dice", "anatomy_dice")
 ROBUSTNESS_METRICS = ("accuracy", "auc", "tumor_dice", "anatomy_dice")
 TITLE = "volgan study: real/synthetic ratio sweep and augmentation comparison"
 DEFINITIONS = [
-    "Classification (seed 2's task): tumor = tumor_type != 0, its probability 1 - p(none); accuracy, precision, "
-    "recall and F1 at threshold 0.5; AUC = ROC AUC of tumor (ties count one half). Tumor-type accuracy: argmax of "
-    "the four tumor_type probabilities.",
+    "Classification (the task of arXiv 2506.17165): tumor = tumor_type != 0. Its probability comes from the "
+    "segmentation: the largest predicted tumor component's summed probability m in mm3 gives "
+    "p(tumor) = 1 - 2^(-m / 30 mm3) (volgan.inference; the classifier head ranked tumors at chance where the "
+    "segmentation found them); accuracy, precision, recall and F1 at threshold 0.5; AUC = ROC AUC of tumor (ties "
+    "count one half). Tumor-type accuracy: argmax of the four tumor_type probabilities (p(tumor) shared over the "
+    "types as the classifier head says).",
     "Segmentation: tumor Dice = 2TP/(2TP+FP+FN) and IoU = TP/(TP+FP+FN) of label 5 per test volume, from voxel "
     "counts on the input grid; a volume with no tumor in reference and prediction is left out of the mean (NaN). "
     "Anatomy Dice: the mean of the Dice of labels 1-4 per volume.",
@@ -56,6 +59,9 @@ DEFINITIONS = [
     "'supported' when its 95% CI lies wholly on the side the claim predicts, 'contradicted' when wholly on the "
     "other, 'within noise' otherwise. Grad-CAM tumor share: the share of the Grad-CAM map's mass (tumor class, "
     "volgan.gradcam) inside the reference tumor dilated by 2 voxels, per clean tumor-bearing test volume.",
+    "Evaluation runs the network in bfloat16 autocast where spine_segcls trains in it by default (a CPU with native "
+    "bfloat16), for every arm alike; the sweep's arms are evaluated on the clean test set, the augmentation "
+    "comparison's also at three artifact severities.",
     "Artifacts (robustness): bias field, rigid motion, ghosting, blur and Gaussian noise at fixed strengths "
     "for severity 1-3 (volgan.transforms.artifacts), applied to the test image before inference.",
 ]
@@ -174,6 +180,17 @@ def aggregate(arms: list[dict], evals: dict[str, list[dict]], replicates: Replic
 
 
 GRADCAM = "gradcam_tumor_share"
+LABEL_SOURCE_TEXT = {
+    "gan": "drawn by the GAN's label generator (volgan synth --label-source gan)",
+    "real-deformed": "real training maps of the GAN's own pool, tumor removed, elastically deformed and posed, with a "
+                     "new tumor of the asked class grown in its host tissue (volgan synth --label-source "
+                     "real-deformed); each synthetic case names its source map in the synthetic datalist"}
+LABEL_SOURCE_WHY = {
+    "real-deformed": "the default: on the quick profile's GAN, judged by its real-only model, real-deformed maps "
+                     "scored anatomy Dice 0.82-0.86 per label and tumor Dice 0.27 against the label generator's "
+                     "0.61-0.77 and 0.01 (BENCHMARKS.md); a label generator trained on 12 to 24 maps is data-starved",
+    "gan": "asked for with --label-source gan (the label generator is the weaker source at small pools; "
+           "BENCHMARKS.md)"}
 
 
 def gradcam_shares(rows: list[dict], severity: int, order: list[str]) -> np.ndarray | None:
@@ -424,6 +441,11 @@ def tables(rows: list[dict], pools: list[int], quality: dict | None) -> list[tup
                 robust))
     if quality:
         groups = [("all", quality["overall"]), *quality["per_type"].items()]
+        source = quality.get("label_source") or "gan"
+        out.append(("Synthetic data used by this study", ["what", "value"], [
+            ["label maps", LABEL_SOURCE_TEXT.get(source, source)],
+            ["images", "painted by the conditional image GAN of bundles/spine_cgan, trained on the real pool only"],
+            ["why this label source", LABEL_SOURCE_WHY.get(source, "chosen with --label-source")]]))
         out.append(("Synthetic quality (volgan quality, the GAN of the full real pool)",
                     ["group", "n synthetic", "Fréchet synthetic vs real", "Fréchet real vs real (floor)",
                      "MS-SSIM synthetic", "MS-SSIM real", "diversity gap"],
@@ -431,11 +453,28 @@ def tables(rows: list[dict], pools: list[int], quality: dict | None) -> list[tup
                       fmt(g["frechet_real_vs_real"], 2), fmt(g["msssim_synthetic"]), fmt(g["msssim_real"]),
                       fmt(g.get("diversity_gap"))] for name, g in groups]))
         memo, cons = quality["memorization"], quality["label_consistency"]
+        smooth = memo["smoothed"]
         rows_q = [["synthetic volumes nearer to a training volume than the nearest test volume (raw / smoothed)",
                    f"{memo['synthetic_nearer_than_nearest_test']} / "
-                   f"{memo['smoothed']['synthetic_nearer_than_nearest_test']} of {quality['n']['synthetic']}"]]
+                   f"{smooth['synthetic_nearer_than_nearest_test']} of {quality['n']['synthetic']}"],
+                  ["memorization (smoothed): chance of as many or more, verdict",
+                   f"p = {fmt(smooth.get('p_value'), 3)}, {smooth.get('verdict') or 'no test set'}"],
+                  ["median nearest-training distance, synthetic / test (smoothed)",
+                   fmt(smooth.get("median_distance_ratio"), 2)]]
+        judge = quality["overall"].get("frechet_judge_synthetic_vs_real")
+        if judge is not None:
+            rows_q.append(["Fréchet distance on the judge's own encoder, synthetic vs real (real vs real floor)",
+                           f"{fmt(judge, 3)} ({fmt(quality['overall'].get('frechet_judge_real_vs_real'), 3)})"])
         if cons.get("model"):
             rows_q += [[f"label consistency Dice, {k}", fmt(v.get("mean"))] for k, v in cons["dice"].items()]
+            if "targets" in cons:
+                free = cons["tumor_free"]
+                rows_q += [["judge's tumor Dice: real test (tumor-bearing) / synthetic (tumor-bearing)",
+                            f"{fmt(cons['real_test']['tumor_dice'])} / {fmt(cons['tumor_bearing']['tumor_dice'])}"],
+                           ["tumor-free synthetic volumes the judge calls a tumor in",
+                            f"{free['with_tumor_found']} of {free['of']}"]]
+                rows_q += [[f"target: {t['target']}", f"{fmt(t['value'])}: {'met' if t['met'] else 'NOT met'}"]
+                           for t in cons["targets"]]
         else:
             rows_q.append(["label consistency", "missing: " + cons.get("note", "")])
         out.append(("Synthetic quality: memorization and label consistency", ["figure", "value"], rows_q))

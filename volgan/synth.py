@@ -7,6 +7,13 @@ labels around it (:func:`tumor_site`), drawing again up to ``max_tries`` times; 
 paints the image. Volumes come out in the training data's spacing, orientation and intensity range, as ``.nii.gz``
 pairs with an MSD datalist whose entries say ``source: synthetic``. Case ``i`` depends only on
 ``(seed, i)`` and the class it was asked for.
+
+``label_source="real-deformed"`` makes each label map from a real training map of the GAN's own pool instead
+(:func:`deformed_real_label`, the SynthSeg / TumorCP family of label-map augmentation): its tumor removed, a
+smooth random elastic deformation and a rigid pose, and a new tumor of the asked class grown in its host tissue
+with a size drawn from the pool's tumors of that class. A learned label generator trained on 12 to 24 maps is
+data-starved (HA-GAN's authors ask for some 3,000 images to avoid mode collapse); a real map, deformed, keeps
+the anatomy a segmenter expects. The image generator paints both alike.
 """
 
 from __future__ import annotations
@@ -237,6 +244,131 @@ def synthesize_case(synth: Synthesizer, tumor_type: int, seed: int, index: int, 
     return paint(synth, label, noise), label, info
 
 
+LABEL_SOURCES = ("gan", "real-deformed")
+
+
+def to_generator_grid(synth: Synthesizer, label: Volume) -> tuple[np.ndarray, np.ndarray, tuple, list, list]:
+    """A label map on the generators' grid: resampled (nearest) onto a RAS grid of the training spacing, then
+    centre-cropped or padded to S³. Returns (S³ uint8 map, that RAS grid's affine and shape, and the slices
+    ``src`` of the grid and ``dst`` of the S³ map that correspond)."""
+    affine, shape = model_grid(label.affine, label.shape, synth.config["spacing"])
+    on_grid = resample(torch.from_numpy(label.array[None].astype(np.int64)), label.affine, affine, shape, "nearest")[0]
+    s = synth.size
+    crop = np.zeros((s, s, s), np.uint8)
+    src, dst = [], []
+    for n in shape:
+        start = (n - s) // 2
+        src.append(slice(max(start, 0), max(start, 0) + min(n, s)))
+        dst.append(slice(max(-start, 0), max(-start, 0) + min(n, s)))
+    crop[tuple(dst)] = on_grid.numpy()[tuple(src)]
+    return crop, affine, shape, src, dst
+
+
+def remove_tumor(label: np.ndarray) -> np.ndarray:
+    """The map with each tumor voxel given the label of its nearest non-tumor voxel (the host tissue)."""
+    tumor = label == TUMOR_LABEL
+    if not tumor.any() or tumor.all():
+        return np.where(tumor, 0, label).astype(np.uint8)
+    _, nearest = ndimage.distance_transform_edt(tumor, return_indices=True)
+    return label[tuple(nearest)].astype(np.uint8)
+
+
+def elastic_deform(label: np.ndarray, spacing, noise: torch.Generator, max_displacement_vox: float = 2.0,
+                   control_points: int = 5) -> np.ndarray:
+    """(X, Y, Z) map under a smooth random deformation: volgan's :class:`~volgan.transforms.
+    RandomElasticDeformation` (torchio's B-spline field, ``control_points`` per axis, displacements up to
+    ``max_displacement_vox`` voxels), nearest-neighbour, its random draws seeded from ``noise``."""
+    import torchio as tio
+
+    from volgan.transforms import RandomElasticDeformation
+
+    spacing = np.asarray(spacing, dtype=np.float64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=noise)))
+        transform = RandomElasticDeformation(num_control_points=control_points,
+                                             max_displacement=tuple(max_displacement_vox * spacing))
+        moved = transform(tio.LabelMap(tensor=torch.from_numpy(label[None].astype(np.int64)),
+                                       affine=np.diag([*spacing, 1.0])))
+    return moved.data[0].numpy().astype(np.uint8)
+
+
+def place_tumor(label: np.ndarray, tumor_type: int, size: int, noise: torch.Generator) -> np.ndarray:
+    """The map with a tumor of ``size`` voxels for ``tumor_type`` (1–3) added: centred on a host voxel
+    (:data:`TUMOR_HOSTS`; for vertebral ones, deep in the bone) in the middle 70% of the field along S, drawn
+    with weight ∝ depth² in the host, and grown (:func:`grow_region`) through the host by distance from that
+    centre bent by smooth noise, so its outline is irregular; an intramedullary tumor's cord widens by a voxel of
+    CSF around it (not at the canal wall). A map with no host voxel comes back unchanged."""
+    host = np.isin(label, TUMOR_HOSTS[tumor_type])
+    depth = ndimage.distance_transform_edt(host)
+    lo, hi = int(0.15 * label.shape[2]), int(np.ceil(0.85 * label.shape[2]))
+    weight = np.zeros(label.shape)
+    weight[:, :, lo:hi] = depth[:, :, lo:hi] ** 2
+    if tumor_type == 3:  # a vertebral body rather than a thin posterior element
+        weight[depth < 0.6 * depth.max()] = 0.0
+    if weight.sum() <= 0:
+        return label
+    pick = int(torch.multinomial(torch.from_numpy(weight.ravel() / weight.sum()), 1, generator=noise))
+    centre = np.array(np.unravel_index(pick, label.shape), dtype=np.float64)
+    grid = np.indices(label.shape, dtype=np.float64)
+    distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)))
+    radius = max(1.0, (3.0 * size / (4.0 * np.pi)) ** (1 / 3))
+    bend = torch.rand((4, 4, 4), generator=noise).numpy() * 2 - 1
+    bend = ndimage.zoom(bend, [n / 4 for n in label.shape], order=1, mode="nearest", grid_mode=True)
+    out = label.copy()
+    tumor = grow_region(-distance + 0.6 * radius * bend, size, host)
+    out[tumor] = TUMOR_LABEL
+    if tumor_type == 1:  # the cord widens around its tumor (as in the phantom), never up to the canal wall
+        wall = ndimage.binary_dilation(np.isin(label, (0, 1, 2)), FACES)
+        out[ndimage.binary_dilation(tumor, FACES) & (label == 4) & ~wall] = 3
+    return out
+
+
+def deformed_real_label(synth: Synthesizer, pool: list[np.ndarray], tumor_type: int, seed: int, index: int,
+                        max_tries: int = 8) -> tuple[np.ndarray, dict, torch.Generator]:
+    """A label map (S³, the generators' grid) for case ``index`` of class ``tumor_type`` made from a real map of
+    ``pool`` (S³ maps of the GAN's training pool, :func:`to_generator_grid`): tumor removed
+    (:func:`remove_tumor`), deformed (:func:`elastic_deform`), moved (:func:`volgan.pose.random_pose`, half the
+    pool's own pose spread, so the set's spread grows by about 12%), and, for a tumor class, given a new tumor
+    (:func:`place_tumor`) whose size is drawn from the pool's tumors of the class (``stats["tumor_voxels"]``;
+    the median of all classes' when the pool has none of it). Drawn again, from another map, until the tumor's
+    site (:func:`tumor_site`) matches its class, up to ``max_tries`` times. Returns (map, info, the generator
+    that then paints it)."""
+    noise = _generator(seed, index)
+    sizes = synth.stats.get("tumor_voxels", {})
+    own = [int(v) for v in sizes.get(str(tumor_type), [])]
+    every = [int(v) for k, values in sizes.items() if k != "0" for v in values]
+    spread = [0.5 * v for v in synth.stats.get("pose_std", [])]
+    tries = 0
+    while tries < max_tries:
+        tries += 1
+        source = int(torch.randint(len(pool), (1,), generator=noise))
+        label = elastic_deform(remove_tumor(pool[source]), synth.config["spacing"], noise)
+        if spread:
+            label, _ = random_pose(label, noise, spread)
+        size = None
+        if tumor_type:
+            choices = own or every or [27]
+            size = int(choices[int(torch.randint(len(choices), (1,), generator=noise))])
+            label = place_tumor(label, tumor_type, size, noise)
+        if tumor_site(label) == tumor_type:
+            break
+    info = {"tries": tries, "site_verified": bool(tumor_site(label) == tumor_type), "label_source": "real-deformed",
+            "from_pool_index": source, "tumor_voxels": size}
+    return label, info, noise
+
+
+def read_pool(synth: Synthesizer, datalist: str | os.PathLike) -> tuple[list[np.ndarray], list[str]]:
+    """The label maps of a datalist's real ``training`` cases on the generators' grid, and their names: the pool
+    that real-deformed label maps start from. Test cases are never read."""
+    from volgan.datalist import read_datalist
+
+    data = read_datalist(datalist)
+    cases = [c for c in data.split("training") if c.label is not None and c.source == "real"]
+    if not cases:
+        raise VolganInputError(data.path, "--pool needs real training cases with label maps; this datalist has none")
+    return [to_generator_grid(synth, read_volume(c.label, label=True))[0] for c in cases], [c.name for c in cases]
+
+
 def _write(out: Path, name: str, image: np.ndarray, label: np.ndarray, affine: np.ndarray, code: str):
     image_path, label_path = layout_paths(out, name, "training", "msd")
     image, label, affine = reorient(image, label, affine, code)
@@ -247,13 +379,22 @@ def _write(out: Path, name: str, image: np.ndarray, label: np.ndarray, affine: n
 
 def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None = None, types: str | None = None,
                labels: str | os.PathLike | None = None, seed: int = 0, overwrite: bool = False,
-               progress: bool = False, pose: bool = True) -> list[Case]:
+               progress: bool = False, pose: bool = True, label_source: str = "gan",
+               pool: str | os.PathLike | None = None) -> list[Case]:
     """Write synthetic image/label pairs and their datalist under ``out``; returns the cases. ``pose``: a
-    random rigid pose for each generated label map (given label maps are kept as they are)."""
+    random rigid pose for each generated label map (given label maps are kept as they are). ``label_source``:
+    ``"gan"`` (the label generator) or ``"real-deformed"`` (:func:`deformed_real_label` from the real training
+    cases of the datalist ``pool``); each case's ``label_source`` is recorded in the datalist."""
     from tqdm import tqdm
 
     if (n_cases is None) == (labels is None):
         raise VolganInputError(None, "give either --cases N or --labels DIR")
+    if label_source not in LABEL_SOURCES:
+        raise VolganInputError(None, f"--label-source must be one of {', '.join(LABEL_SOURCES)}, got {label_source!r}")
+    if (label_source == "real-deformed") != (pool is not None) or (pool is not None and n_cases is None):
+        raise VolganInputError(None, "--label-source real-deformed goes with --cases and needs --pool DATALIST "
+                                     "(the GAN's real training pool); --pool goes with it only")
+    pool_maps, pool_names = read_pool(synth, pool) if pool is not None else ([], [])
     if n_cases is not None and n_cases < 1:
         raise VolganInputError(None, f"--cases must be at least 1, got {n_cases}")
     out = Path(out)
@@ -273,8 +414,16 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
     cases, infos = [], []
     with staged_output_dir(out, SYNTH_ENTRIES, overwrite) as staging:
         for index, (kind, item) in enumerate(tqdm(jobs, desc="synth", unit="case", disable=not progress)):
-            if kind == "class":
+            if kind == "class" and pool_maps:
+                label, info, noise = deformed_real_label(synth, pool_maps, item, seed, index)
+                info["from"] = pool_names[info.pop("from_pool_index")]
+                image = paint(synth, label, noise)
+                name = f"synth_{index:05d}"
+                image_path, label_path = _write(staging, name, image, label, synth.affine, code)
+                tumor_type = item
+            elif kind == "class":
                 image, label, info = synthesize_case(synth, item, seed, index, pose=pose)
+                info["label_source"] = "gan"
                 name = f"synth_{index:05d}"
                 image_path, label_path = _write(staging, name, image, label, synth.affine, code)
                 tumor_type = item
@@ -283,9 +432,10 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
                 name = strip_nifti_suffix(Path(item.path).name)
             cases.append(Case(name, image_path, label_path, tumor_type, "synthetic", "training"))
             infos.append(info)
-        spread = dict(zip(POSE_FIELDS, synth.pose_spread, strict=True)) if pose and synth.pose_spread else None
+        spread = (dict(zip(POSE_FIELDS, synth.pose_spread, strict=True)) if pose and synth.pose_spread
+                  and not pool_maps else None)
         meta = {"volgan": {"generator": "volgan.synth", "seed": seed, "config": synth.config, "stats": synth.stats,
-                           "pose_spread": spread,
+                           "pose_spread": spread, "label_source": label_source if n_cases else "given",
                            "cases": {c.name: i for c, i in zip(cases, infos, strict=True)}}}
         write_datalist(cases, staging, "msd", meta)
     for case in cases:
@@ -296,17 +446,7 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
 def _paint_given(synth: Synthesizer, label: Volume, staging: Path, seed: int, index: int):
     """Image for a user's label map: onto the generators' grid (nearest), centre crop/pad to S³, paint, and
     back onto the label map's own grid; the label map is kept as given."""
-    spacing = synth.config["spacing"]
-    affine, shape = model_grid(label.affine, label.shape, spacing)
-    on_grid = resample(torch.from_numpy(label.array[None].astype(np.int64)), label.affine, affine, shape, "nearest")[0]
-    s = synth.size
-    crop = np.zeros((s, s, s), np.uint8)
-    src, dst = [], []
-    for n in shape:
-        start = (n - s) // 2
-        src.append(slice(max(start, 0), max(start, 0) + min(n, s)))
-        dst.append(slice(max(-start, 0), max(-start, 0) + min(n, s)))
-    crop[tuple(dst)] = on_grid.numpy()[tuple(src)]
+    crop, affine, shape, src, dst = to_generator_grid(synth, label)
     painted = paint(synth, crop, _generator(seed, index))
     full = np.zeros(shape, np.float32)
     full[tuple(src)] = painted[tuple(dst)]
