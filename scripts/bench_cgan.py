@@ -76,7 +76,7 @@ def consistency(model_path: Path, datalist: Path) -> tuple[dict[str, float], dic
     tumor Dice per tumor_type, and how many tumor-free volumes the judge finds a tumor in."""
     cases = read_datalist(datalist).cases
     images, labels = load_arrays(cases, GRID)
-    dice = label_consistency(load_model(model_path, "cpu"), images, labels, np.diag([*GRID.spacing, 1.0]))
+    dice, _ = label_consistency(load_model(model_path, "cpu"), images, labels, np.diag([*GRID.spacing, 1.0]))
     types = np.array([c.tumor_type for c in cases])
     means = {LABELS[k]: float(np.nanmean(dice[:, k - 1])) for k in range(1, 6)}
     per_type = {t: float(np.nanmean(dice[types == t, 4])) for t in (1, 2, 3) if (types == t).any()}

@@ -58,6 +58,12 @@ def test_train_writes_checkpoints_logs_and_the_collapse_monitor(gan):
     assert len(list((root / "models").glob("checkpoint_*.pt"))) == 1
     assert list((root / "eval").glob("events.out.tfevents.*"))
     assert "msssim_real" in log and "msssim_synthetic" in log
+    import re
+
+    gaps = [float(g) for g in re.findall(r"diversity_gap: (-?[0-9.]+)", log)]
+    warned = [int(p) for p in re.findall(r"possible mode collapse: synthetic MS-SSIM [0-9.]+ is (\d+)% above", log)]
+    assert gaps and all(p >= 15 for p in warned)  # a warning only beyond the 15% target
+    assert warned or not any(g > 0.15 for g in gaps), (gaps, warned)
     state = torch.load(root / "models" / "generator.pt", weights_only=True)
     assert state["config"]["size"] == 16 and state["stats"]["orientation"] == "RAS" and state["epoch"] == 2
 

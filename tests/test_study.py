@@ -118,7 +118,8 @@ def test_the_papers_claims_open_the_report(study):
     gradcam = next(c for c in claims if c["metric"] == "Grad-CAM tumor share")
     assert gradcam["difference"]["mean"] is not None  # measured on the none and GAN arms
     shares = doc["gradcam_tumor_share"]
-    assert set(shares) == {f"pool {p}, {a}" for p in PROFILES["tiny"].pool_sizes for a in ("none", "gan")}
+    scarce = min(PROFILES["tiny"].pool_sizes)  # the claim's pool: Grad-CAM runs there only
+    assert set(shares) == {f"pool {scarce}, {a}" for a in ("none", "gan")}
     assert all(0 <= v["mean"] <= 1 for v in shares.values())
     for page in ("report.md", "report.html"):
         text = (study / page).read_text(encoding="utf-8")
@@ -157,6 +158,23 @@ def test_every_run_trains_on_exactly_its_arms_volumes(study):
         else:
             assert arm["n_real"] == arm["real_pool"]
             assert arm["n_synthetic"] == (arm["real_pool"] if arm["arm"] in ("gan", "both") else 0)
+
+
+def test_synthetic_label_maps_come_from_each_gans_own_pool(study):
+    """The default label source: every synthetic case records it and the real map it came from, a training case
+    of that GAN's own pool (never a test case, never a case outside the pool); the report says which source."""
+    profile = PROFILES["tiny"]
+    data = read_datalist(study / "stages" / "data" / "real")
+    test = {c.name for c in data.split("test")}
+    for n in profile.pool_sizes:
+        own_pool = {c.name for c in read_datalist(study / "stages" / f"gan-{n}" / "data").cases}
+        assert len(own_pool) == n and not own_pool & test
+        meta = read_datalist(study / "stages" / f"synth-{n}" / "synthetic").meta["volgan"]
+        assert meta["label_source"] == "real-deformed"
+        for info in meta["cases"].values():
+            assert info["label_source"] == "real-deformed" and info["from"] in own_pool
+    report = (study / "report.md").read_text(encoding="utf-8")
+    assert "## Synthetic data used by this study" in report and "real training maps of the GAN's own pool" in report
 
 
 def test_an_interrupted_study_reports_what_an_uninterrupted_one_does(study, tmp_path):

@@ -241,7 +241,7 @@ def tumor_consistency(synth_dice: np.ndarray, synth_calls: np.ndarray, synth_lab
     anatomy = {LABELS[k]: float(np.nanmean(synth_dice[:, k - 1])) if np.isfinite(synth_dice[:, k - 1]).any()
                else None for k in range(1, 5)}
     targets = []
-    if real["tumor_dice"] and bearing["tumor_dice"] is not None:
+    if real["tumor_dice"] is not None and bearing["tumor_dice"] is not None:
         bar = CONSISTENCY_TARGETS["tumor_dice_ratio"] * real["tumor_dice"]
         targets.append({"target": f"tumor_bearing.tumor_dice >= {CONSISTENCY_TARGETS['tumor_dice_ratio']} x "
                                   "real_test.tumor_dice", "value": bearing["tumor_dice"], "bar": bar,
