@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--finished", help="summarize this finished study instead of running one; its wall time from "
                                            "nothing, timed outside, goes in --wall-seconds")
     parser.add_argument("--wall-seconds", type=float, help="with --finished: the study command's measured wall time")
-    parser.add_argument("--timed-command", default="time volgan study --profile quick --out study",
+    parser.add_argument("--timed-command", default="volgan study --profile quick --out study",
                         help="with --finished: the command that was timed, for the record")
     args = parser.parse_args()
     if args.finished:
@@ -47,8 +47,8 @@ def main() -> None:
         body = summarize(Path(args.finished), args.wall_seconds, args.profile)
         print(body)
         write_section(f"Study, {args.profile} profile", body,
-                      f"`{args.timed_command}` (timed), then python scripts/bench_study.py --profile {args.profile} "
-                      f"--finished DIR --wall-seconds S")
+                      f"{args.timed_command} (timed); python scripts/bench_study.py --profile {args.profile} "
+                      f"--finished {args.finished} --wall-seconds {args.wall_seconds}")
         return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or Path(tmp) / "study")
