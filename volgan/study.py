@@ -702,15 +702,12 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
               real: str | os.PathLike | None = None, quiet: bool = False, label_source: str | None = None) -> Path:
     """Run (or resume) the study under ``out``; returns the path of ``report.html``. ``label_source`` (None: the
     profile's) says where synthetic label maps come from (:data:`volgan.synth.LABEL_SOURCES`)."""
-    from volgan.synth import LABEL_SOURCES
+    from volgan.synth import check_label_source
 
     out = Path(out)
     profile = PROFILES[profile] if isinstance(profile, str) else profile
     if label_source is not None:
-        if label_source not in LABEL_SOURCES:
-            raise VolganInputError(None, f"--label-source must be one of {', '.join(LABEL_SOURCES)}, "
-                                         f"got {label_source!r}")
-        profile = replace(profile, label_source=label_source)
+        profile = replace(profile, label_source=check_label_source(label_source))
     if seeds is not None:
         if seeds < 2:
             raise VolganInputError(None, f"--seeds must be at least 2 (spread needs two runs), got {seeds}")

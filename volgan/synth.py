@@ -247,6 +247,13 @@ def synthesize_case(synth: Synthesizer, tumor_type: int, seed: int, index: int, 
 LABEL_SOURCES = ("gan", "real-deformed")
 
 
+def check_label_source(label_source: str) -> str:
+    """``label_source`` if it is one of :data:`LABEL_SOURCES`; otherwise :class:`VolganInputError` naming the option."""
+    if label_source not in LABEL_SOURCES:
+        raise VolganInputError(None, f"--label-source must be one of {', '.join(LABEL_SOURCES)}, got {label_source!r}")
+    return label_source
+
+
 def to_generator_grid(synth: Synthesizer, label: Volume) -> tuple[np.ndarray, np.ndarray, tuple, list, list]:
     """A label map on the generators' grid: resampled (nearest) onto a RAS grid of the training spacing, then
     centre-cropped or padded to S³. Returns (S³ uint8 map, that RAS grid's affine and shape, and the slices
@@ -350,9 +357,10 @@ def deformed_real_label(synth: Synthesizer, pool: list[np.ndarray], tumor_type: 
             choices = own or every or [27]
             size = int(choices[int(torch.randint(len(choices), (1,), generator=noise))])
             label = place_tumor(label, tumor_type, size, noise)
-        if tumor_site(label) == tumor_type:
+        verified = tumor_site(label) == tumor_type
+        if verified:
             break
-    info = {"tries": tries, "site_verified": bool(tumor_site(label) == tumor_type), "label_source": "real-deformed",
+    info = {"tries": tries, "site_verified": bool(verified), "label_source": "real-deformed",
             "from_pool_index": source, "tumor_voxels": size}
     return label, info, noise
 
@@ -389,8 +397,7 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
 
     if (n_cases is None) == (labels is None):
         raise VolganInputError(None, "give either --cases N or --labels DIR")
-    if label_source not in LABEL_SOURCES:
-        raise VolganInputError(None, f"--label-source must be one of {', '.join(LABEL_SOURCES)}, got {label_source!r}")
+    check_label_source(label_source)
     if (label_source == "real-deformed") != (pool is not None) or (pool is not None and n_cases is None):
         raise VolganInputError(None, "--label-source real-deformed goes with --cases and needs --pool DATALIST "
                                      "(the GAN's real training pool); --pool goes with it only")
