@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 
-def write_dicom_series(array: np.ndarray, affine: np.ndarray, folder: Path) -> Path:
+def write_dicom_series(array: np.ndarray, affine: np.ndarray, folder: Path,
+                       series_uid: str = "1.2.826.0.1.3680043.2.1125.1.42") -> Path:
     """Write a 3D int16 array with a RAS affine as an MR DICOM series (one file per k slice)."""
     import SimpleITK as sitk
 
@@ -24,7 +25,6 @@ def write_dicom_series(array: np.ndarray, affine: np.ndarray, folder: Path) -> P
     image.SetOrigin(lps[:3, 3].tolist())
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    series_uid = "1.2.826.0.1.3680043.2.1125.1.42"
     orientation = "\\".join(f"{v:.6f}" for v in direction[:, 0].tolist() + direction[:, 1].tolist())
     for k in range(image.GetDepth()):
         slice_ = image[:, :, k]

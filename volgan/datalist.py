@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from volgan.errors import VolganInputError
-from volgan.io import strip_nifti_suffix, write_text
+from volgan.io import volume_stem, write_text
 from volgan.labels import LABELS, SOURCES, TUMOR_TYPES
 
 SPLITS = ("training", "test")  # MSD keys; a validation split is drawn from "training" by the trainer
@@ -111,7 +111,7 @@ def _read_msd(file: Path, doc: dict) -> list[Case]:
                 raise VolganInputError(file, f"{split} entry {n} has no 'image'")
             image = (base / entry["image"]).resolve()
             label = (base / entry["label"]).resolve() if entry.get("label") else None
-            name = entry.get("name") or strip_nifti_suffix(image.name)
+            name = entry.get("name") or volume_stem(image.name)
             cases.append(
                 Case(name, image, label, _tumor_type(file, name, entry.get("tumor_type")),
                      _source(file, name, entry.get("source", "real")), split)

@@ -1,7 +1,10 @@
-"""Volume I/O: NIfTI files and DICOM series in, atomic ``.nii.gz`` out, one :class:`Volume` in between.
+"""Volume I/O: NIfTI, MetaImage (``.mha``/``.mhd``), NRRD and DICOM series in; atomic NIfTI, ``.mha`` or
+``.nrrd`` out; one :class:`Volume` in between.
 
 Arrays are indexed (i, j, k) in voxel order as stored; ``affine`` maps (i, j, k, 1) to RAS+ world
-coordinates in mm, as in NIfTI and nibabel. DICOM (LPS) geometry is converted to that convention.
+coordinates in mm, as in NIfTI and nibabel. ITK's (LPS) geometry, that of DICOM, MetaImage and NRRD, is
+converted to that convention on reading and back on writing. NIfTI goes through nibabel, everything else
+through SimpleITK.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +25,10 @@ from volgan.errors import VolganInputError
 from volgan.labels import NUM_LABELS
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")  # read through SimpleITK
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")  # single-file formats volgan writes
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
 AFFINE_TOLERANCE = 1e-4  # mm; two affines closer than this describe the same grid
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -61,25 +69,49 @@ def strip_nifti_suffix(name: str) -> str:
     return name
 
 
-def read_volume(path: str | os.PathLike, *, label: bool = False) -> Volume:
-    """Read a NIfTI file or a DICOM series folder into a :class:`Volume`.
+def is_volume_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a volume file volgan reads (:data:`VOLUME_SUFFIXES`), by its name alone."""
+    return str(path).lower().endswith(VOLUME_SUFFIXES)
 
-    Images come back as float32 and label maps as uint8 (values checked to lie in 0–5). A 4D array
-    with one channel is squeezed to 3D. Anything else that is not one finite 3D volume raises
-    :class:`VolganInputError` naming the file.
+
+def volume_suffix(name: str | os.PathLike) -> str:
+    """The volume suffix of a file name (``".nii.gz"``, ``".mha"``…), ``""`` for anything else."""
+    lower = str(name).lower()
+    return next((s for s in VOLUME_SUFFIXES if lower.endswith(s)), "")
+
+
+def volume_stem(name: str) -> str:
+    """A volume file's name without its suffix: ``"case_001.nii.gz"`` → ``"case_001"``, ``"t2.mha"`` → ``"t2"``."""
+    suffix = volume_suffix(name)
+    return name[: -len(suffix)] if suffix else name
+
+
+def volume_files(folder: str | os.PathLike) -> list[Path]:
+    """The volume files directly in ``folder``, sorted, hidden files and ``.raw`` companions left out."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_volume_file(p) and not p.name.startswith("."))
+
+
+def read_volume(path: str | os.PathLike, *, label: bool = False, series: DicomSeries | None = None) -> Volume:
+    """Read a volume file (NIfTI, ``.mha``, ``.mhd``, ``.nrrd``) or a folder holding one DICOM series (at any
+    depth) into a :class:`Volume`.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file, or the folder.
+    label : bool
+        Read a label map: uint8, values checked to lie in 0–5. Otherwise an image: float32, finite.
+    series : DicomSeries, optional
+        Read this series (:func:`find_dicom_series`) of the folder ``path``, which may hold several.
+
+    Returns
+    -------
+    Volume
+        Array (X, Y, Z) in stored voxel order, affine (4×4, mm, RAS). A 4D array with one channel is squeezed.
+        Anything that is not one finite 3D volume raises :class:`VolganInputError` naming the file.
     """
     path = Path(path)
-    if not path.exists():
-        raise VolganInputError(path, "no such file or folder")
-    if path.is_dir():
-        array, affine = _read_dicom_series(path)
-    elif is_nifti(path):
-        array, affine = _read_nifti(path)
-    else:
-        raise VolganInputError(path, "not a volume: expected a .nii, .nii.gz file or a DICOM series folder")
-    array = _as_3d(path, array)
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise VolganInputError(path, "the header's affine is singular or not finite")
+    array, affine = read_array(path) if series is None else read_dicom_series(series)
     if label:
         return Volume(_as_label_map(path, array), affine, str(path))
     array = array.astype(np.float32, copy=False)
@@ -87,6 +119,27 @@ def read_volume(path: str | os.PathLike, *, label: bool = False) -> Volume:
         bad = int((~np.isfinite(array)).sum())
         raise VolganInputError(path, f"{bad} voxels are NaN or Inf")
     return Volume(array, affine, str(path))
+
+
+def read_array(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """The stored array (X, Y, Z, any numeric type) and RAS affine (4×4, mm) of a volume file or of the one
+    DICOM series in a folder, checked to be 3D with a usable affine; values are not checked."""
+    path = Path(path)
+    if not path.exists():
+        raise VolganInputError(path, "no such file or folder")
+    if path.is_dir():
+        array, affine = _read_dicom_folder(path)
+    elif is_nifti(path):
+        array, affine = _read_nifti(path)
+    elif is_volume_file(path):
+        array, affine = _read_itk(path)
+    else:
+        raise VolganInputError(path, "not a volume: expected a .nii, .nii.gz, .mha, .mhd, .nrrd or .nhdr file or a "
+                                     "DICOM series folder")
+    array = _as_3d(path, array)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise VolganInputError(path, "the header's affine is singular or not finite")
+    return array, affine
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -101,29 +154,126 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(array), np.asarray(img.affine, dtype=np.float64)
 
 
-def _read_dicom_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class DicomSeries:
+    """One DICOM series found in a tree: its ``uid``, the ``folder`` holding it and its ``files`` (sorted by
+    slice position, as GDCM orders them)."""
+
+    uid: str
+    folder: Path
+    files: tuple[str, ...]
+
+
+def find_dicom_series(root: str | os.PathLike) -> list[DicomSeries]:
+    """Every DICOM series in ``root`` and the folders below it (patient/study/series trees included), in
+    folder order, then series UID order."""
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
+    found = []
+    warnings = sitk.ProcessObject_GetGlobalWarningDisplay()
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)  # GDCM warns on stderr about every folder without a series
     try:
-        series = reader.GetGDCMSeriesIDs(str(path))
-    except RuntimeError:
-        series = ()
-    if not series:
-        raise VolganInputError(path, "folder holds no DICOM series")
-    if len(series) > 1:
-        raise VolganInputError(path, f"folder holds {len(series)} DICOM series; expected one")
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
+        for folder, dirs, _files in os.walk(root):  # top-down, children in sorted order
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            try:
+                uids = reader.GetGDCMSeriesIDs(folder)
+            except RuntimeError:
+                uids = ()
+            for uid in sorted(uids):
+                found.append(DicomSeries(uid, Path(folder), tuple(reader.GetGDCMSeriesFileNames(folder, uid))))
+    finally:
+        sitk.ProcessObject_SetGlobalWarningDisplay(warnings)
+    return found
+
+
+def find_volumes(folder: str | os.PathLike) -> list[tuple[str, Path, DicomSeries | None]]:
+    """(name, path, series) of every volume file directly in ``folder`` (series None) and of every DICOM series
+    at any depth below it (path: the series' folder). A file is named by its stem; a series by its folder's path
+    from ``folder`` with ``/`` written ``_`` (``folder``'s own name for a series in ``folder`` itself), numbered
+    when one folder holds several series."""
+    folder = Path(folder)
+    found: list[tuple[str, Path, DicomSeries | None]] = [(volume_stem(p.name), p, None) for p in volume_files(folder)]
+    series = find_dicom_series(folder)
+    per_folder = Counter(s.folder for s in series)
+    seen: Counter = Counter()
+    for s in series:
+        name = "_".join(s.folder.relative_to(folder).parts) or folder.resolve().name
+        seen[s.folder] += 1
+        found.append((f"{name}_{seen[s.folder]}" if per_folder[s.folder] > 1 else name, s.folder, s))
+    return found
+
+
+def read_dicom_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
+    """Array (X, Y, Z) and RAS affine of one series found by :func:`find_dicom_series`."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(list(series.files))
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise VolganInputError(path, f"unreadable DICOM series ({first_line(exc)})") from None
+        raise VolganInputError(series.folder, f"unreadable DICOM series ({first_line(exc)})") from None
+    return _from_sitk(image)
+
+
+def _read_dicom_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    series = find_dicom_series(path)
+    if not series:
+        files = volume_files(path)
+        if files:
+            kinds = ", ".join(sorted({volume_suffix(f.name) for f in files}))
+            raise VolganInputError(path, f"folder holds no DICOM series but {len(files)} volume file(s) ({kinds}); "
+                                         "name the files themselves, or import the folder with volgan import")
+        raise VolganInputError(path, "folder holds no DICOM series and no volume files")
+    if len(series) > 1:
+        where = "; ".join(f"{os.path.relpath(s.folder, path)} ({len(s.files)} files)" for s in series[:4])
+        more = " …" if len(series) > 4 else ""
+        raise VolganInputError(path, f"folder holds {len(series)} DICOM series ({where}{more}); name one series "
+                                     "folder, or import them all with volgan import")
+    return read_dicom_series(series[0])
+
+
+def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise VolganInputError(path, f"not a readable {volume_suffix(path.name)} volume ({first_line(exc)})") from None
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    if image.GetDimension() != 3:
+        raise VolganInputError(path, f"expected a 3D volume, got {image.GetDimension()}D of size {image.GetSize()}")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise VolganInputError(path, f"has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected "
+                                     "one number per voxel")
+    return _from_sitk(image)
+
+
+def _from_sitk(image) -> tuple[np.ndarray, np.ndarray]:
+    """SimpleITK image (LPS) → (array (X, Y, Z), RAS affine)."""
+    import SimpleITK as sitk
+
     array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (z, y, x) -> (i, j, k)
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     affine = np.eye(4)
     affine[:3, :3] = direction * np.asarray(image.GetSpacing())
     affine[:3, 3] = image.GetOrigin()
-    return array, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # LPS -> RAS
+    return array, LPS_FROM_RAS @ affine
+
+
+def _to_sitk(array: np.ndarray, affine: np.ndarray):
+    """(array (X, Y, Z), RAS affine) → SimpleITK image (LPS), the inverse of :func:`_from_sitk`."""
+    import SimpleITK as sitk
+
+    lps = LPS_FROM_RAS @ np.asarray(affine, dtype=np.float64)
+    spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
+    image.SetOrigin(lps[:3, 3].tolist())
+    return image
 
 
 def _as_3d(path: Path, array: np.ndarray) -> np.ndarray:
@@ -189,6 +339,28 @@ def write_nifti(volume: Volume | np.ndarray, path: str | os.PathLike, affine: np
     suffix = ".nii.gz" if str(path).endswith(".gz") else ".nii"
     with atomic_path(path, suffix=suffix) as tmp:
         nib.save(img, str(tmp))
+    return path
+
+
+def write_volume(volume: Volume, path: str | os.PathLike) -> Path:
+    """Write a volume atomically in the format its name ends in: NIfTI (:func:`write_nifti`), ``.mha`` or
+    ``.nrrd`` (SimpleITK, LPS geometry converted from ``volume.affine``). uint8 arrays stay uint8, everything
+    else is written as float32; non-finite voxels are refused."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if is_nifti(path):
+        return write_nifti(volume, path)
+    suffix = volume_suffix(path.name)
+    if suffix not in OUTPUT_SUFFIXES:
+        raise VolganInputError(path, f"output name must end in one of {', '.join(OUTPUT_SUFFIXES)}")
+    dtype = np.uint8 if volume.array.dtype == np.uint8 else np.float32
+    array = np.asarray(volume.array, dtype=dtype)
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise VolganInputError(path, f"not written: {int((~finite).sum())} voxels are NaN or Inf")
+    with atomic_path(path, suffix=suffix) as tmp:
+        sitk.WriteImage(_to_sitk(array, volume.affine), str(tmp), True)
     return path
 
 

@@ -22,14 +22,14 @@ import numpy as np
 
 from volgan.datalist import DATASET_FILE, read_datalist
 from volgan.errors import VolganInputError
-from volgan.inference import output_stem
+from volgan.inference import stem_of_output
 from volgan.io import (
     check_same_grid,
-    is_nifti,
     read_volume,
     staged_output_dir,
     strict_json,
-    strip_nifti_suffix,
+    volume_files,
+    volume_stem,
     write_text,
 )
 from volgan.labels import LABELS, TUMOR_LABEL, TUMOR_TYPES
@@ -76,12 +76,9 @@ def find_pairs(pred_dir: str | os.PathLike, ref: str | os.PathLike,
     if not pred_dir.is_dir():
         raise VolganInputError(pred_dir, "prediction folder does not exist")
     preds = {}
-    for path in sorted(pred_dir.iterdir()):
-        if is_nifti(path) and not path.name.startswith("."):
-            stem = strip_nifti_suffix(path.name)
-            if stem.endswith("_gradcam"):
-                continue
-            preds[stem[: -len("_seg")] if stem.endswith("_seg") else stem] = path
+    for path in volume_files(pred_dir):
+        if not volume_stem(path.name).endswith("_gradcam"):
+            preds[stem_of_output(path)] = path
     if ref.suffix == ".json" or (ref / DATASET_FILE).is_file():
         datalist = read_datalist(ref)
         test = datalist.split("test")
@@ -92,8 +89,7 @@ def find_pairs(pred_dir: str | os.PathLike, ref: str | os.PathLike,
         cases = [c for c in test if c.label is not None]
         refs = [(c.name, c.label, c.image, c.tumor_type) for c in cases]
     elif ref.is_dir():
-        refs = [(strip_nifti_suffix(p.name), p, None, None) for p in sorted(ref.iterdir())
-                if is_nifti(p) and not p.name.startswith(".")]
+        refs = [(volume_stem(p.name), p, None, None) for p in volume_files(ref)]
     else:
         raise VolganInputError(ref, "reference must be a datalist or a folder of label maps")
     if not refs:
@@ -101,10 +97,11 @@ def find_pairs(pred_dir: str | os.PathLike, ref: str | os.PathLike,
     pairs = []
     for name, label, image, tumor_type in refs:
         if name not in preds:
-            raise VolganInputError(pred_dir / f"{name}_seg.nii.gz", f"no prediction for reference case {name!r}")
+            raise VolganInputError(pred_dir / f"{name}_seg.nii.gz", f"no prediction for reference case {name!r} (nor "
+                                                                    f"{name}_seg or {name} in another volume format)")
         if image is None and images is not None:
-            candidates = [Path(images) / f"{name}{suffix}" for suffix in (".nii.gz", ".nii", "_0000.nii.gz")]
-            image = next((c for c in candidates if c.exists()), None)
+            candidates = [p for p in volume_files(images) if volume_stem(p.name) in (name, f"{name}_0000")]
+            image = candidates[0] if candidates else None
         pairs.append(Pair(name, preds[name], Path(label), image, tumor_type))
     return pairs
 
@@ -132,7 +129,7 @@ def read_class_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
             probs = np.array([float(row[c]) for c in columns])
         except (TypeError, ValueError):
             raise VolganInputError(path, f"row {n} has a probability that is not a number") from None
-        table[output_stem(Path(row["input"]))] = probs
+        table[stem_of_output(row["output"]) if row.get("output") else volume_stem(Path(row["input"]).name)] = probs
     return table
 
 
@@ -151,7 +148,8 @@ def evaluate(pred_dir, ref, out, classes: str | os.PathLike | None = None, image
             has_tumor = bool(metrics[TUMOR_LABEL]["n_ref"])
             per_case.append({"pair": pair, "metrics": metrics, "ref_tumor": has_tumor, "spacing": ref_volume.spacing})
         summary = summarize(per_case, tolerance_mm, resamples, seed)
-        if classes is not None:
+        summary["volgan"]["classification_note"] = classification_note(per_case, classes)
+        if summary["volgan"]["classification_note"] is None:
             summary["classification"] = classify(per_case, read_class_table(classes), resamples, seed, classes)
         (staging / "figures").mkdir()
         figures = make_figures(per_case, summary, staging / "figures")
@@ -209,6 +207,21 @@ def summarize(per_case: list[dict], tolerance_mm: float, resamples: int, seed: i
             "definitions": DEFINITIONS,
         },
     }
+
+
+def classification_note(per_case: list[dict], classes) -> str | None:
+    """Why the report holds segmentation alone, or None when classification figures are computed: they need
+    ``classes`` (``volgan infer``'s table) and a reference with tumor_type for every case or, without it, cases
+    both with and without tumor label 5 (segmentation-only data sets have neither)."""
+    if classes is None:
+        return "segmentation only: no --classes table of tumor probabilities was given"
+    if all(row["pair"].tumor_type is not None for row in per_case):
+        return None
+    if len({row["ref_tumor"] for row in per_case}) == 2:
+        return None
+    kind = "with" if per_case[0]["ref_tumor"] else "without"
+    return (f"segmentation only: the reference has no tumor_type and every case is {kind} tumor label 5, so no "
+            "tumor classification is defined")
 
 
 def classify(per_case: list[dict], table: dict[str, np.ndarray], resamples: int, seed: int, source) -> dict:
@@ -293,7 +306,8 @@ def _header(summary: dict) -> list[str]:
     return [f"{v['n_cases']} cases; foreground mean Dice {fmt(fm['Dice'])}, IoU {fmt(fm['IoU'])}, "
             f"HD95 {fmt(fm['HD95'], 2)} mm, NSD {fmt(fm['NSD'])}.",
             f"Bootstrap: {s['bootstrap_resamples']} resamples, seed {s['bootstrap_seed']}, 95% percentile intervals. "
-            f"{len(v['flags'])} (case, label) pairs are flagged (see summary.json)."]
+            f"{len(v['flags'])} (case, label) pairs are flagged (see summary.json).",
+            *([f"Classification: {v['classification_note']}."] if v.get("classification_note") else [])]
 
 
 def markdown_page(title: str, header: list[str], tables, figures: dict[str, str], definitions: list[str]) -> str:

@@ -32,7 +32,7 @@ from scipy import ndimage
 from volgan.datalist import Case, layout_paths, write_datalist
 from volgan.errors import VolganInputError
 from volgan.gan import GENERATOR_FILE, ImageGenerator, LabelGenerator
-from volgan.io import Volume, is_nifti, read_volume, reorient, staged_output_dir, strip_nifti_suffix, write_nifti
+from volgan.io import Volume, read_volume, reorient, staged_output_dir, volume_files, volume_stem, write_nifti
 from volgan.labels import NUM_LABELS, NUM_TUMOR_TYPES, TUMOR_LABEL, TUMOR_TYPES, tumor_type_from_name
 from volgan.pose import POSE_FIELDS, missing_spread, pose_spread, random_pose
 from volgan.transforms import model_grid, resample
@@ -414,9 +414,9 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
         folder = Path(labels)
         if not folder.is_dir():
             raise VolganInputError(folder, "--labels must be a folder of label maps")
-        files = sorted(p for p in folder.iterdir() if is_nifti(p) and not p.name.startswith("."))
+        files = volume_files(folder)
         if not files:
-            raise VolganInputError(folder, "holds no .nii/.nii.gz label maps")
+            raise VolganInputError(folder, "holds no label maps (.nii, .nii.gz, .mha, .mhd, .nrrd or .nhdr)")
         jobs = [("label", read_volume(p, label=True)) for p in files]  # validate every file before any work
     cases, infos = [], []
     with staged_output_dir(out, SYNTH_ENTRIES, overwrite) as staging:
@@ -436,7 +436,7 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
                 tumor_type = item
             else:
                 image_path, label_path, tumor_type, info = _paint_given(synth, item, staging, seed, index)
-                name = strip_nifti_suffix(Path(item.path).name)
+                name = volume_stem(Path(item.path).name)
             cases.append(Case(name, image_path, label_path, tumor_type, "synthetic", "training"))
             infos.append(info)
         spread = (dict(zip(POSE_FIELDS, synth.pose_spread, strict=True)) if pose and synth.pose_spread
@@ -458,7 +458,7 @@ def _paint_given(synth: Synthesizer, label: Volume, staging: Path, seed: int, in
     full = np.zeros(shape, np.float32)
     full[tuple(src)] = painted[tuple(dst)]
     image = resample(torch.from_numpy(full[None]), affine, label.affine, label.shape)[0].numpy()
-    name = strip_nifti_suffix(Path(label.path).name)
+    name = volume_stem(Path(label.path).name)
     image_path, label_path = layout_paths(staging, name, "training", "msd")
     write_nifti(Volume(image, label.affine), image_path)
     write_nifti(label, label_path)

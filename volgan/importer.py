@@ -1,0 +1,289 @@
+"""``volgan import``: a spine data set as published (SPIDER, VerSe, TotalSpineSeg, nnU-Net, MSD, or a folder of
+image/label pairs; NIfTI, MetaImage, NRRD or DICOM series anywhere in a tree) → NIfTI and a datalist with
+volgan's labels (``volgan.labels``).
+
+Every volume is read through :func:`volgan.io.read_array` (nibabel for NIfTI, SimpleITK for the rest) and
+written with the same array and affine. Label values are translated by a label map: a preset that carries a
+public data set's published label table, or a JSON file ``{their value: volgan label}``. Values not in the map
+are refused with their voxel and case counts unless ``unmapped="background"``. Everything is read and mapped in
+a hidden staging folder; nothing appears in the output folder until every case has passed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from volgan.datalist import DATASET_FILE, Case, balanced_test_split, layout_paths, read_datalist, write_datalist
+from volgan.errors import VolganInputError
+from volgan.io import (
+    DicomSeries,
+    Volume,
+    check_same_grid,
+    find_volumes,
+    read_array,
+    read_volume,
+    staged_output_dir,
+    write_nifti,
+)
+from volgan.labels import LABELS, NUM_LABELS, TUMOR_LABEL, tumor_type_from_name
+
+VERTEBRA, DISC, CORD, CSF = 1, 2, 3, 4  # volgan's label numbers (volgan.labels.LABELS)
+LABEL_SUFFIXES = ("_label", "_labels", "_seg", "_mask", "_gt")  # a pair folder's label files: NAME<suffix>.<ext>
+UNMAPPED_CHOICES = ("refuse", "background")
+OUTPUT_ENTRIES = (DATASET_FILE, "imagesTr", "labelsTr", "imagesTs", "labelsTs")
+
+
+def _spread(values, label: int) -> dict[int, int]:
+    return {int(v): label for v in values}
+
+
+# The published label tables, each mapped onto volgan's six labels. Neither table has a tumor label.
+LABEL_MAP_PRESETS: dict[str, dict[int, int]] = {
+    # SPIDER: van der Graaf et al., "Lumbar spine segmentation in MR images: a dataset and a public benchmark",
+    # Scientific Data 11, 264 (2024), arXiv 2306.12217. Masks: vertebrae 1-25, spinal canal 100, partially
+    # visible vertebrae 101-125, intervertebral discs 201-225. The canal mask holds cord and CSF together; it is
+    # mapped to csf, so a model trained on it learns no cord label.
+    "spider": {0: 0, **_spread(range(1, 26), VERTEBRA), 100: CSF, **_spread(range(101, 126), VERTEBRA),
+               **_spread(range(201, 226), DISC)},
+    # VerSe: Sekuboyina et al., "VerSe: A Vertebrae labelling and segmentation benchmark for multi-detector CT
+    # images", Medical Image Analysis 73 (2021), arXiv 2001.09193. Vertebrae C1-C7 1-7, T1-T12 8-19, L1-L6 20-25,
+    # sacrum 26, coccyx 27, T13 28; no discs, cord or canal.
+    "verse": {0: 0, **_spread(range(1, 29), VERTEBRA)},
+    # TotalSpineSeg: Warszawer et al., "TotalSpineSeg: Robust Spine Segmentation with Landmark-Based Labeling in
+    # MRI" (2025), and the "List of Classes" of github.com/neuropoly/totalspineseg: spinal cord 1, spinal canal 2
+    # (the canal less the cord), vertebrae C1-C7 11-17, T1-T12 21-32, L1-L5 41-45, sacrum 50, discs C2-C3..C6-C7
+    # 63-67, C7-T1..T11-T12 71-82, T12-L1..L4-L5 91-95, L5-S 100.
+    "totalspineseg": {0: 0, 1: CORD, 2: CSF,
+                      **_spread([*range(11, 18), *range(21, 33), *range(41, 46), 50], VERTEBRA),
+                      **_spread([*range(63, 68), *range(71, 83), *range(91, 96), 100], DISC)},
+}
+
+
+def load_label_map(spec: str | os.PathLike | None) -> dict[int, int] | None:
+    """A preset's table (``"spider"``, ``"verse"``, ``"totalspineseg"``) or a JSON file's ``{their value: volgan
+    label}`` (labels as numbers 0-5 or names such as ``"disc"``); None means the values already are volgan's."""
+    if spec is None:
+        return None
+    if str(spec).lower() in LABEL_MAP_PRESETS:
+        return dict(LABEL_MAP_PRESETS[str(spec).lower()])
+    path = Path(spec)
+    if not path.is_file():
+        raise VolganInputError(path, "no such label map; expected a JSON file or one of "
+                                     + ", ".join(LABEL_MAP_PRESETS))
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VolganInputError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or not doc:
+        raise VolganInputError(path, "expected a JSON object {their value: volgan label}")
+    names = {name: k for k, name in LABELS.items()}
+    mapping = {}
+    for theirs, ours in doc.items():
+        try:
+            key = int(theirs)
+        except ValueError:
+            raise VolganInputError(path, f"key {theirs!r} is not an integer label value") from None
+        value = names.get(ours, ours) if isinstance(ours, str) else ours
+        if isinstance(value, bool) or not isinstance(value, int) or value not in LABELS:
+            raise VolganInputError(path, f"value {ours!r} for {theirs} is not a volgan label "
+                                         f"(0-{NUM_LABELS - 1} or one of {', '.join(LABELS.values())})")
+        mapping[key] = value
+    return mapping
+
+
+def map_labels(values: np.ndarray, mapping: dict[int, int] | None, unmapped: str = "refuse"
+               ) -> tuple[np.ndarray, Counter]:
+    """Translate a label array (X, Y, Z; integer values) through ``mapping`` (None: the values 0-5 are kept).
+
+    Returns the uint8 volgan label map and a Counter {value: voxels} of the values not in the map, which become
+    background (0)."""
+    uniques, inverse = np.unique(values, return_inverse=True)
+    table = np.zeros(len(uniques), dtype=np.uint8)
+    missing = Counter()
+    counts = np.bincount(inverse.ravel(), minlength=len(uniques))
+    for n, value in enumerate(uniques.tolist()):
+        target = mapping.get(int(value)) if mapping is not None else (int(value) if 0 <= value < NUM_LABELS else None)
+        if target is None:
+            missing[int(value)] = int(counts[n])
+        else:
+            table[n] = target
+    if unmapped not in UNMAPPED_CHOICES:
+        raise ValueError(f"unmapped must be one of {UNMAPPED_CHOICES}, got {unmapped!r}")
+    return table[inverse.reshape(values.shape)], missing
+
+
+@dataclass
+class SourceCase:
+    """One case as found in the source: an image (a file, or a DICOM ``series``), an optional label, its
+    tumor_type (None: unknown) and split."""
+
+    name: str
+    image: Path
+    label: Path | None = None
+    tumor_type: int | None = None
+    split: str = "training"
+    series: DicomSeries | None = None
+
+
+def find_source_cases(src: str | os.PathLike) -> tuple[list[SourceCase], str]:
+    """The cases of ``src`` and the kind of source it is.
+
+    ``src`` is a datalist (MSD ``dataset.json`` or nnU-Net raw folder, any ``file_ending``), a SPIDER-style
+    folder (``images/`` with ``masks/`` or ``labels/`` of matching names), or a folder of pairs (``NAME.ext``
+    with ``NAME_label.ext``, ``_seg``, ``_mask``, ``_labels`` or ``_gt``; images without a label are kept,
+    unlabeled, in the test split)."""
+    src = Path(src)
+    if not src.exists():
+        raise VolganInputError(src, "no such file or folder")
+    if src.is_file() or (src / DATASET_FILE).is_file():
+        datalist = read_datalist(src)
+        return [SourceCase(c.name, c.image, c.label, c.tumor_type, c.split) for c in datalist.cases], \
+            f"{datalist.format} datalist"
+    if (src / "images").is_dir():
+        masks = next((src / d for d in ("masks", "labels") if (src / d).is_dir()), None)
+        labels = {name: path for name, path, _ in find_volumes(masks)} if masks else {}
+        cases = []
+        for name, path, series in find_volumes(src / "images"):
+            label = labels.pop(name, None)
+            cases.append(SourceCase(name, path, label, None, "training" if label else "test", series))
+        if labels:
+            raise VolganInputError(masks, f"{len(labels)} label map(s) have no image of the same name in "
+                                          f"{src / 'images'} (first: {sorted(labels)[0]!r})")
+        return cases, "images/ and masks/ folders"
+    entries = find_volumes(src)
+    labels = {}
+    for name, path, _ in entries:
+        for suffix in LABEL_SUFFIXES:
+            if name.endswith(suffix):
+                labels[name[: -len(suffix)]] = path
+    images = [(n, p, s) for n, p, s in entries if not any(n.endswith(x) for x in LABEL_SUFFIXES)]
+    orphans = sorted(set(labels) - {n for n, _, _ in images})
+    if orphans:
+        raise VolganInputError(src, f"label map for {orphans[0]!r} has no image of that name")
+    cases = [SourceCase(n, p, labels.get(n), None, "training" if n in labels else "test", s) for n, p, s in images]
+    return cases, "folder of image/label pairs"
+
+
+def read_classes(path: str | os.PathLike) -> dict[str, int | None]:
+    """A CSV with columns ``name`` and ``tumor_type`` (a number or a class name; empty for unknown)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VolganInputError(path, "no such class table")
+    try:
+        rows = list(csv.DictReader(path.open(encoding="utf-8", newline="")))
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise VolganInputError(path, f"unreadable CSV ({exc})") from None
+    if not rows or not {"name", "tumor_type"} <= set(rows[0]):
+        raise VolganInputError(path, "expected a CSV with columns name and tumor_type")
+    table: dict[str, int | None] = {}
+    for n, row in enumerate(rows, start=2):
+        text = (row["tumor_type"] or "").strip()
+        try:
+            table[row["name"].strip()] = tumor_type_from_name(text) if text else None
+        except ValueError as exc:
+            raise VolganInputError(path, f"line {n}: {exc}") from None
+    return table
+
+
+def _read_label(path: Path, mapping, unmapped: str) -> tuple[Volume, Counter]:
+    array, affine = read_array(path)
+    if not np.isfinite(array).all() or not np.array_equal(np.rint(array), array):
+        raise VolganInputError(path, "label map holds non-integer, NaN or Inf values")
+    labels, missing = map_labels(np.rint(array).astype(np.int64), mapping, unmapped)
+    return Volume(labels, affine, str(path)), missing
+
+
+def import_dataset(src: str | os.PathLike, out: str | os.PathLike, label_map: str | os.PathLike | None = None,
+                   fmt: str = "msd", unmapped: str = "refuse", classes: str | os.PathLike | None = None,
+                   test_fraction: float = 0.0, seed: int = 0, overwrite: bool = False,
+                   progress: bool = False) -> tuple[Path, list[Case], list[dict], str]:
+    """Import ``src`` (:func:`find_source_cases`) into ``out`` as NIfTI with volgan's labels and a datalist.
+
+    Parameters
+    ----------
+    label_map : preset name, JSON file or None
+        How label values translate (:func:`load_label_map`).
+    fmt : ``"msd"`` or ``"nnunet"``
+        The output layout and datalist.
+    unmapped : ``"refuse"`` or ``"background"``
+        What to do with label values the map lacks.
+    classes : CSV path, optional
+        tumor_type per case name (:func:`read_classes`); otherwise a source datalist's, or unknown.
+    test_fraction : float
+        Share of the labeled cases moved to a class-balanced test split (with ``seed``), when the source has none.
+
+    Returns
+    -------
+    (datalist path, cases, per-case statistics as :func:`volgan.summary.case_stats` gives them, source kind)
+    """
+    from tqdm import tqdm
+
+    from volgan.summary import case_stats
+
+    if not 0.0 <= test_fraction < 1.0:
+        raise VolganInputError(None, f"--test-fraction must be at least 0 and below 1, got {test_fraction}")
+    mapping = load_label_map(label_map)
+    found, kind = find_source_cases(src)
+    if not found:
+        raise VolganInputError(src, "holds no volumes (NIfTI, .mha, .mhd, .nrrd, .nhdr or DICOM series)")
+    names = [c.name for c in found]
+    if len(set(names)) != len(names):
+        raise VolganInputError(src, f"two cases are both named {next(n for n in names if names.count(n) > 1)!r}")
+    if classes is not None:
+        table = read_classes(classes)
+        unknown = sorted(set(table) - set(names))
+        if unknown:
+            raise VolganInputError(classes, f"{len(unknown)} name(s) match no case of {src} (first: {unknown[0]!r})")
+        for case in found:
+            case.tumor_type = table.get(case.name)
+    if test_fraction > 0 and not any(c.split == "test" and c.label for c in found):
+        labeled = [i for i, c in enumerate(found) if c.label is not None]
+        chosen = balanced_test_split([found[i].tumor_type for i in labeled], round(test_fraction * len(labeled)), seed)
+        for n in chosen:
+            found[labeled[n]].split = "test"
+    cases, stats, missing, missing_cases = [], [], Counter(), 0
+    with staged_output_dir(out, OUTPUT_ENTRIES, overwrite) as staging:
+        for case in tqdm(found, desc="import", unit="case", disable=not progress):
+            image = read_volume(case.image, series=case.series)
+            image_path, label_path = layout_paths(staging, case.name, case.split, fmt)
+            labels = np.zeros(image.shape, dtype=np.uint8)
+            if case.label is not None:
+                label, lost = _read_label(case.label, mapping, unmapped)
+                check_same_grid(image, label)
+                missing.update(lost)
+                missing_cases += bool(lost)
+                has_tumor = bool((label.array == TUMOR_LABEL).any())
+                if case.tumor_type is not None and has_tumor != (case.tumor_type != 0):
+                    raise VolganInputError(case.label, f"tumor_type {case.tumor_type} but the mapped label map "
+                                                       f"{'holds' if has_tumor else 'has no'} tumor label 5")
+                labels = label.array
+                write_nifti(label, label_path)
+            write_nifti(image, image_path)
+            cases.append(Case(case.name, out_path(out, staging, image_path),
+                              out_path(out, staging, label_path) if case.label is not None else None,
+                              case.tumor_type, "real", case.split))
+            stats.append({"orientation": image.orientation, **case_stats(image.array, labels, image.spacing)})
+        if missing and unmapped == "refuse":
+            shown = ", ".join(f"{v} ({n} voxels)" for v, n in sorted(missing.items())[:6])
+            raise VolganInputError(label_map or src, f"label values not in the label map, in {missing_cases} case(s): "
+                                                     f"{shown}{' …' if len(missing) > 6 else ''}; add them to the map "
+                                                     "or pass --unmapped background")
+        staged = [Case(c.name, staging / c.image.relative_to(Path(out).resolve()),
+                       None if c.label is None else staging / c.label.relative_to(Path(out).resolve()),
+                       c.tumor_type, c.source, c.split) for c in cases]
+        info = {"imported_from": str(Path(src).resolve()), "label_map": str(label_map or "identity"),
+                "unmapped": unmapped, "unmapped_voxels": {str(k): v for k, v in missing.items()}}
+        write_datalist(staged, staging, fmt, meta=info if fmt == "nnunet" else {"volgan": info})
+    return Path(out) / DATASET_FILE, cases, stats, kind
+
+
+def out_path(out: str | os.PathLike, staging: Path, path: Path) -> Path:
+    """Where a file written at ``path`` inside the staging folder lies once the output folder is in place."""
+    return Path(out).resolve() / path.relative_to(staging)
