@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from volgan.datalist import read_datalist
+from volgan.io import read_volume
 from volgan.metrics import binary_rates, roc_auc
 from volgan.study import ARMS, PROFILES, SHARES, adapt_profile, pool_subset
 from volgan.study_report import CSV_FIELDS, METRICS, Replicates, weighted_metrics
@@ -213,11 +214,19 @@ def test_the_users_datalist(tmp_path, phantom_dir):
     assert doc["data"].endswith("dataset.json")
     assert doc["n"]["test"] == len(data.split("test"))
     assert doc["profile"]["real_pool"] == len(data.split("training"))
+    profile = PROFILES["tiny"]  # every case resampled onto the profile's field, centred on its labeled spine
+    for case in read_datalist(tmp_path / "mine" / "stages" / "data" / "real").cases:
+        label = read_volume(case.label, label=True)
+        assert label.shape == (profile.size,) * 3 and np.allclose(label.spacing, profile.spacing)
+        index = np.argwhere(label.array > 0)
+        assert np.abs((index.min(0) + index.max(0)) / 2 - (profile.size - 1) / 2).max() <= 1.0
 
 
 @pytest.mark.parametrize("args, needle", [
     (["--real", "missing/dataset.json"], "missing"),
     (["--seeds", "1"], "--seeds must be at least 2"),
+    (["--size", "24"], "--size must be a power of two"),
+    (["--spacing", "0"], "--spacing must be a positive number"),
 ])
 def test_bad_input(tmp_path, args, needle):
     result = run("--out", tmp_path / "s", *args)

@@ -99,20 +99,68 @@ def add_check_parser(sub) -> None:
 
 def run_check(args) -> int:
     from volgan.datalist import check_cases, read_datalist
-    from volgan.summary import format_summary
+    from volgan.study import PROFILES, split_user_data
+    from volgan.summary import format_summary, readiness
 
     datalist = read_datalist(args.datalist)
     stats = check_cases(datalist.cases, datalist.path)
     print(format_summary(datalist.cases, stats, f"volgan check: {datalist.path} ({datalist.format}) is valid, "
                                                 f"{len(datalist.cases)} cases"))
+    print("\n".join(readiness(datalist.cases)))
+    try:
+        split_user_data(datalist, PROFILES["quick"])
+        print("  volgan study --real: yes")
+    except VolganInputError as exc:
+        print(f"  volgan study --real: no: {exc.what}")
+    return 0
+
+
+def add_import_parser(sub) -> None:
+    p = sub.add_parser("import", help="import a spine data set (SPIDER, VerSe, TotalSpineSeg, nnU-Net, MSD, pairs)",
+                       description="Read a data set as published (NIfTI, .mha, .mhd, .nrrd, DICOM series at any depth) "
+                                   "and write it as NIfTI with volgan's labels and a datalist. Nothing is written "
+                                   "until every case has been read and mapped.")
+    p.add_argument("src", help="an MSD or nnU-Net dataset.json (or its folder), a folder with images/ and masks/ "
+                               "(SPIDER), or a folder of NAME.ext and NAME_label.ext (_seg, _mask) pairs")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--label-map", help="spider, verse, totalspineseg, or a JSON file {their value: volgan label}; "
+                                       "default: the label values already are volgan's (0-5)")
+    p.add_argument("--unmapped", choices=["refuse", "background"], default="refuse",
+                   help="label values the map lacks: refuse the import (default) or make them background")
+    p.add_argument("--classes", help="CSV with columns name,tumor_type (a number or a class name; empty: unknown); "
+                                     "default: the source datalist's tumor_type, else unknown")
+    p.add_argument("--format", choices=["msd", "nnunet"], default="msd")
+    p.add_argument("--test-fraction", type=float, default=0.0,
+                   help="share of labeled cases put in a class-balanced test split, when the source has none (0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of that split")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    p.set_defaults(run=run_import)
+
+
+def run_import(args) -> int:
+    from volgan.importer import import_dataset
+    from volgan.summary import format_summary, readiness
+
+    start = time.perf_counter()
+    datalist, cases, stats, kind = import_dataset(args.src, args.out, label_map=args.label_map, fmt=args.format,
+                                                  unmapped=args.unmapped, classes=args.classes,
+                                                  test_fraction=args.test_fraction, seed=args.seed,
+                                                  overwrite=args.overwrite, progress=sys.stderr.isatty())
+    print(format_summary(cases, stats, f"volgan import: {len(cases)} cases from {args.src} ({kind}) in "
+                                       f"{time.perf_counter() - start:.1f} s → {datalist}"))
+    print("\n".join(readiness(cases)))
     return 0
 
 
 def add_infer_parser(sub) -> None:
-    p = sub.add_parser("infer", help="segment and classify NIfTI volumes or DICOM series",
+    p = sub.add_parser("infer", help="segment and classify volumes (NIfTI, .mha, .nrrd, DICOM series)",
                        description="Label maps in each input's own geometry, and a table of tumor probabilities.")
     p.add_argument("--model", required=True, help="checkpoint file (model.pt) or bundle folder")
-    p.add_argument("--input", required=True, nargs="+", help="NIfTI files, folders of them, or DICOM series folders")
+    p.add_argument("--input", required=True, nargs="+",
+                   help="volume files (.nii.gz, .nii, .mha, .mhd, .nrrd, .nhdr), folders of them, or folders holding "
+                        "DICOM series at any depth (one output per series)")
+    p.add_argument("--output-ext", choices=[".nii.gz", ".nii", ".mha", ".nrrd"], default=None,
+                   help="format of the outputs (default: the input's own; .nii.gz for DICOM)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--gradcam", action="store_true", help="also write a Grad-CAM heat map of the tumor class")
     p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (0.25)")
@@ -128,7 +176,8 @@ def run_infer(args) -> int:
 
     model = load_model(args.model, args.device)
     rows = run_inference(model, args.input, args.out, gradcam=args.gradcam, overlap=args.overlap,
-                         overwrite=args.overwrite, progress=sys.stderr.isatty(), precision=args.precision)
+                         overwrite=args.overwrite, progress=sys.stderr.isatty(), precision=args.precision,
+                         output_ext=args.output_ext)
     failed = [r for r in rows if r["error"]]
     for row in rows:
         if row["error"]:
@@ -146,7 +195,8 @@ def run_infer(args) -> int:
 
 def add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="segmentation and classification report with confidence intervals")
-    p.add_argument("--pred", required=True, help="folder of predicted label maps (NAME_seg.nii.gz or NAME.nii.gz)")
+    p.add_argument("--pred", required=True, help="folder of predicted label maps (NAME_seg.nii.gz or NAME.nii.gz; "
+                                                 ".mha, .nrrd too)")
     p.add_argument("--ref", required=True, help="reference datalist (its test split) or folder of label maps")
     p.add_argument("--classes", help="predictions.csv or .json of volgan infer, for the classification figures")
     p.add_argument("--images", help="folder of images for the overlays (when --ref is a folder)")
@@ -266,10 +316,14 @@ def add_study_parser(sub) -> None:
                         "2506.17165, for a GPU; tiny: a smoke test")
     p.add_argument("--out", default="study", help="study folder (created; an existing study there is resumed)")
     p.add_argument("--seeds", type=int, help="training seeds per configuration (profile default: quick 2, paper 5)")
-    p.add_argument("--real", help="your datalist instead of phantoms (labeled real cases with tumor_type)")
+    p.add_argument("--real", help="your datalist instead of phantoms (labeled real cases with tumor_type; data without "
+                                  "tumor classes is refused: train and evaluate spine_segcls on it instead)")
     p.add_argument("--label-source", choices=["gan", "real-deformed"], default=None,
                    help="synthetic label maps from the GAN's label generator or from its real training maps, deformed "
                         "and given new tumors (profile default)")
+    p.add_argument("--size", type=int, help="field side in voxels, a power of two ≥ 16 (profile default: quick 32)")
+    p.add_argument("--spacing", type=float, help="field voxel size in mm (profile default: quick 1.5); with --real "
+                                                 "each case is resampled to this field centred on its labeled spine")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run_study_command)
 
@@ -279,7 +333,7 @@ def run_study_command(args) -> int:
 
     try:
         report = run_study(args.out, args.profile, seeds=args.seeds, real=args.real, quiet=args.quiet,
-                           label_source=args.label_source)
+                           label_source=args.label_source, size=args.size, spacing=args.spacing)
     except KeyboardInterrupt:
         print(f"volgan study: interrupted; finished stages are kept in {args.out}; run the same command to resume",
               file=sys.stderr)
@@ -292,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="volgan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"volgan {__import__('volgan').__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_phantom_parser, add_check_parser, add_infer_parser, add_evaluate_parser, add_synth_parser,
+    for add in (add_phantom_parser, add_import_parser, add_check_parser, add_infer_parser, add_evaluate_parser,
+                add_synth_parser,
                 add_quality_parser, add_study_parser):
         add(sub)
     return parser

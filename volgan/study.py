@@ -221,10 +221,31 @@ def _phantom_data(folder: Path, profile: StudyProfile) -> None:
 
 
 def _user_data(folder: Path, datalist: Path, profile: StudyProfile) -> None:
+    """The user's cases resampled onto the profile's field (``size`` voxels of ``spacing`` mm, RAS) centred on each
+    case's labeled spine (:func:`volgan.transforms.field_about_foreground`), so that the GAN and the segmenter
+    both see that field, whatever the scan's extent."""
+    import torch
+
+    from volgan.datalist import layout_paths
+    from volgan.io import Volume, read_volume, write_nifti
+    from volgan.transforms import field_about_foreground, resample
+
     data = read_datalist(datalist)
     pool, test = split_user_data(data, profile)
-    write_datalist([replace(c, split="training") for c in pool] + [replace(c, split="test") for c in test],
-                   folder / "real", meta={"volgan": {"source_datalist": str(datalist)}})
+    root = folder / "real"
+    size, spacing = (profile.size,) * 3, (profile.spacing,) * 3
+    cases = []
+    for case, split in [(c, "training") for c in pool] + [(c, "test") for c in test]:
+        image, label = read_volume(case.image), read_volume(case.label, label=True)
+        affine = field_about_foreground(label.affine, label.array, size, spacing)
+        image_path, label_path = layout_paths(root, case.name, split, "msd")
+        field_image = resample(torch.from_numpy(image.array)[None], image.affine, affine, size)[0].numpy()
+        field_label = resample(torch.from_numpy(label.array)[None], label.affine, affine, size, "nearest")[0].numpy()
+        write_nifti(Volume(field_image, affine), image_path)
+        write_nifti(Volume(field_label.astype(np.uint8), affine), label_path)
+        cases.append(replace(case, image=image_path, label=label_path, split=split))
+    write_datalist(cases, root, meta={"volgan": {"source_datalist": str(datalist), "field_voxels": profile.size,
+                                                 "field_spacing_mm": profile.spacing}})
 
 
 MIN_USER_CASES = 8
@@ -236,6 +257,10 @@ def split_user_data(data: Datalist, profile: StudyProfile) -> tuple[list[Case], 
     profile's test size, and at least one case of every class that has two or more (the other stays for
     training). The rule: at least 8 real cases with a label map and a ``tumor_type``, two or more of those
     classes with at least two cases each, and at least four cases left for training."""
+    if all(c.tumor_type is None for c in data.cases):
+        raise VolganInputError(data.path, "no case has a tumor_type: the study compares tumor detection and "
+                                          "segmentation across arms and needs tumor classes; for segmentation-only "
+                                          "data, train and evaluate spine_segcls directly (README: real data)")
     labeled = [c for c in data.cases if c.label is not None and c.tumor_type is not None and c.source == "real"]
     rule = (f"the study needs at least {MIN_USER_CASES} real cases with a label map and a tumor_type, two or more "
             f"tumor_type values with at least two cases each, and four or more cases left for training")
@@ -578,7 +603,8 @@ def _base_stages(settings: StudySettings) -> list[Stage]:
         build = lambda f: _phantom_data(f, profile)  # noqa: E731
     else:
         data_config = {"datalist": str(settings.real.resolve()), "fingerprint": _data_fingerprint(settings.real),
-                       "test": profile.test, "seed": profile.seed}
+                       "test": profile.test, "seed": profile.seed, "size": profile.size, "spacing": profile.spacing,
+                       "field": "foreground-centred"}
         build = lambda f: _user_data(f, settings.real, profile)  # noqa: E731
     return [Stage("data", "data", "real data: training pool and balanced test set", data_config, (), build)]
 
@@ -699,15 +725,26 @@ def _prune(out: Path, keep: set[str], manifest: Manifest) -> None:
 
 
 def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", seeds: int | None = None,
-              real: str | os.PathLike | None = None, quiet: bool = False, label_source: str | None = None) -> Path:
+              real: str | os.PathLike | None = None, quiet: bool = False, label_source: str | None = None,
+              size: int | None = None, spacing: float | None = None) -> Path:
     """Run (or resume) the study under ``out``; returns the path of ``report.html``. ``label_source`` (None: the
-    profile's) says where synthetic label maps come from (:data:`volgan.synth.LABEL_SOURCES`)."""
+    profile's) says where synthetic label maps come from (:data:`volgan.synth.LABEL_SOURCES`); ``size`` (voxels
+    per side, a power of two ≥ 16) and ``spacing`` (mm) override the profile's field, for phantoms and real data."""
     from volgan.synth import check_label_source
 
     out = Path(out)
     profile = PROFILES[profile] if isinstance(profile, str) else profile
     if label_source is not None:
         profile = replace(profile, label_source=check_label_source(label_source))
+    if size is not None:
+        if size < 16 or size & (size - 1):
+            raise VolganInputError(None, f"--size must be a power of two, 16 or more (the GAN doubles its grid from "
+                                         f"4³), got {size}")
+        profile = replace(profile, size=size)
+    if spacing is not None:
+        if not (math.isfinite(spacing) and spacing > 0):
+            raise VolganInputError(None, f"--spacing must be a positive number of mm, got {spacing}")
+        profile = replace(profile, spacing=spacing)
     if seeds is not None:
         if seeds < 2:
             raise VolganInputError(None, f"--seeds must be at least 2 (spread needs two runs), got {seeds}")

@@ -56,3 +56,32 @@ def _common(counter: Counter) -> str:
     items = counter.most_common()
     text = ", ".join(f"{k} ({v})" for k, v in items[:4]) if len(items) > 1 else items[0][0]
     return text + (f", … {len(items) - 4} more" if len(items) > 4 else "")
+
+
+def readiness(cases: list) -> list[str]:
+    """What the cases hold and what they are enough for: lines for ``volgan check``.
+
+    Segmentation training needs training cases with a label map; tumor classification needs a tumor_type on
+    them, of two or more classes (cases without one train the segmentation only); ``volgan evaluate`` scores a
+    test split with label maps."""
+    training = [c for c in cases if c.split == "training"]
+    labeled = [c for c in training if c.label is not None]
+    typed = [c for c in labeled if c.tumor_type is not None]
+    test = [c for c in cases if c.split == "test" and c.label is not None]
+    kinds = Counter("image, label map and tumor_type" if c.label is not None and c.tumor_type is not None
+                    else "image and label map (no tumor_type)" if c.label is not None
+                    else "image only" for c in cases)
+    lines = ["  cases hold: " + "; ".join(f"{n} {k}" for k, n in kinds.most_common())]
+    yes = "yes" if labeled else "no: no training case has a label map"
+    lines.append(f"  segmentation training: {yes}" + (f" ({len(labeled)} cases)" if labeled else ""))
+    classes = {c.tumor_type for c in typed}
+    if len(classes) >= 2:
+        part = f" ({len(typed)} of {len(labeled)} cases; the others train the segmentation only)" \
+            if len(typed) < len(labeled) else ""
+        lines.append(f"  tumor classification training: yes{part}")
+    else:
+        lines.append("  tumor classification training: no: " + ("no training case has a tumor_type" if not typed
+                     else "every training case has the same tumor_type") + "; the classification head is not trained")
+    lines.append(f"  volgan evaluate on the test split: {'yes' if test else 'no: no test case has a label map'}"
+                 + (f" ({len(test)} cases)" if test else ""))
+    return lines

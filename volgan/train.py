@@ -30,6 +30,9 @@ def prepare_batch(batch: dict, device=None, non_blocking: bool = False, **kwargs
 class SegClsLoss(nn.Module):
     """Dice + cross-entropy on the six labels plus ``cls_weight`` × cross-entropy on ``tumor_type``.
 
+    Cases whose ``tumor_type`` is unknown (-1: segmentation-only data) add nothing to the classification term;
+    a batch of such cases alone trains the segmentation only. Datasets may mix both kinds.
+
     ``batch_dice`` pools each label's Dice over the whole batch (nnU-Net's choice for 3D): a tumor-free volume
     then does not ask for an empty tumor map on its own, which with per-volume Dice pulls every tumor
     probability down and made the quick study's models predict no tumor at all. ``tumor_weight`` scales the tumor
@@ -46,7 +49,9 @@ class SegClsLoss(nn.Module):
 
     def forward(self, pred: tuple[torch.Tensor, torch.Tensor], target: tuple[torch.Tensor, torch.Tensor]):
         (seg, cls), (label, tumor_type) = pred, target
-        return self.seg_loss(seg, label) + self.cls_weight * self.cls_loss(cls, tumor_type)
+        known = tumor_type >= 0
+        cls_term = self.cls_loss(cls[known], tumor_type[known]) if bool(known.any()) else cls.sum() * 0.0
+        return self.seg_loss(seg, label) + self.cls_weight * cls_term
 
 
 def seg_cls_output(output: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -57,8 +62,9 @@ def seg_cls_output(output: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 class SegClsScore(Metric):
     """Validation metric over an epoch: ``part`` is ``"dice"`` (mean foreground Dice, pooled voxel counts
-    per label), ``"accuracy"`` (tumor_type) or ``"score"`` (their mean, the key metric for the best model).
-    Reduces across processes under DDP."""
+    per label), ``"accuracy"`` (tumor_type, over the cases where it is known) or ``"score"`` (their mean, the key
+    metric for the best model; the Dice alone when no validation case has a known tumor_type). Reduces across
+    processes under DDP."""
 
     def __init__(self, part: str = "score", output_transform=seg_cls_output, device="cpu"):
         if part not in ("dice", "accuracy", "score"):
@@ -82,14 +88,17 @@ class SegClsScore(Metric):
             p, r = pred == k, label == k
             self._intersection[k] += (p & r).sum().to(self._device, torch.float64)
             self._total[k] += (p.sum() + r.sum()).to(self._device, torch.float64)
-        self._correct += (cls.argmax(dim=1) == tumor_type).sum().to(self._device, torch.float64)
-        self._count += tumor_type.numel()
+        known = tumor_type >= 0
+        self._correct += (cls.argmax(dim=1) == tumor_type)[known].sum().to(self._device, torch.float64)
+        self._count += known.sum().to(self._device, torch.float64)
 
     @sync_all_reduce("_intersection", "_total", "_correct", "_count")
     def compute(self) -> float:
         present = self._total[1:] > 0
         dice = (2 * self._intersection[1:][present] / self._total[1:][present]).mean().item() if present.any() else 0.0
-        accuracy = (self._correct / self._count.clamp(min=1)).item()
+        if self._count.item() == 0:
+            return {"dice": dice, "accuracy": float("nan"), "score": dice}[self.part]
+        accuracy = (self._correct / self._count).item()
         return {"dice": dice, "accuracy": accuracy, "score": (dice + accuracy) / 2}[self.part]
 
 

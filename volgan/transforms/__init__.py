@@ -72,6 +72,20 @@ def resample(data: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarray,
     return out.to(data.dtype) if not data.is_floating_point() else out
 
 
+def field_about_foreground(affine: np.ndarray, label: np.ndarray, size: tuple[int, int, int],
+                           spacing: tuple[float, float, float]) -> np.ndarray:
+    """The affine (4×4, RAS, ``spacing`` mm) of a ``size``-voxel field centred on the middle of the label map's
+    foreground bounding box (label > 0; the volume's centre when the map is empty). Real spine scans span far
+    more than a study's field, so the field follows the labeled spine rather than the scan's centre."""
+    spacing = np.asarray(spacing, dtype=np.float64)
+    index = np.argwhere(label > 0)
+    middle = (index.min(axis=0) + index.max(axis=0)) / 2.0 if index.size else (np.asarray(label.shape) - 1) / 2.0
+    centre = (affine @ np.append(middle, 1.0))[:3]
+    out = np.diag([*spacing, 1.0])
+    out[:3, 3] = centre - spacing * (np.asarray(size, dtype=np.float64) - 1) / 2.0
+    return out
+
+
 class ToModelGrid(tio.SpatialTransform):
     """torchio transform: every image of a subject onto the RAS grid of ``spacing`` mm (:func:`model_grid`).
 
