@@ -15,6 +15,7 @@ from volgan.transforms import (
     RandomElasticDeformation,
     artifacts,
     augmentation,
+    axis_permutation,
     bspline_weights,
     corrupt,
 )
@@ -41,14 +42,21 @@ def test_elastic_deformation_matches_torchio(shape, affine):
     assert float((expected.label.data == got.label.data).float().mean()) > 0.999
 
 
-def test_an_oblique_grid_still_matches():
+def test_an_oblique_grid_goes_to_torchio():
+    """The torch path handles axis-aligned grids only; on an oblique one the transform must hand over to
+    torchio (SimpleITK) and give its result."""
     c, s_ = np.cos(0.5), np.sin(0.5)
     oblique = np.array([[1.5 * c, -2 * s_, 0, 1], [1.5 * s_, 2 * c, 0, 2], [0, 0, 3, 0], [0, 0, 0, 1]])
+    assert axis_permutation(oblique) is None
     s = subject((20, 16, 12), oblique)
     control = np.random.default_rng(1).uniform(-2, 2, (5, 6, 7, 3))
     expected = tio.ElasticDeformation(control_points=control, max_displacement=(4, 4, 4))(s)
-    got = ElasticDeformation(control_points=control, max_displacement=(4, 4, 4))(s)
+    transform = ElasticDeformation(control_points=control, max_displacement=(4, 4, 4))
+    got = transform(s)
     assert torch.equal(expected.image.data, got.image.data)
+    assert not torch.allclose(got.image.data, s.image.data)  # the field did move the image
+    with pytest.raises(ValueError, match="axes lie along the world axes"):  # the torch path, forced, refuses it
+        transform._sampling_grid(np.array(control), oblique, (20, 16, 12))
 
 
 def test_bspline_weights_sum_to_one():

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from volgan.datalist import read_datalist
 from volgan.io import Volume, read_volume, write_nifti
+from volgan.metrics import diagonal_mm
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,15 @@ def test_flagged_empty_tumor_predictions_count_as_worst_case(tmp_path, phantom_d
     summary = json.loads((tmp_path / "r" / "summary.json").read_text(encoding="utf-8"))
     flagged = [f for f in summary["volgan"]["flags"] if f["label"] == 5]
     assert flagged and all(f["flags"] in (["empty_pred"], ["empty_ref_and_pred"]) for f in flagged)
+    # a real tumor the prediction lost entirely (the fixture drops the tumors of names ending in 0): flagged
+    # empty_pred and scored as the worst case, Dice 0 and HD95 the image diagonal
+    lost = [c for c in read_datalist(phantom_dir).split("test") if c.name.endswith("0") and c.tumor_type != 0]
+    assert lost
+    tumor = {Path(r["reference_file"]).name: r["metrics"]["5"] for r in summary["metric_per_case"]}
+    for case in lost:
+        reference = read_volume(case.label, label=True)
+        assert tumor[case.label.name]["flags"] == ["empty_pred"] and tumor[case.label.name]["Dice"] == 0.0
+        assert tumor[case.label.name]["HD95"] == pytest.approx(diagonal_mm(reference.shape, reference.spacing))
 
 
 def test_bad_input(cli, tmp_path, phantom_dir, predictions):
