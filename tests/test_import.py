@@ -130,6 +130,8 @@ def test_import_check_train_infer(tmp_path, cli, kind):
     result = cli("import", src, "--out", tmp_path / "imported", *args)
     assert result.code == 0, result.err
     assert "segmentation training: yes (3 cases)" in result.out
+    if kind == "dicom-tree":  # the series are listed, one case each
+        assert "DICOM series read (3, one case each)" in result.out and "patient2_study1_t2 ← " in result.out
     data = read_datalist(tmp_path / "imported")
     assert len(data.cases) == 3 and all(c.tumor_type is None for c in data.cases)
     for case, source, labels in zip(data.cases, cases, expect, strict=True):

@@ -142,13 +142,16 @@ def run_import(args) -> int:
     from volgan.summary import format_summary, readiness
 
     start = time.perf_counter()
-    datalist, cases, stats, kind = import_dataset(args.src, args.out, label_map=args.label_map, fmt=args.format,
-                                                  unmapped=args.unmapped, classes=args.classes,
-                                                  test_fraction=args.test_fraction, seed=args.seed,
-                                                  overwrite=args.overwrite, progress=sys.stderr.isatty())
-    print(format_summary(cases, stats, f"volgan import: {len(cases)} cases from {args.src} ({kind}) in "
-                                       f"{time.perf_counter() - start:.1f} s → {datalist}"))
-    print("\n".join(readiness(cases)))
+    result = import_dataset(args.src, args.out, label_map=args.label_map, fmt=args.format, unmapped=args.unmapped,
+                            classes=args.classes, test_fraction=args.test_fraction, seed=args.seed,
+                            overwrite=args.overwrite, progress=sys.stderr.isatty())
+    print(format_summary(result.cases, result.stats, f"volgan import: {len(result.cases)} cases from {args.src} "
+                                                     f"({result.kind}) in {time.perf_counter() - start:.1f} s → "
+                                                     f"{result.datalist}"))
+    if result.series:
+        print(f"  DICOM series read ({len(result.series)}, one case each):")
+        print("\n".join(f"    {name} ← {folder} ({files} files)" for name, (folder, files) in result.series.items()))
+    print("\n".join(readiness(result.cases)))
     return 0
 
 

@@ -200,10 +200,23 @@ def _read_label(path: Path, mapping, unmapped: str) -> tuple[Volume, Counter]:
     return Volume(labels, affine, str(path)), missing
 
 
+@dataclass
+class ImportResult:
+    """What :func:`import_dataset` wrote: the ``datalist`` file, its ``cases`` (paths in the output folder), their
+    ``stats`` (:func:`volgan.summary.case_stats`), the ``kind`` of source and the DICOM ``series`` it read
+    ({case name: (series folder, number of files)})."""
+
+    datalist: Path
+    cases: list[Case]
+    stats: list[dict]
+    kind: str
+    series: dict[str, tuple[Path, int]]
+
+
 def import_dataset(src: str | os.PathLike, out: str | os.PathLike, label_map: str | os.PathLike | None = None,
                    fmt: str = "msd", unmapped: str = "refuse", classes: str | os.PathLike | None = None,
                    test_fraction: float = 0.0, seed: int = 0, overwrite: bool = False,
-                   progress: bool = False) -> tuple[Path, list[Case], list[dict], str]:
+                   progress: bool = False) -> ImportResult:
     """Import ``src`` (:func:`find_source_cases`) into ``out`` as NIfTI with volgan's labels and a datalist.
 
     Parameters
@@ -221,7 +234,7 @@ def import_dataset(src: str | os.PathLike, out: str | os.PathLike, label_map: st
 
     Returns
     -------
-    (datalist path, cases, per-case statistics as :func:`volgan.summary.case_stats` gives them, source kind)
+    ImportResult
     """
     from tqdm import tqdm
 
@@ -281,7 +294,8 @@ def import_dataset(src: str | os.PathLike, out: str | os.PathLike, label_map: st
         info = {"imported_from": str(Path(src).resolve()), "label_map": str(label_map or "identity"),
                 "unmapped": unmapped, "unmapped_voxels": {str(k): v for k, v in missing.items()}}
         write_datalist(staged, staging, fmt, meta=info if fmt == "nnunet" else {"volgan": info})
-    return Path(out) / DATASET_FILE, cases, stats, kind
+    series = {c.name: (c.series.folder, len(c.series.files)) for c in found if c.series is not None}
+    return ImportResult(Path(out) / DATASET_FILE, cases, stats, kind, series)
 
 
 def out_path(out: str | os.PathLike, staging: Path, path: Path) -> Path:
