@@ -15,7 +15,7 @@ import csv
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -98,8 +98,7 @@ def load_label_map(spec: str | os.PathLike | None) -> dict[int, int] | None:
     return mapping
 
 
-def map_labels(values: np.ndarray, mapping: dict[int, int] | None, unmapped: str = "refuse"
-               ) -> tuple[np.ndarray, Counter]:
+def map_labels(values: np.ndarray, mapping: dict[int, int] | None) -> tuple[np.ndarray, Counter]:
     """Translate a label array (X, Y, Z; integer values) through ``mapping`` (None: the values 0-5 are kept).
 
     Returns the uint8 volgan label map and a Counter {value: voxels} of the values not in the map, which become
@@ -114,8 +113,6 @@ def map_labels(values: np.ndarray, mapping: dict[int, int] | None, unmapped: str
             missing[int(value)] = int(counts[n])
         else:
             table[n] = target
-    if unmapped not in UNMAPPED_CHOICES:
-        raise ValueError(f"unmapped must be one of {UNMAPPED_CHOICES}, got {unmapped!r}")
     return table[inverse.reshape(values.shape)], missing
 
 
@@ -192,11 +189,11 @@ def read_classes(path: str | os.PathLike) -> dict[str, int | None]:
     return table
 
 
-def _read_label(path: Path, mapping, unmapped: str) -> tuple[Volume, Counter]:
+def _read_label(path: Path, mapping) -> tuple[Volume, Counter]:
     array, affine = read_array(path)
     if not np.isfinite(array).all() or not np.array_equal(np.rint(array), array):
         raise VolganInputError(path, "label map holds non-integer, NaN or Inf values")
-    labels, missing = map_labels(np.rint(array).astype(np.int64), mapping, unmapped)
+    labels, missing = map_labels(np.rint(array).astype(np.int64), mapping)
     return Volume(labels, affine, str(path)), missing
 
 
@@ -240,6 +237,8 @@ def import_dataset(src: str | os.PathLike, out: str | os.PathLike, label_map: st
 
     from volgan.summary import case_stats
 
+    if unmapped not in UNMAPPED_CHOICES:
+        raise VolganInputError(None, f"--unmapped must be one of {', '.join(UNMAPPED_CHOICES)}, got {unmapped!r}")
     if not 0.0 <= test_fraction < 1.0:
         raise VolganInputError(None, f"--test-fraction must be at least 0 and below 1, got {test_fraction}")
     mapping = load_label_map(label_map)
@@ -261,14 +260,14 @@ def import_dataset(src: str | os.PathLike, out: str | os.PathLike, label_map: st
         chosen = balanced_test_split([found[i].tumor_type for i in labeled], round(test_fraction * len(labeled)), seed)
         for n in chosen:
             found[labeled[n]].split = "test"
-    cases, stats, missing, missing_cases = [], [], Counter(), 0
+    staged, stats, missing, missing_cases = [], [], Counter(), 0
     with staged_output_dir(out, OUTPUT_ENTRIES, overwrite) as staging:
         for case in tqdm(found, desc="import", unit="case", disable=not progress):
             image = read_volume(case.image, series=case.series)
             image_path, label_path = layout_paths(staging, case.name, case.split, fmt)
             labels = np.zeros(image.shape, dtype=np.uint8)
             if case.label is not None:
-                label, lost = _read_label(case.label, mapping, unmapped)
+                label, lost = _read_label(case.label, mapping)
                 check_same_grid(image, label)
                 missing.update(lost)
                 missing_cases += bool(lost)
@@ -279,21 +278,19 @@ def import_dataset(src: str | os.PathLike, out: str | os.PathLike, label_map: st
                 labels = label.array
                 write_nifti(label, label_path)
             write_nifti(image, image_path)
-            cases.append(Case(case.name, out_path(out, staging, image_path),
-                              out_path(out, staging, label_path) if case.label is not None else None,
-                              case.tumor_type, "real", case.split))
+            staged.append(Case(case.name, image_path, label_path if case.label is not None else None,
+                               case.tumor_type, "real", case.split))
             stats.append({"orientation": image.orientation, **case_stats(image.array, labels, image.spacing)})
         if missing and unmapped == "refuse":
             shown = ", ".join(f"{v} ({n} voxels)" for v, n in sorted(missing.items())[:6])
             raise VolganInputError(label_map or src, f"label values not in the label map, in {missing_cases} case(s): "
                                                      f"{shown}{' …' if len(missing) > 6 else ''}; add them to the map "
                                                      "or pass --unmapped background")
-        staged = [Case(c.name, staging / c.image.relative_to(Path(out).resolve()),
-                       None if c.label is None else staging / c.label.relative_to(Path(out).resolve()),
-                       c.tumor_type, c.source, c.split) for c in cases]
         info = {"imported_from": str(Path(src).resolve()), "label_map": str(label_map or "identity"),
                 "unmapped": unmapped, "unmapped_voxels": {str(k): v for k, v in missing.items()}}
         write_datalist(staged, staging, fmt, meta=info if fmt == "nnunet" else {"volgan": info})
+        cases = [replace(c, image=out_path(out, staging, c.image),
+                         label=None if c.label is None else out_path(out, staging, c.label)) for c in staged]
     series = {c.name: (c.series.folder, len(c.series.files)) for c in found if c.series is not None}
     return ImportResult(Path(out) / DATASET_FILE, cases, stats, kind, series)
 
