@@ -27,6 +27,7 @@ from volgan.io import (
     Volume,
     check_same_grid,
     find_volumes,
+    integer_labels,
     read_array,
     read_volume,
     staged_output_dir,
@@ -191,9 +192,7 @@ def read_classes(path: str | os.PathLike) -> dict[str, int | None]:
 
 def _read_label(path: Path, mapping) -> tuple[Volume, Counter]:
     array, affine = read_array(path)
-    if not np.isfinite(array).all() or not np.array_equal(np.rint(array), array):
-        raise VolganInputError(path, "label map holds non-integer, NaN or Inf values")
-    labels, missing = map_labels(np.rint(array).astype(np.int64), mapping)
+    labels, missing = map_labels(integer_labels(path, array), mapping)
     return Volume(labels, affine, str(path)), missing
 
 

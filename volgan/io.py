@@ -293,15 +293,21 @@ def _as_3d(path: Path, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _as_label_map(path: Path, array: np.ndarray) -> np.ndarray:
+def integer_labels(path: str | os.PathLike, array: np.ndarray) -> np.ndarray:
+    """A label array's values as int64, refused (naming ``path``) when any is NaN, Inf or not an integer."""
     if not np.isfinite(array).all():
         raise VolganInputError(path, "label map holds NaN or Inf voxels")
     rounded = np.rint(array)
     if not np.array_equal(rounded, array):
         raise VolganInputError(path, "label map holds non-integer values")
+    return rounded.astype(np.int64)
+
+
+def _as_label_map(path: Path, array: np.ndarray) -> np.ndarray:
+    rounded = integer_labels(path, array)
     low, high = int(rounded.min()), int(rounded.max())
     if low < 0 or high >= NUM_LABELS:
-        bad = sorted(set(np.unique(rounded).astype(int).tolist()) - set(range(NUM_LABELS)))
+        bad = sorted(set(np.unique(rounded).tolist()) - set(range(NUM_LABELS)))
         raise VolganInputError(path, f"label values {bad[:6]} outside 0–{NUM_LABELS - 1}")
     return rounded.astype(np.uint8)
 
