@@ -75,9 +75,22 @@ def test_bias_field_matches_torchio(shape):
     assert not torch.allclose(expected.image.data, s.image.data)
 
 
-def test_the_classical_preset_uses_the_fast_transforms():
-    kinds = [type(t) for t in augmentation("classical").transforms]
-    assert RandomElasticDeformation in kinds and RandomBiasField in kinds
+def test_the_classical_preset_uses_the_fast_transforms_one_alteration_at_a_time():
+    steps = augmentation("classical").transforms
+    choice = next(t for t in steps if isinstance(t, tio.OneOf))
+    kinds = [type(t) for t in choice.transforms_dict]
+    assert RandomElasticDeformation in kinds and RandomBiasField in kinds and len(kinds) == 8
+    assert choice.probability == 0.5
+
+
+def test_a_study_run_that_augments_is_keyed_on_the_classical_recipe():
+    from volgan.study import PROFILES, Arm, training_config
+    from volgan.transforms import CLASSICAL_RECIPE
+
+    plain = Arm("augmentation", "none", 0, ("a",), (), "none", real_pool=1)
+    augmented = Arm("augmentation", "classical", 0, ("a",), (), "classical", real_pool=1)
+    assert "augment_recipe" not in training_config(plain, PROFILES["tiny"])
+    assert training_config(augmented, PROFILES["tiny"])["augment_recipe"] == CLASSICAL_RECIPE
 
 
 def test_artifacts_are_reproducible_and_grow_with_severity():

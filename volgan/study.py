@@ -84,7 +84,7 @@ PROFILES = {
                           gan_presentations=320, gan_base=16, gan_batch_size=8),
     # The quick profile's design with the budget at which its real-only arm met the learning targets (1,200
     # presentations, BENCHMARKS.md), a test set twice as large and a third seed, for the resolution; on 2 CPU
-    # cores about an hour and a half (projected from the quick profile's stage times, not yet run whole).
+    # cores 110 min of stage time at two seeds (measured, BENCHMARKS.md), about 2.5 hours at three.
     "standard": StudyProfile("standard", size=32, spacing=1.5, real_pool=24, test=192, sweep_size=24,
                              pool_sizes=(12, 24), synthetic=24, seeds=3, channels=(16, 32, 64, 128),
                              presentations=1200, batch_size=2, gan_presentations=1200, gan_base=16, gan_batch_size=8),
@@ -457,11 +457,16 @@ def eval_key(run: str) -> str:
 def training_config(arm: Arm, profile: StudyProfile) -> dict:
     """What a segmenter-classifier run depends on (arms that agree share one run). Every case of the arm trains
     (the bundle holds none out), so ``epochs`` × the arm's size is the profile's presentations, rounded up."""
+    from volgan.transforms import CLASSICAL_RECIPE
+
     epochs = max(1, math.ceil(profile.presentations / max(arm.n_train, 1)))
-    return {"real": arm.real, "synthetic": arm.synthetic, "gan_pool": arm.gan_pool, "augment": arm.augment,
-            "seed": arm.seed, "epochs": epochs, "size": profile.size, "spacing": profile.spacing,
-            "channels": list(profile.channels), "batch_size": profile.batch_size,
-            "learning_rate": profile.learning_rate, "bundle": bundle_version("spine_segcls")}
+    config = {"real": arm.real, "synthetic": arm.synthetic, "gan_pool": arm.gan_pool, "augment": arm.augment,
+              "seed": arm.seed, "epochs": epochs, "size": profile.size, "spacing": profile.spacing,
+              "channels": list(profile.channels), "batch_size": profile.batch_size,
+              "learning_rate": profile.learning_rate, "bundle": bundle_version("spine_segcls")}
+    if arm.augment == "classical":  # the preset lives in volgan, not in the bundle's config
+        config["augment_recipe"] = CLASSICAL_RECIPE
+    return config
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -238,14 +238,28 @@ class RandomElasticDeformation(tio.RandomElasticDeformation):
 
 
 AUGMENTATIONS = ("none", "light", "classical")
+# What the classical preset draws; a study run that augments keys its stage on it, so a new recipe retrains it.
+CLASSICAL_RECIPE = "flip, affine p=0.5, one of eight artifacts or deformations p=0.5 (v2)"
 
 
 def augmentation(preset: str = "none") -> tio.Transform | None:
     """Random training augmentation, applied after :func:`preprocessing`.
 
-    ``light``: left-right flip and a small affine (±10% scale, ±10°). ``classical``: the MRI-artifact and
-    geometry preset of the augmentation comparison (bias field, motion, ghosting, spike, noise, blur,
-    anisotropy, affine, elastic).
+    Parameters
+    ----------
+    preset : {"none", "light", "classical"}
+        ``light``: left-right flip and a small affine (±10% scale, ±10°). ``classical``: the augmentation
+        comparison's MRI-artifact and geometry preset: the flip and the affine (p = 0.5), then, for half the
+        presentations, one of elastic deformation, anisotropy, bias field, motion, ghosting, spike, blur or noise
+        (:data:`CLASSICAL_RECIPE`). One alteration at a time, not every one at its own chance: with each applied
+        independently (v1), 2 of 8 quick-profile models trained on it ended with one tumor call for every test
+        volume, and the 8 had mean tumor AUC 0.631; one at a time, 0 of the same 8 did, with AUC 0.717.
+
+    Returns
+    -------
+    tio.Transform or None
+        The transform (its output renormalised to zero mean and unit standard deviation for ``classical``), or
+        None for ``none``.
     """
     if preset == "none":
         return None
@@ -255,12 +269,14 @@ def augmentation(preset: str = "none") -> tio.Transform | None:
         return tio.Compose([
             tio.RandomFlip(axes=("LR",)),
             tio.RandomAffine(scales=0.1, degrees=10, p=0.5),
-            RandomElasticDeformation(num_control_points=5, max_displacement=4, p=0.2),
-            tio.RandomAnisotropy(downsampling=(1.5, 3), p=0.2),
-            RandomBiasField(coefficients=0.4, p=0.3),
-            tio.OneOf({tio.RandomMotion(num_transforms=2): 1, tio.RandomGhosting(): 1, tio.RandomSpike(): 1}, p=0.3),
-            tio.RandomBlur(std=(0, 1), p=0.2),
-            tio.RandomNoise(std=(0, 0.1), p=0.3),
+            tio.OneOf({RandomElasticDeformation(num_control_points=5, max_displacement=4): 1,
+                       tio.RandomAnisotropy(downsampling=(1.5, 3)): 1,
+                       RandomBiasField(coefficients=0.4): 1,
+                       tio.RandomMotion(num_transforms=2): 1,
+                       tio.RandomGhosting(): 1,
+                       tio.RandomSpike(): 1,
+                       tio.RandomBlur(std=(0, 1)): 1,
+                       tio.RandomNoise(std=(0, 0.1)): 1}, p=0.5),
             normalize_intensity(),
         ])
     raise ValueError(f"unknown augmentation preset {preset!r}; expected one of {AUGMENTATIONS}")
