@@ -407,3 +407,15 @@ def test_bf16_autocast_follows_the_switch_and_asks_the_device_on_auto():
     assert bf16_autocast("false", "cpu") is False and bf16_autocast("true", "cpu") is True
     native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     assert bf16_autocast("auto", "cpu") is native and bf16_autocast("AUTO", "cpu") is native
+
+
+def test_tracking_mlflow(tmp_path, real16):
+    pytest.importorskip("mlflow")
+    import mlflow
+
+    bundle("run", "--config_file", "configs/train.json", "--bundle_root", tmp_path, "--dataset_dir", real16,
+           "--max_epochs", "1", *TINY, "--progress", "false", "--tracking", "mlflow", cwd=CGAN)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert {"metrics.train_loss", "metrics.msssim_synthetic"} <= set(runs.columns), sorted(runs.columns)
+    assert np.isfinite(runs["metrics.train_loss"]).all()

@@ -264,8 +264,9 @@ class CGanTrainer(Trainer):
     contrast and shading and leaves the noise texture to the discriminator, 0 = plain L1, which pulls towards a
     noise-free image; with ``rec_label_weights`` each voxel weighted as :meth:`label_weights` weights its label),
     then the EMA updates. With ``amp`` the forward passes run in bfloat16 autocast. ``engine.state.output``
-    holds the losses; every ``monitor_interval`` epochs the MS-SSIM of EMA samples and of real images go into
-    ``engine.state.metrics``."""
+    holds the losses as ``[{"loss": …, "d_loss": …, …}]`` (floats; one dict in a list, as MONAI's decollating
+    engines give, so ``--tracking mlflow`` and MONAI's handlers find ``output[0]["loss"]``); every
+    ``monitor_interval`` epochs the MS-SSIM of EMA samples and of real images go into ``engine.state.metrics``."""
 
     def __init__(self, device, max_epochs: int, train_data_loader, label_generator: LabelGenerator,
                  image_generator: ImageGenerator, label_discriminator: PatchDiscriminator,
@@ -276,7 +277,7 @@ class CGanTrainer(Trainer):
                  ema_decay: float = 0.995, monitor_interval: int = 5, seed: int = 0, amp: bool = False,
                  train_handlers=None, **kwargs):
         super().__init__(device=device, max_epochs=max_epochs, data_loader=train_data_loader,
-                         prepare_batch=prepare_batch, handlers=train_handlers, decollate=False, **kwargs)
+                         prepare_batch=prepare_batch, handlers=None, decollate=False, **kwargs)
         self.label_generator, self.image_generator = label_generator, image_generator
         self.label_discriminator, self.image_discriminator = label_discriminator, image_discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
@@ -300,6 +301,8 @@ class CGanTrainer(Trainer):
         from ignite.engine import Events
 
         self.add_event_handler(Events.EPOCH_COMPLETED(every=monitor_interval), self.monitor)
+        if train_handlers is not None:  # after the monitor, so the epoch's loggers see its metrics
+            self._register_handlers(train_handlers)
 
     def _z(self, n: int, dim: int) -> torch.Tensor:
         return torch.randn(n, dim, generator=self.noise).to(self.state.device)
@@ -363,10 +366,11 @@ class CGanTrainer(Trainer):
         self.g_optimizer.step()
         self.label_ema.update(g_l)
         self.image_ema.update(g_i)
-        return {Keys.LOSS: float(g_loss.detach() + d_loss.detach()), "d_loss": float(d_loss.detach()),
-                "g_adv_label": float(adv_l.detach()),
-                "g_adv_image": float(adv_i.detach()), "rec_l1": float(rec.detach()), "r1": float(r1.detach()),
-                "label_ce": float(label_rec.detach()), "kl": float(kl.detach())}
+        # one dict in a list, as a decollating MONAI engine gives: MONAI's tracking handlers read output[0]["loss"]
+        return [{Keys.LOSS: float(g_loss.detach() + d_loss.detach()), "d_loss": float(d_loss.detach()),
+                 "g_adv_label": float(adv_l.detach()),
+                 "g_adv_image": float(adv_i.detach()), "rec_l1": float(rec.detach()), "r1": float(r1.detach()),
+                 "label_ce": float(label_rec.detach()), "kl": float(kl.detach())}]
 
     def networks(self) -> dict[str, nn.Module]:
         """Every trained network by name (the label encoder when there is one)."""
