@@ -64,3 +64,17 @@ def cut_save_short(monkeypatch, nth: int, counts: Callable[[object], bool] = lam
                 raise Killed
 
     monkeypatch.setattr(torch, "save", save)
+
+
+def mlflow_metrics(database: Path) -> dict[str, list[float]]:
+    """Every metric of every run in the MLflow SQLite store ``database``: name → logged values. Read through a
+    client of its own, so no tracking URI set elsewhere in the test process is used or changed."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{database}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    values: dict[str, list[float]] = {}
+    for run in client.search_runs(experiments):
+        for name in run.data.metrics:
+            values.setdefault(name, []).extend(m.value for m in client.get_metric_history(run.info.run_id, name))
+    return values

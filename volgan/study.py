@@ -202,9 +202,12 @@ class Progress:
             print(f"    done in {seconds:.0f} s; {left}", file=sys.stderr, flush=True)
 
     def bar(self, total: int, desc: str):
+        """A tqdm bar over ``total`` epochs, drawn only on a terminal (in a log file its carriage-return redraws
+        would pile up; the stage lines are the progress there)."""
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=f"    {desc}", unit="epoch", leave=False, disable=self.quiet, file=sys.stderr)
+        return tqdm(total=total, desc=f"    {desc}", unit="epoch", leave=False, file=sys.stderr,
+                    disable=self.quiet or not sys.stderr.isatty())
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@ validation metrics and the workflow builders that ``bundles/spine_segcls/configs
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torchio as tio
 from ignite.handlers import DiskSaver
@@ -240,7 +242,9 @@ class StopOnNonFinite:
 
 class ProgressBar:
     """A tqdm progress bar over each epoch's iterations showing the loss; a MONAI-style handler (``attach``).
-    With ``enabled=False`` it attaches nothing (the study draws its own bar per stage)."""
+    It draws only on a terminal: where stderr is a file or a pipe, its carriage-return redraws would fill the
+    log, and the StatsHandler's lines are the progress there. With ``enabled=False`` it attaches nothing (the study
+    draws its own bar per stage)."""
 
     def __init__(self, persist: bool = False, enabled: bool | str = True):
         self.persist, self.enabled = persist, flag(enabled)
@@ -248,7 +252,7 @@ class ProgressBar:
     def attach(self, engine) -> None:
         from ignite.handlers import ProgressBar as IgniteProgressBar
 
-        if not self.enabled:
+        if not (self.enabled and sys.stderr.isatty()):
             return
 
         IgniteProgressBar(persist=self.persist).attach(engine, output_transform=lambda out: {"loss": loss_value(out)})
