@@ -117,6 +117,14 @@ def preprocessing(prep: Preprocessing = Preprocessing()) -> tio.Compose:
     return tio.Compose([ToModelGrid(prep.spacing), tio.CropOrPad(prep.patch), normalize_intensity()])
 
 
+def base_arguments(transform: tio.Transform) -> dict:
+    """The arguments of torchio's ``Transform`` base class that ``transform`` was built with, except ``p``: what
+    a random transform hands the fixed transform it builds. torchio's own accessor is ``get_base_args`` up to
+    0.22 and ``_get_base_args`` from 0.23; the attributes it reads are public and the same in both."""
+    return {name: getattr(transform, name) for name in ("copy", "include", "exclude", "keep", "parse_input",
+                                                        "label_keys")}
+
+
 class BiasField(tio.BiasField):
     """torchio's BiasField, the polynomial evaluated as a separable sum of per-axis powers: the same field
     (to float rounding) about 20-50× faster, so the bias field no longer dominates a training step."""
@@ -146,7 +154,7 @@ class RandomBiasField(tio.RandomBiasField):
             return subject
         coefficients = {name: self.get_params(self.order, self.coefficients_range) for name in names}
         transform = BiasField(coefficients=coefficients, order={name: self.order for name in names},
-                              **self._get_base_args())
+                              **base_arguments(self))
         return transform(subject)
 
 
@@ -233,7 +241,7 @@ class RandomElasticDeformation(tio.RandomElasticDeformation):
         control_points = self.get_params(self.num_control_points, self.max_displacement, self.num_locked_borders)
         transform = ElasticDeformation(control_points=control_points, max_displacement=self.max_displacement,
                                        image_interpolation=self.image_interpolation,
-                                       label_interpolation=self.label_interpolation, **self._get_base_args())
+                                       label_interpolation=self.label_interpolation, **base_arguments(self))
         return transform(subject)
 
 
