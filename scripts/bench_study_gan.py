@@ -1,0 +1,79 @@
+"""The study's GAN at its profile's budget, by batch size: the same presentations in more or fewer optimiser
+steps, judged as the study's quality section judges its synthetic pool.
+
+    python scripts/bench_study_gan.py --study DIR [--batch-sizes 8,2,1] [--cases 24] [--seed 0]
+
+From the finished study in DIR (``volgan study``; any profile) this retrains the GAN of the full real pool
+(``gan-N``: its own training cases, the profile's size, spacing, width, seed and GAN presentations) once per batch
+size, draws ``--cases`` synthetic volumes with real-deformed label maps (the study's default source) and runs
+``volgan quality`` on them with the study's real-only 100:0 model of seed 0 as the judge. Reported per batch
+size: optimiser steps, the GAN's training time (the bundle run, 2 threads), and the quality row of
+``bench_label_sources.py``. The issue's targets: anatomy consistency ≥ 0.85 per label; the judge's tumor Dice on
+tumor-bearing synthetic volumes ≥ 0.8 × its real test figure; tumor-free volumes with a tumor found ≤ 10%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+from bench_label_sources import row, study_parts
+from benchmarks import write_section
+
+from volgan.datalist import read_datalist
+from volgan.quality import quality_report
+from volgan.study import run_bundle
+from volgan.synth import load_synthesizer, synthesize
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--study", required=True, help="a finished volgan study folder")
+    parser.add_argument("--batch-sizes", default="8,2,1", help="comma-separated GAN batch sizes")
+    parser.add_argument("--cases", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    study = Path(args.study)
+    gan, real, judge = study_parts(study)
+    profile = json.loads((study / "profile.json").read_text(encoding="utf-8"))
+    pool = gan / "data"  # the GAN's own training cases (their datalist)
+    n = len(read_datalist(pool).cases)
+    epochs = max(1, round(profile["gan_presentations"] / n))  # as the study's gan_epochs
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+            folder = Path(tmp) / f"batch{batch_size}"
+            folder.mkdir()
+            start = time.perf_counter()
+            run_bundle("spine_cgan", folder, {
+                "dataset_dir": str(pool), "max_epochs": epochs, "size": profile["size"],
+                "spacing": [profile["spacing"]] * 3, "base": profile["gan_base"], "batch_size": batch_size,
+                "seed": profile["seed"], "monitor_interval": 10**6})
+            seconds = time.perf_counter() - start
+            synthesize(load_synthesizer(folder), folder / "synthetic", n_cases=args.cases, seed=args.seed,
+                       label_source="real-deformed", pool=pool)
+            report = quality_report(real, folder / "synthetic", folder / "quality", model=judge, seed=args.seed)
+            steps = epochs * math.ceil(n / batch_size)
+            rows.append(f"| {batch_size} | {steps} | {seconds:.0f} s |" + row("real-deformed", report)[1:])
+            print(rows[-1], flush=True)
+    body = (f"The study's GAN of the full real pool ({gan.name}: {n} real volumes, profile {profile['name']}, "
+            f"{profile['gan_presentations']} presentations = {epochs} epochs), retrained per batch size; "
+            f"{args.cases} synthetic volumes with real-deformed label maps (equal classes, seed {args.seed}), judged "
+            f"by the study's real-only 100:0 model of seed 0. GAN time: the bundle run on 2 CPU cores.\n\n"
+            "| GAN batch size | optimiser steps | GAN time | label source | anatomy consistency Dice, vertebra / "
+            "disc / cord / CSF (target ≥ 0.85 each) | judge's tumor Dice on tumor-bearing synthetic volumes "
+            "(target ≥ 0.8 × real test) | tumor-free volumes with a tumor found (target ≤ 10%) | Fréchet, random "
+            "ResNet-10 (real floor) | Fréchet, judge's encoder (real floor) | MS-SSIM synthetic vs real | "
+            "memorization (smoothed) | tumor sites verified | targets met |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    write_section("The study's GAN by batch size", body,
+                  f"python scripts/bench_study_gan.py --study {study.name} --batch-sizes {args.batch_sizes} "
+                  f"--cases {args.cases}")
+
+
+if __name__ == "__main__":
+    main()
