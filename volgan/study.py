@@ -79,10 +79,11 @@ PROFILES = {
     "tiny": StudyProfile("tiny", size=16, spacing=3.0, real_pool=12, test=8, sweep_size=10, pool_sizes=(6, 12),
                          synthetic=12, seeds=2, channels=(4, 8, 16, 32), presentations=24, batch_size=4,
                          gan_presentations=24, gan_base=4, gan_batch_size=4, bootstrap=200),
-    # The GANs see each volume one at a time: at 320 presentations, batches of 8 gave them 40 steps and synthetic
+    # The GANs see each volume one at a time: of 320 presentations, batches of 8 made 39 steps (gan-24) and synthetic
     # volumes in which the study's real-only judge found anatomy Dice 0.78/0.81/0.63/0.61 (vertebra/disc/cord/
-    # csf) and tumor Dice 0.12; batches of 1 (320 steps, about 35 s more per GAN) give 0.86/0.89/0.84/0.87 and
-    # 0.29, the same as batches of 2 with half again the presentations (BENCHMARKS.md, "the study's GAN").
+    # csf) and tumor Dice 0.12; batches of 1 (312 steps; in the study 128 s and 113 s for the two GANs against
+    # 56 s and 48 s) give 0.86/0.89/0.84/0.87 and 0.29, as batches of 2 with half again the presentations do
+    # (BENCHMARKS.md, "The study's GAN by batch size").
     "quick": StudyProfile("quick", size=32, spacing=1.5, real_pool=24, test=96, sweep_size=24, pool_sizes=(12, 24),
                           synthetic=24, seeds=2, channels=(16, 32, 64, 128), presentations=480, batch_size=2,
                           gan_presentations=320, gan_base=16, gan_batch_size=1),
