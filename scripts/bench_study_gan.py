@@ -19,6 +19,7 @@ import json
 import math
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench_label_sources import row, study_parts
@@ -26,7 +27,7 @@ from benchmarks import write_section
 
 from volgan.datalist import read_datalist
 from volgan.quality import quality_report
-from volgan.study import run_bundle
+from volgan.study import StudyProfile, gan_overrides, run_bundle
 from volgan.synth import load_synthesizer, synthesize
 
 
@@ -39,20 +40,18 @@ def main() -> None:
     args = parser.parse_args()
     study = Path(args.study)
     gan, real, judge = study_parts(study)
-    profile = json.loads((study / "profile.json").read_text(encoding="utf-8"))
+    saved = json.loads((study / "profile.json").read_text(encoding="utf-8"))
+    profile = StudyProfile(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
     pool = gan / "data"  # the GAN's own training cases (their datalist)
     n = len(read_datalist(pool).cases)
-    epochs = max(1, round(profile["gan_presentations"] / n))  # as the study's gan_epochs
+    epochs = profile.gan_epochs(n)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
             folder = Path(tmp) / f"batch{batch_size}"
             folder.mkdir()
             start = time.perf_counter()
-            run_bundle("spine_cgan", folder, {
-                "dataset_dir": str(pool), "max_epochs": epochs, "size": profile["size"],
-                "spacing": [profile["spacing"]] * 3, "base": profile["gan_base"], "batch_size": batch_size,
-                "seed": profile["seed"], "monitor_interval": 10**6})
+            run_bundle("spine_cgan", folder, gan_overrides(replace(profile, gan_batch_size=batch_size), pool, n))
             seconds = time.perf_counter() - start
             synthesize(load_synthesizer(folder), folder / "synthetic", n_cases=args.cases, seed=args.seed,
                        label_source="real-deformed", pool=pool)
@@ -60,8 +59,8 @@ def main() -> None:
             steps = epochs * math.ceil(n / batch_size)
             rows.append(f"| {batch_size} | {steps} | {seconds:.0f} s |" + row("real-deformed", report)[1:])
             print(rows[-1], flush=True)
-    body = (f"The study's GAN of the full real pool ({gan.name}: {n} real volumes, profile {profile['name']}, "
-            f"{profile['gan_presentations']} presentations = {epochs} epochs), retrained per batch size; "
+    body = (f"The study's GAN of the full real pool ({gan.name}: {n} real volumes, profile {profile.name}, "
+            f"{profile.gan_presentations} presentations = {epochs} epochs), retrained per batch size; "
             f"{args.cases} synthetic volumes with real-deformed label maps (equal classes, seed {args.seed}), judged "
             f"by the study's real-only 100:0 model of seed 0. GAN time: the bundle run on 2 CPU cores.\n\n"
             "| GAN batch size | optimiser steps | GAN time | label source | anatomy consistency Dice, vertebra / "

@@ -572,11 +572,16 @@ def _train_gan(folder: Path, out: Path, names: tuple[str, ...], profile: StudyPr
     data = folder / "data"
     data.mkdir(exist_ok=True)
     write_datalist(chosen, data)
-    with progress.bar(profile.gan_epochs(len(chosen)), "cgan") as bar:
-        run_bundle("spine_cgan", folder, {
-            "dataset_dir": str(data), "max_epochs": profile.gan_epochs(len(chosen)), "size": profile.size,
+    overrides = gan_overrides(profile, data, len(chosen))
+    with progress.bar(overrides["max_epochs"], "cgan") as bar:
+        run_bundle("spine_cgan", folder, overrides, bar)
+
+
+def gan_overrides(profile: StudyProfile, data: Path, n_cases: int) -> dict:
+    """spine_cgan's overrides for the profile's GAN on the ``n_cases`` of the datalist folder ``data``."""
+    return {"dataset_dir": str(data), "max_epochs": profile.gan_epochs(n_cases), "size": profile.size,
             "spacing": [profile.spacing] * 3, "base": profile.gan_base, "batch_size": profile.gan_batch_size,
-            "seed": profile.seed, "monitor_interval": 10**6}, bar)
+            "seed": profile.seed, "monitor_interval": 10**6}
 
 
 def _synthesize(folder: Path, out: Path, pool: int, profile: StudyProfile) -> None:
