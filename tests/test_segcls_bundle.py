@@ -156,6 +156,20 @@ def test_a_nan_stops_training_before_the_step_and_model_pt_stays_finite(tmp_path
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
+def test_the_loss_goes_to_the_training_device(tmp_path, phantom_dir):
+    """The loss holds its class weights as a buffer: on a GPU they must move with the network (else the first
+    step fails with 'Expected all tensors to be on the same device', as it did on an H100)."""
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(config_file=str(BUNDLE / "configs" / "train.json"), workflow_type="train",
+                              meta_file=str(BUNDLE / "configs" / "metadata.json"), bundle_root=str(tmp_path),
+                              dataset_dir=str(phantom_dir), device="$torch.device('meta')", progress=False)
+    workflow.initialize()
+    loss = workflow.parser.get_parsed_content("train#trainer#loss_function")
+    buffers = list(loss.buffers())
+    assert buffers and all(b.device.type == "meta" for b in buffers)
+
+
 def test_bundle_files_are_ascii():
     """MONAI opens bundle configs with the locale's encoding (open() without one); under an ASCII locale a single
     non-ASCII character in a config or metadata file stops every bundle run."""
