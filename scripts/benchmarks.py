@@ -25,8 +25,9 @@ def machine() -> str:
             f"torch {torch.__version__}, {gpu}")
 
 
-def write_section(name: str, body: str, command: str) -> None:
-    """Replace (or append) the section ``name`` of BENCHMARKS.md with ``body``."""
+def write_section(name: str, body: str, command: str, measured_on: str | None = None) -> None:
+    """Replace (or append) the section ``name`` of BENCHMARKS.md with ``body``; ``measured_on`` names the machine that
+    measured when it is not this one (default: this one)."""
     path = ROOT / "BENCHMARKS.md"
     header = "# volgan benchmarks\n\nWritten by the scripts under `scripts/`; each section says how to re-run it.\n"
     text = path.read_text(encoding="utf-8") if path.exists() else header
@@ -40,7 +41,7 @@ def write_section(name: str, body: str, command: str) -> None:
         commit = "?"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     block = (f"<!-- {name} -->\n## {name}\n\nCommand: `{command}`  \nMeasured {stamp} at commit {commit} on "
-             f"{machine()}.\n\n{body.strip()}\n<!-- /{name} -->")
+             f"{measured_on or machine()}.\n\n{body.strip()}\n<!-- /{name} -->")
     pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     write_text(path, text)

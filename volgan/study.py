@@ -70,6 +70,7 @@ class StudyProfile:
     seed: int = 0                       # phantoms, test split, pools, GANs and synthesis
     anatomy_field_mm: float | None = 96.0  # phantoms: anatomy at natural size, the grid a crop of it
     label_source: str = "real-deformed"  # synthetic label maps: volgan.synth.LABEL_SOURCES (BENCHMARKS.md: why)
+    loader_workers: int = 0             # spine_segcls loader processes for runs that augment (on the CPU, beside a GPU)
 
     def gan_epochs(self, pool: int) -> int:
         return max(1, round(self.gan_presentations / pool))
@@ -93,10 +94,15 @@ PROFILES = {
     "standard": StudyProfile("standard", size=32, spacing=1.5, real_pool=24, test=192, sweep_size=24,
                              pool_sizes=(12, 24), synthetic=24, seeds=3, channels=(16, 32, 64, 128),
                              presentations=1200, batch_size=2, gan_presentations=1200, gan_base=16, gan_batch_size=8),
+    # The sizes of arXiv 2506.17165 at 64³, with the budget that fits 6 hours on one H100 (BENCHMARKS.md, "The
+    # paper profile, measured and projected": 5.2 h projected from each stage kind measured there; 5 seeds, 40,000
+    # presentations per run and 200,000 per GAN projected to 19.7 h). How well it learns at this budget is unmeasured.
+    # The loader's 8 processes run the classical preset beside the GPU (29.5 against 47.8 ms a presentation there;
+    # without augmentation they gained nothing).
     "paper": StudyProfile("paper", size=64, spacing=1.5, real_pool=1000, test=400, sweep_size=1000,
-                          pool_sizes=(250, 1000), synthetic=1000, seeds=5, channels=(16, 32, 64, 128),
-                          presentations=40000, batch_size=8, gan_presentations=200000, gan_base=32,
-                          gan_batch_size=8),
+                          pool_sizes=(250, 1000), synthetic=1000, seeds=3, channels=(16, 32, 64, 128),
+                          presentations=12000, batch_size=8, gan_presentations=40000, gan_base=32,
+                          gan_batch_size=8, loader_workers=8),
 }
 
 
@@ -471,7 +477,9 @@ def training_config(arm: Arm, profile: StudyProfile) -> dict:
     config = {"real": arm.real, "synthetic": arm.synthetic, "gan_pool": arm.gan_pool, "augment": arm.augment,
               "seed": arm.seed, "epochs": epochs, "size": profile.size, "spacing": profile.spacing,
               "channels": list(profile.channels), "batch_size": profile.batch_size,
-              "learning_rate": profile.learning_rate, "bundle": bundle_version("spine_segcls")}
+              "learning_rate": profile.learning_rate,
+              "loader_workers": profile.loader_workers if arm.augment != "none" else 0,  # none: no gain measured
+              "bundle": bundle_version("spine_segcls")}
     if arm.augment == "classical":  # the preset lives in volgan, not in the bundle's config
         config["augment_recipe"] = CLASSICAL_RECIPE
     return config
@@ -497,10 +505,10 @@ def _train_segcls(folder: Path, out: Path, config: dict, progress: Progress) -> 
             "dataset_dir": str(folder), "max_epochs": config["epochs"], "patch": [s, s, s], "spacing": [sp] * 3,
             "channels": config["channels"], "batch_size": config["batch_size"], "augment": config["augment"],
             "seed": config["seed"], "learning_rate": config["learning_rate"],
-            "val_fraction": 0.0, "val_interval": config["epochs"]}, bar)
+            "val_fraction": 0.0, "val_interval": config["epochs"], "num_workers": config["loader_workers"]}, bar)
 
 
-@functools.lru_cache(maxsize=1024)  # the quick profile's whole test set at every severity (96 × 4 at 32³: 100 MB)
+@functools.lru_cache(maxsize=2048)  # every profile's whole test set at every severity (paper: 400 × 4 at 64³, 2 GB)
 def test_volume(image: Path, label: Path, severity: int):
     """A test case's (image with artifacts of ``severity``, label map). The artifacts' random draws depend
     only on the case and the severity, so every model sees the same corrupted test set."""
