@@ -44,6 +44,19 @@ def test_output_has_the_input_geometry(model, code, size, spacing):
     assert prediction.type_probabilities.shape == (4,) and abs(prediction.type_probabilities.sum() - 1) < 1e-5
 
 
+def test_gradcam_leaves_the_model_as_it_found_it(model):
+    """A Grad-CAM map between two predictions changes neither the network's mode nor what it predicts (MONAI's
+    hooks once left the dropout of the classification head on, and every later type probability was random)."""
+    from volgan.gradcam import gradcam_volume
+
+    case = generate_case(2, 7, PhantomConfig(size=(32, 32, 32)))
+    before = predict(model, case.image)
+    gradcam_volume(model, before, case.image)
+    after = predict(model, case.image)
+    assert not model.network.training
+    assert np.array_equal(before.type_probabilities, after.type_probabilities)
+
+
 def test_prediction_does_not_depend_on_storage_order(model):
     """The same anatomy stored as RAS and as PIR gives the same labels once both are brought to RAS."""
     ras = generate_case(1, 3, PhantomConfig(size=(32, 32, 32)))

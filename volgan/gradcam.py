@@ -42,9 +42,16 @@ def gradcam_volume(model: LoadedModel, prediction: Prediction, volume: Volume, c
     divisor = network.divisor
     pads = [(-n) % divisor for n in shape]
     padded = F.pad(x, [p for n in reversed(pads) for p in (0, n)], value=float(x.min()))
-    cam = GradCAM(nn_module=ClassifierOnly(network), target_layers=layer, postprocessing=unit_range)
-    with torch.enable_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        heat = cam(padded.clone().requires_grad_(True), class_idx=class_index)
+    # MONAI's hooks put the wrapped module back in the mode the wrapper is in: a fresh wrapper is in training mode,
+    # which left the network's dropout on for every later prediction (type probabilities drawn at random)
+    was_training = network.training
+    classifier = ClassifierOnly(network).train(was_training)
+    cam = GradCAM(nn_module=classifier, target_layers=layer, postprocessing=unit_range)
+    try:
+        with torch.enable_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            heat = cam(padded.clone().requires_grad_(True), class_idx=class_index)
+    finally:
+        network.train(was_training)
     heat = heat[0, :, : shape[0], : shape[1], : shape[2]].detach().float()
     back = resample(heat, prediction.model_affine, volume.affine, volume.shape, "bilinear")[0]
     return Volume(back.clamp(0, 1).cpu().numpy().astype(np.float32), volume.affine)
