@@ -327,6 +327,8 @@ def add_study_parser(sub) -> None:
     p.add_argument("--size", type=int, help="field side in voxels, a power of two ≥ 16 (profile default: quick 32)")
     p.add_argument("--spacing", type=float, help="field voxel size in mm (profile default: quick 1.5); with --real "
                                                  "each case is resampled to this field centred on its labeled spine")
+    p.add_argument("--jobs", type=int, help="stages built at a time (default: 2 on a CPU of two or more cores, each "
+                                            "on its share of them; 1 with a GPU)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run_study_command)
 
@@ -336,7 +338,7 @@ def run_study_command(args) -> int:
 
     try:
         report = run_study(args.out, args.profile, seeds=args.seeds, real=args.real, quiet=args.quiet,
-                           label_source=args.label_source, size=args.size, spacing=args.spacing)
+                           label_source=args.label_source, size=args.size, spacing=args.spacing, jobs=args.jobs)
     except KeyboardInterrupt:
         print(f"volgan study: interrupted; finished stages are kept in {args.out}; run the same command to resume",
               file=sys.stderr)

@@ -13,6 +13,9 @@ class VolganInputError(ValueError):
         self.what = what
         super().__init__(f"{self.path}: {what}" if self.path else what)
 
+    def __reduce__(self):  # rebuilt from (path, what) when it crosses from a study's worker process
+        return type(self), (self.path, self.what)
+
 
 class NonFiniteTraining(SystemExit):
     """Training stopped because a loss term, a gradient or weights to be saved are not finite. The message is one

@@ -184,16 +184,19 @@ class Progress:
         self.seconds: dict[str, list[float]] = {}
         self.left: dict[str, str] = {}
         self.total: int | None = None  # unknown until the data are there to plan with
+        self.jobs = 1
 
-    def plan(self, stages: list[Stage], finished: int = 0, complete: bool = True) -> None:
-        """The stages still to come (``finished`` already run); ``complete=False`` while more will be planned."""
+    def plan(self, stages: list[Stage], finished: int = 0, complete: bool = True, jobs: int = 1) -> None:
+        """The stages still to come (``finished`` already run); ``complete=False`` while more will be planned;
+        ``jobs`` stages of :data:`PARALLEL_KINDS` are built at a time."""
         self.total = finished + len(stages) if complete else None
         self.left = {s.key: s.kind for s in stages}
+        self.jobs = jobs
 
     def _estimate(self) -> str:
         known = {k: float(np.mean(v)) for k, v in self.seconds.items()}
         unknown = sum(1 for kind in self.left.values() if kind not in known)
-        est = sum(known.get(kind, 0.0) for kind in self.left.values())
+        est = sum(known.get(kind, 0.0) / (self.jobs if kind in PARALLEL_KINDS else 1) for kind in self.left.values())
         if not est:
             return "time estimated once a stage of each kind has run"
         return f"~{est / 60:.1f} min" + (f" + {unknown} stage(s) of a kind not yet timed" if unknown else "")
@@ -210,7 +213,8 @@ class Progress:
         if not self.quiet and not cached:
             left = ("planning the other stages" if not self.total else "nothing left" if not self.left
                     else f"{len(self.left)} stage(s) left, {self._estimate()}")
-            print(f"    done in {seconds:.0f} s; {left}", file=sys.stderr, flush=True)
+            which = f" ({stage.label})" if self.jobs > 1 else ""  # lines of stages built side by side interleave
+            print(f"    done in {seconds:.0f} s{which}; {left}", file=sys.stderr, flush=True)
 
     def bar(self, total: int, desc: str):
         """A tqdm bar over ``total`` epochs, drawn only on a terminal (in a log file its carriage-return redraws
@@ -349,7 +353,8 @@ def _logging_conf(folder: Path) -> Path:
 
 
 FINAL_MODEL = "model_final.pt"  # written by spine_segcls itself (its final-model CheckpointSaver)
-EVALUATION_VERSION = "segmentation evidence, bf16 where native, v1"  # how evaluation calls a tumor; a change re-runs it
+# How evaluation calls a tumor (and, since v2, that Grad-CAM leaves the head's dropout off); a change re-runs it
+EVALUATION_VERSION = "segmentation evidence, bf16 where native, v2: dropout off after Grad-CAM"
 TRAINED_ON = "trained_on.json"
 
 
@@ -696,25 +701,152 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
     return stages
 
 
-def _run_stage(stage: Stage, out: Path, manifest: Manifest, progress: Progress, index: int) -> None:
-    folder = out / "stages" / stage.key
-    cached = manifest.finished(stage, folder)
-    progress.start(index, stage, cached)
-    if cached:
-        progress.done(stage, 0.0, True)
-        return
+PARALLEL_KINDS = ("gan", "synth", "run", "eval")  # stages a worker process may build beside another
+
+
+def default_jobs() -> int:
+    """Stages built at a time: 1 with a GPU (one device, its stages in turn); otherwise 2 when there are two or
+    more CPU cores, each worker on its share of the cores. On 2 cores two spine_segcls runs of one thread each
+    train 1.8× as many volumes a second as one run of two threads (BENCHMARKS.md, "The quick study")."""
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+_WORKER_STAGES: dict[str, Stage] = {}
+_WORKER_ERROR: list[BaseException] = []
+
+
+def _worker_init(settings: StudySettings, threads: int) -> None:
+    """A worker process: its share of the cores and the study's plan (rebuilt here: stages hold closures). It
+    leaves Ctrl-C to the main process, which stops it, and ends itself when that process is gone (killed)."""
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def end_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=end_with_parent, daemon=True).start()
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        _WORKER_STAGES.update({s.key: s for s in plan_study(settings, Progress(quiet=True))})
+    except Exception as exc:  # reported with the first stage it was to build
+        _WORKER_ERROR.append(exc)
+
+
+def _worker_build(key: str, folder: str) -> tuple[str, object]:
+    """Build stage ``key`` into ``folder`` in a worker process: ("done", seconds), or ("error", the exception),
+    which the main process raises (a NaN stop, a SystemExit, included)."""
+    try:
+        if _WORKER_ERROR:
+            raise _WORKER_ERROR[0]
+        start = time.perf_counter()
+        _WORKER_STAGES[key].build(Path(folder))
+        return "done", time.perf_counter() - start
+    except (Exception, SystemExit) as exc:
+        return "error", exc
+
+
+def _partial_folder(stage: Stage, out: Path) -> Path:
+    """A fresh (or, for a resumable stage, the kept) folder the stage is built in."""
     partial = out / "stages" / f".{stage.key}.{stage.hash[:12]}.partial"
     if partial.exists() and not stage.resumable:
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    stage.build(partial)
-    seconds = time.perf_counter() - start
+    return partial
+
+
+def _finish_stage(stage: Stage, out: Path, partial: Path, seconds: float, manifest: Manifest,
+                  progress: Progress) -> None:
+    folder = out / "stages" / stage.key
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(partial, folder)
     manifest.record(stage, seconds)
     progress.done(stage, seconds, False)
+
+
+def _run_stages(stages: list[Stage], first: int, settings: StudySettings, manifest: Manifest, progress: Progress,
+                jobs: int) -> None:
+    """Build every stage not finished before, each once all it reads is there. With ``jobs`` > 1 the stages of
+    :data:`PARALLEL_KINDS` are built by that many worker processes (spawned, each with its share of the torch
+    threads); the others run here, alone. Numbering and order of the progress lines follow the plan."""
+    import multiprocessing
+    import queue
+
+    out = settings.out
+    done = {key for key, entry in manifest.stages.items() if (out / "stages" / key).is_dir()
+            and key not in {s.key for s in stages}}  # stages of the base plan
+    pending = list(enumerate(stages, start=first))
+    running: dict[str, tuple[Stage, Path]] = {}
+    finished: queue.Queue = queue.Queue()
+    pool = None
+    try:
+        while pending or running:
+            launched = True
+            while launched:
+                launched = False
+                for item in pending:
+                    index, stage = item
+                    if any(dep not in done for dep in stage.deps):
+                        continue
+                    if manifest.finished(stage, out / "stages" / stage.key):
+                        progress.start(index, stage, True)
+                        progress.done(stage, 0.0, True)
+                        done.add(stage.key)
+                    elif jobs > 1 and stage.kind in PARALLEL_KINDS:
+                        if len(running) >= jobs:
+                            continue
+                        if pool is None:
+                            threads = max(1, (os.cpu_count() or 1) // jobs)
+                            pool = multiprocessing.get_context("spawn").Pool(jobs, _worker_init, (settings, threads))
+                        progress.start(index, stage, False)
+                        partial = _partial_folder(stage, out)
+                        running[stage.key] = (stage, partial)
+                        pool.apply_async(_worker_build, (stage.key, str(partial)),
+                                         callback=lambda result, key=stage.key: finished.put((key, result)))
+                    elif not running:
+                        progress.start(index, stage, False)
+                        partial = _partial_folder(stage, out)
+                        start = time.perf_counter()
+                        stage.build(partial)
+                        _finish_stage(stage, out, partial, time.perf_counter() - start, manifest, progress)
+                        done.add(stage.key)
+                    else:
+                        continue
+                    pending.remove(item)
+                    launched = True
+                    break
+            if running:
+                while True:
+                    try:
+                        key, (status, value) = finished.get(timeout=1.0)
+                        break
+                    except queue.Empty:
+                        continue
+                stage, partial = running.pop(key)
+                if status == "error":
+                    raise value
+                _finish_stage(stage, out, partial, value, manifest, progress)
+                done.add(key)
+            elif pending:
+                raise RuntimeError(f"study plan: {pending[0][1].key} waits on a stage that is never built")
+    except BaseException:
+        if pool is not None:
+            pool.terminate()  # stages in flight stay as .partial folders, rebuilt (the GAN resumed) next time
+        raise
+    if pool is not None:
+        pool.close()
+        pool.join()
 
 
 def _check_out(out: Path) -> None:
@@ -752,10 +884,11 @@ def _prune(out: Path, keep: set[str], manifest: Manifest) -> None:
 
 def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", seeds: int | None = None,
               real: str | os.PathLike | None = None, quiet: bool = False, label_source: str | None = None,
-              size: int | None = None, spacing: float | None = None) -> Path:
+              size: int | None = None, spacing: float | None = None, jobs: int | None = None) -> Path:
     """Run (or resume) the study under ``out``; returns the path of ``report.html``. ``label_source`` (None: the
     profile's) says where synthetic label maps come from (:data:`volgan.synth.LABEL_SOURCES`); ``size`` (voxels
-    per side, a power of two ≥ 16) and ``spacing`` (mm) override the profile's field, for phantoms and real data."""
+    per side, a power of two ≥ 16) and ``spacing`` (mm) override the profile's field, for phantoms and real data.
+    ``jobs``: stages built at a time (None: :func:`default_jobs`; 1 builds every stage in this process)."""
     from volgan.synth import check_label_source
 
     out = Path(out)
@@ -771,6 +904,8 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
         if not (math.isfinite(spacing) and spacing > 0):
             raise VolganInputError(None, f"--spacing must be a positive number of mm, got {spacing}")
         profile = replace(profile, spacing=spacing)
+    if jobs is not None and jobs < 1:
+        raise VolganInputError(None, f"--jobs must be at least 1, got {jobs}")
     if seeds is not None:
         if seeds < 2:
             raise VolganInputError(None, f"--seeds must be at least 2 (spread needs two runs), got {seeds}")
@@ -796,13 +931,13 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
     _hash_plan(base)
     progress = Progress(quiet)
     progress.plan(base, complete=False)
-    _run_stage(base[0], out, manifest, progress, 1)
+    _run_stages(base, 1, settings, manifest, progress, jobs=1)
     stages = plan_study(settings, progress)
     everything = base + stages
     _hash_plan(everything)
-    progress.plan(stages, finished=len(base))
-    for index, stage in enumerate(stages, start=len(base) + 1):
-        _run_stage(stage, out, manifest, progress, index)
+    jobs = default_jobs() if jobs is None else jobs
+    progress.plan(stages, finished=len(base), jobs=jobs)
+    _run_stages(stages, len(base) + 1, settings, manifest, progress, jobs)
     _prune(out, {s.key for s in everything}, manifest)
     _publish(out)
     return out / "report.html"
