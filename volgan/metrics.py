@@ -69,6 +69,9 @@ def surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
+KDTREE_WORKERS = -1  # threads of the surface-distance queries (scipy's ``workers``; -1: every core)
+
+
 def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
     """Distances (mm, float32) from each surface voxel of ``pred`` to the surface of ``ref`` and back.
 
@@ -79,8 +82,8 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing) -> tuple[np.nd
     scale = np.asarray(spacing, dtype=np.float64)
     pred_pts = np.argwhere(surface(pred[box])) * scale
     ref_pts = np.argwhere(surface(ref[box])) * scale
-    to_ref = cKDTree(ref_pts, leafsize=32).query(pred_pts, k=1, workers=-1)[0]
-    to_pred = cKDTree(pred_pts, leafsize=32).query(ref_pts, k=1, workers=-1)[0]
+    to_ref = cKDTree(ref_pts, leafsize=32).query(pred_pts, k=1, workers=KDTREE_WORKERS)[0]
+    to_pred = cKDTree(pred_pts, leafsize=32).query(ref_pts, k=1, workers=KDTREE_WORKERS)[0]
     return to_ref.astype(np.float32), to_pred.astype(np.float32)
 
 

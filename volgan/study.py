@@ -707,7 +707,7 @@ PARALLEL_KINDS = ("gan", "synth", "run", "eval")  # stages a worker process may 
 def default_jobs() -> int:
     """Stages built at a time: 1 with a GPU (one device, its stages in turn); otherwise 2 when there are two or
     more CPU cores, each worker on its share of the cores. On 2 cores two spine_segcls runs of one thread each
-    train 1.8× as many volumes a second as one run of two threads (BENCHMARKS.md, "The quick study")."""
+    train 1.8× as many volumes a second as one run of two threads (BENCHMARKS.md, "Study stages side by side")."""
     import torch
 
     if torch.cuda.is_available():
