@@ -90,7 +90,8 @@ PROFILES = {
                           gan_presentations=320, gan_base=16, gan_batch_size=1),
     # The quick profile's design with the budget at which its real-only arm met the learning targets (1,200
     # presentations, BENCHMARKS.md), a test set twice as large and a third seed, for the resolution; on 2 CPU
-    # cores 110 min of stage time at two seeds (measured, BENCHMARKS.md), about 2.5 hours at three.
+    # cores at most 83 min from nothing with stages two at a time, every learning and resolution target met
+    # (BENCHMARKS.md, "Study, standard profile").
     "standard": StudyProfile("standard", size=32, spacing=1.5, real_pool=24, test=192, sweep_size=24,
                              pool_sizes=(12, 24), synthetic=24, seeds=3, channels=(16, 32, 64, 128),
                              presentations=1200, batch_size=2, gan_presentations=1200, gan_base=16, gan_batch_size=8),
