@@ -41,6 +41,7 @@ from volgan.study import (
     PROFILES,
     StudyProfile,
     evaluate_model,
+    evaluated_runs,
     gan_overrides,
     plan_arms,
     run_bundle,
@@ -107,6 +108,11 @@ def finite_log(folder: Path) -> bool:
 
 
 def measure(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="paper_bench_") as tmp:  # the sample's volumes and runs, removed after
+        measure_in(args, Path(tmp))
+
+
+def measure_in(args: argparse.Namespace, work: Path) -> None:
     import torch
 
     from volgan.phantom import PhantomConfig, make_dataset
@@ -126,7 +132,6 @@ def measure(args: argparse.Namespace) -> None:
         print(f"{step}: {json.dumps(value)[:300]}", flush=True)
 
     save("started", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-    work = Path(tempfile.mkdtemp(prefix="paper_bench_"))
     n, n_test = args.cases, args.test
     workers = os.cpu_count() or 1
     config = PhantomConfig(size=(profile.size,) * 3, spacing=(profile.spacing,) * 3,
@@ -201,7 +206,7 @@ def measure(args: argparse.Namespace) -> None:
 
 def stage_counts(profile: StudyProfile) -> dict:
     """What the full study runs: GAN presentations, synthetic volumes, spine_segcls runs (presentations and
-    training volumes, by augmentation) and evaluations (clean, and with artifacts and Grad-CAM)."""
+    training volumes, by augmentation) and evaluations (clean, or at every artifact severity: ``robust``)."""
     from volgan.phantom import PhantomConfig, tumor_type_for
 
     phantom = PhantomConfig()
@@ -209,14 +214,12 @@ def stage_counts(profile: StudyProfile) -> dict:
     pool = [Case(f"case_{i:05d}", Path("."), Path("."), t) for i, t in enumerate(types)]
     synthetic = {n: [f"synth_{i:05d}" for i in range(profile.synthetic)] for n in profile.pool_sizes}
     arms = plan_arms(profile, pool, synthetic)
-    scarce = min(profile.pool_sizes)
+    _, robustness = evaluated_runs(arms, profile)
     runs: dict[str, dict] = {}
     for arm in arms:
         key, config, _ = run_key(arm, profile)
-        run = runs.setdefault(key, {"presentations": config["epochs"] * arm.n_train, "volumes": arm.n_train,
-                                    "augment": arm.augment, "robust": False, "gradcam": False})
-        run["robust"] |= arm.section == "augmentation"
-        run["gradcam"] |= arm.section == "augmentation" and arm.arm in ("none", "gan") and arm.real_pool == scarce
+        runs.setdefault(key, {"presentations": config["epochs"] * arm.n_train, "volumes": arm.n_train,
+                              "augment": arm.augment, "robust": key in robustness})
     return {"phantoms": profile.real_pool + profile.test,
             "gan_presentations": sum(profile.gan_epochs(n) * n for n in profile.pool_sizes),
             "gans": len(profile.pool_sizes), "synthetic": profile.synthetic * len(profile.pool_sizes),
@@ -250,7 +253,7 @@ def project(results: dict, profile: StudyProfile, workers: int) -> dict[str, flo
 
 def project_command(args: argparse.Namespace) -> None:
     results = json.loads(Path(args.results).read_text(encoding="utf-8"))
-    measured = StudyProfile(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["profile"].items()})
+    measured = StudyProfile.from_dict(results["profile"])
     profile = replace(PROFILES[args.profile], size=measured.size, spacing=measured.spacing)
     counts, sample = stage_counts(profile), results["sample"]
     lines = [f"Measured on {results['machine']} ({results['started']}): each piece at the {measured.name} "

@@ -75,6 +75,11 @@ class StudyProfile:
     def gan_epochs(self, pool: int) -> int:
         return max(1, round(self.gan_presentations / pool))
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> StudyProfile:
+        """The profile a study saved as ``profile.json`` (its lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+
 
 PROFILES = {
     "tiny": StudyProfile("tiny", size=16, spacing=3.0, real_pool=12, test=8, sweep_size=10, pool_sizes=(6, 12),
@@ -641,6 +646,16 @@ def _base_stages(settings: StudySettings) -> list[Stage]:
     return [Stage("data", "data", "real data: training pool and balanced test set", data_config, (), build)]
 
 
+def evaluated_runs(arms: list[Arm], profile: StudyProfile) -> tuple[set[str], set[str]]:
+    """The run keys whose evaluation adds Grad-CAM (seed 1's claim, tested on scarce data: the smallest pool's
+    none and GAN arms) and those evaluated at every artifact severity (the augmentation comparison's arms)."""
+    scarce = min(profile.pool_sizes)
+    gradcam = {run_key(a, profile)[0] for a in arms
+               if a.section == "augmentation" and a.arm in GRADCAM_ARMS and a.real_pool == scarce}
+    robustness = {run_key(a, profile)[0] for a in arms if a.section == "augmentation"}
+    return gradcam, robustness
+
+
 def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
     """Every stage of the study in running order (needs the data stage finished for case names)."""
     profile, out = settings.profile, settings.out
@@ -663,10 +678,7 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
         synthetic[n] = [f"synth_{i:05d}" for i in range(profile.synthetic)]
     arms = plan_arms(profile, pool, synthetic)
     runs: dict[str, Stage] = {}
-    scarce = min(profile.pool_sizes)  # seed 1's Grad-CAM claim is tested on scarce data: the smallest pool
-    gradcam_runs = {run_key(a, profile)[0] for a in arms
-                    if a.section == "augmentation" and a.arm in GRADCAM_ARMS and a.real_pool == scarce}
-    robustness_runs = {run_key(a, profile)[0] for a in arms if a.section == "augmentation"}
+    gradcam_runs, robustness_runs = evaluated_runs(arms, profile)
     for arm in arms:
         key, config, deps = run_key(arm, profile)
         if key in runs:
@@ -785,8 +797,8 @@ def _run_stages(stages: list[Stage], first: int, settings: StudySettings, manife
     import queue
 
     out = settings.out
-    done = {key for key, entry in manifest.stages.items() if (out / "stages" / key).is_dir()
-            and key not in {s.key for s in stages}}  # stages of the base plan
+    planned = {s.key for s in stages}
+    done = {key for key in manifest.stages if key not in planned and (out / "stages" / key).is_dir()}  # base stages
     pending = list(enumerate(stages, start=first))
     running: dict[str, tuple[Stage, Path]] = {}
     finished: queue.Queue = queue.Queue()
