@@ -19,8 +19,8 @@ import torch
 import torchio as tio
 from benchmarks import write_section
 
-from volgan.network import SegClsNet
-from volgan.train import SegClsLoss
+from volgan.segcls.network import SegClsNet
+from volgan.segcls.train import SegClsLoss
 from volgan.transforms import RandomBiasField, RandomElasticDeformation, augmentation
 
 

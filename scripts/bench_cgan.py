@@ -36,15 +36,15 @@ import numpy as np
 import torch
 from benchmarks import ROOT, write_section
 
-from volgan.datalist import read_datalist
-from volgan.gan import msssim_diversity
-from volgan.inference import load_model, predict
-from volgan.io import read_volume
+from volgan.data.datalist import read_datalist
+from volgan.data.io import read_volume
+from volgan.data.phantom import PhantomConfig, make_dataset
+from volgan.evaluation.metrics import segmentation_metrics
+from volgan.evaluation.quality import DIVERSITY_PAIRS, label_consistency, load_arrays, quality_report
+from volgan.gan.synth import load_synthesizer, synthesize
+from volgan.gan.trainer import msssim_diversity
 from volgan.labels import LABELS
-from volgan.metrics import segmentation_metrics
-from volgan.phantom import PhantomConfig, make_dataset
-from volgan.quality import DIVERSITY_PAIRS, label_consistency, load_arrays, quality_report
-from volgan.synth import load_synthesizer, synthesize
+from volgan.segcls.predict import load_model, predict
 from volgan.transforms import Preprocessing
 
 TARGET_TRAIN_S = 20 * 60
@@ -183,7 +183,7 @@ def main() -> None:
              f"to the nearest training volume: synthetic {memo['synthetic_to_train']['median']:.3f}, test "
              f"{memo['test_to_train']['median']:.3f}.\n")
     pose = report["pose_spread"]
-    body += ("\nPose spread (standard deviation over label maps; `volgan.pose`): "
+    body += ("\nPose spread (standard deviation over label maps; `volgan.gan.pose`): "
              + ", ".join(f"{name} {r:.2f} real / {s:.2f} synthetic" for name, r, s in
                          zip(pose["fields"], pose["real_train"], pose["synthetic"], strict=True)) + ".\n")
     body += (f"\nContext: Fréchet distance (random ResNet-10 features) synthetic vs real "

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from benchmarks import write_section
 
-from volgan.quality import quality_report
-from volgan.report import fmt
-from volgan.synth import LABEL_SOURCES, load_synthesizer, synthesize
+from volgan.evaluation.quality import quality_report
+from volgan.evaluation.rendering import fmt
+from volgan.gan.synth import LABEL_SOURCES, load_synthesizer, synthesize
 
 
 def study_parts(study: Path) -> tuple[Path, Path, Path]:

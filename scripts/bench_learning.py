@@ -6,7 +6,7 @@ One spine_segcls model per row on the quick profile's real pool (24 phantoms of 
 at natural size, ``--anatomy-field 96``, seed 0; no augmentation, ``val_fraction 0``), evaluated on 48 clean real
 test phantoms of the same generator. Rows: the bundle's recipe at each budget; the same at 600 presentations
 with the previous recipe (per-volume Dice, tumor weight 1); and in float32 instead of bfloat16. Reported:
-tumor-detection AUC from the classifier head (1 − p(none)) and from the segmentation (volgan.inference: the
+tumor-detection AUC from the classifier head (1 − p(none)) and from the segmentation (volgan.segcls.inference: the
 largest tumor component's probability mass), tumor Dice of the tumor-bearing volumes (0 where no tumor is
 predicted), anatomy Dice (mean of labels 1–4), whether the tumor call is the same for every volume, and the
 training time (2 CPU threads, the bundle command as a user runs it). The bundle recipe's rows are repeated for
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from benchmarks import ROOT, write_section
 
-from volgan.datalist import read_datalist
-from volgan.inference import load_model, predict
-from volgan.io import read_volume
+from volgan.data.datalist import read_datalist
+from volgan.data.io import read_volume
+from volgan.evaluation.metrics import confusion_counts, dice_iou, roc_auc
 from volgan.labels import TUMOR_LABEL
-from volgan.metrics import confusion_counts, dice_iou, roc_auc
+from volgan.segcls.predict import load_model, predict
 
 PREVIOUS_RECIPE = ("--batch_dice", "false", "--tumor_weight", "1")
 

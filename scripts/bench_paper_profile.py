@@ -14,7 +14,7 @@ and the last (which holds the bundle's final validation); what a run spends besi
 final validation) is kept per training volume. Results are written to ``--json`` after every step, so a run
 stopped early keeps what it had.
 
-``project`` counts the stages of the full study (``volgan.study.plan_arms`` and ``run_key``, so arms that share
+``project`` counts the stages of the full study (``volgan.study.plan.plan_arms`` and ``run_key``, so arms that share
 a run are counted once) and multiplies each by its measured rate: the projected wall time of ``volgan study
 --profile NAME`` on that machine, stage kind by stage kind, against the 6-hour target. ``--write`` puts it into
 BENCHMARKS.md, naming the machine that measured.
@@ -34,27 +34,19 @@ from pathlib import Path
 
 from benchmarks import write_section
 
-from volgan.datalist import Case, read_datalist, write_datalist
-from volgan.io import write_text
-from volgan.study import (
-    FINAL_MODEL,
-    PROFILES,
-    StudyProfile,
-    evaluate_model,
-    evaluated_runs,
-    gan_overrides,
-    plan_arms,
-    run_bundle,
-    run_key,
-    test_volume,
-)
+from volgan.data.datalist import Case, read_datalist, write_datalist
+from volgan.data.io import write_text
+from volgan.study.build import FINAL_MODEL, evaluate_model, gan_overrides, test_volume
+from volgan.study.plan import evaluated_runs, plan_arms, run_key
+from volgan.study.profiles import PROFILES, StudyProfile
+from volgan.study.stages import run_bundle
 
 SECTION = "The paper profile, measured and projected"
 TARGET_HOURS = 6.0
 
 
 class EpochClock:
-    """Stands in for :func:`volgan.study.run_bundle`'s progress bar: the wall time at the start of training and
+    """Stands in for :func:`volgan.study.stages.run_bundle`'s progress bar: the wall time at the start of training and
     at the end of every epoch (seconds, ``time.perf_counter``)."""
 
     def __init__(self) -> None:
@@ -115,9 +107,9 @@ def measure(args: argparse.Namespace) -> None:
 def measure_in(args: argparse.Namespace, work: Path) -> None:
     import torch
 
-    from volgan.phantom import PhantomConfig, make_dataset
-    from volgan.quality import quality_report
-    from volgan.synth import load_synthesizer, synthesize
+    from volgan.data.phantom import PhantomConfig, make_dataset
+    from volgan.evaluation.quality import quality_report
+    from volgan.gan.synth import load_synthesizer, synthesize
 
     profile = PROFILES[args.profile]
     if args.size:
@@ -207,7 +199,7 @@ def measure_in(args: argparse.Namespace, work: Path) -> None:
 def stage_counts(profile: StudyProfile) -> dict:
     """What the full study runs: GAN presentations, synthetic volumes, spine_segcls runs (presentations and
     training volumes, by augmentation) and evaluations (clean, or at every artifact severity: ``robust``)."""
-    from volgan.phantom import PhantomConfig, tumor_type_for
+    from volgan.data.phantom import PhantomConfig, tumor_type_for
 
     phantom = PhantomConfig()
     types = [tumor_type_for(profile.seed, i, phantom.tumor_fraction, phantom.types) for i in range(profile.real_pool)]
@@ -229,7 +221,7 @@ def stage_counts(profile: StudyProfile) -> dict:
 def project(results: dict, profile: StudyProfile, workers: int) -> dict[str, float]:
     """Projected seconds of the full study by stage kind, from measured rates: spine_segcls in float32 (its
     default on CUDA), its loader with ``workers`` processes for the classical preset and none without
-    augmentation (as :func:`volgan.study.training_config` sets it); the corrupted test volumes computed once (the
+    augmentation (as :func:`volgan.study.plan.training_config` sets it); the corrupted test volumes computed once (the
     study caches them) and each robustness evaluation at the rate with that cache warm."""
     counts = stage_counts(profile)
     seg = {"none": results["segcls_none_fp32_w0"], "classical": results[f"segcls_classical_fp32_w{workers}"]}

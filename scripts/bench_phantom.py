@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks import write_section
 
-from volgan.phantom import PhantomConfig, generate_case, make_dataset
+from volgan.data.phantom import PhantomConfig, generate_case, make_dataset
 
 TARGET_S = 60.0
 

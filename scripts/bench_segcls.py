@@ -4,7 +4,7 @@
     network through MONAI's reference pipeline (LoadImaged, Orientationd, Spacingd, NormalizeIntensityd,
     SlidingWindowInferer, Invertd, SaveImaged). Target: at most 0.5× the reference's time, same output.
 (b) The report's segmentation metrics (Dice, IoU, HD95, NSD for labels 1–5) on 20 volumes of 128³:
-    volgan.metrics against MONAI's DiceMetric, MeanIoU, HausdorffDistanceMetric(percentile=95) and
+    volgan.evaluation.metrics against MONAI's DiceMetric, MeanIoU, HausdorffDistanceMetric(percentile=95) and
     SurfaceDiceMetric, given one-hot tensors made before the clock starts. Like with like: once with one thread
     on each side (torch's and volgan's KD-tree queries; MONAI's distance transform is scipy's, one thread), and
     once with every core on each side. Target: at least 3× faster, same values.
@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from benchmarks import ROOT, write_section
 
-import volgan.metrics
-from volgan.inference import load_model, predict
-from volgan.io import read_volume, write_nifti
-from volgan.metrics import segmentation_metrics
-from volgan.phantom import PhantomConfig, generate_case, make_dataset
+import volgan.evaluation.metrics
+from volgan.data.io import read_volume, write_nifti
+from volgan.data.phantom import PhantomConfig, generate_case, make_dataset
+from volgan.evaluation.metrics import segmentation_metrics
+from volgan.segcls.predict import load_model, predict
 
 
 def train_small_model(folder: Path) -> Path:
@@ -159,7 +159,7 @@ def bench_metrics(folder: Path, repeats: int) -> tuple[str, dict]:
         # like with like: torch's threads and volgan's KD-tree queries both at ``threads``; MONAI's distance
         # transform (scipy's) has one thread whatever is set
         torch.set_num_threads(threads)
-        volgan.metrics.KDTREE_WORKERS = threads
+        volgan.evaluation.metrics.KDTREE_WORKERS = threads
         ours_t, ref_t = [], []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -182,7 +182,7 @@ def bench_metrics(folder: Path, repeats: int) -> tuple[str, dict]:
                  f"MONAI {figures[threads]['ref']:.2f} s | speed-up {speedup:.2f}× (target ≥ 3×: {verdict}) | "
                  f"largest difference from MONAI {worst:.2e} |\n")
     torch.set_num_threads(cores)
-    volgan.metrics.KDTREE_WORKERS = -1
+    volgan.evaluation.metrics.KDTREE_WORKERS = -1
     return text, figures
 
 

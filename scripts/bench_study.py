@@ -23,7 +23,7 @@ from pathlib import Path
 
 from benchmarks import write_section
 
-from volgan.report import fmt
+from volgan.evaluation.rendering import fmt
 
 TIME_TARGETS_S = {"tiny": 60, "quick": 30 * 60, "standard": 3 * 3600}  # on this 2-core machine
 LEARNING_TARGETS = {"auc": 0.85, "tumor_dice": 0.40, "anatomy_dice": 0.90}

@@ -25,10 +25,12 @@ from pathlib import Path
 from bench_label_sources import row, study_parts
 from benchmarks import write_section
 
-from volgan.datalist import read_datalist
-from volgan.quality import quality_report
-from volgan.study import StudyProfile, gan_overrides, run_bundle
-from volgan.synth import load_synthesizer, synthesize
+from volgan.data.datalist import read_datalist
+from volgan.evaluation.quality import quality_report
+from volgan.gan.synth import load_synthesizer, synthesize
+from volgan.study.build import gan_overrides
+from volgan.study.profiles import StudyProfile
+from volgan.study.stages import run_bundle
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ From the finished study in DIR (any profile) this trains the real-only 100:0 arm
 the profile's size, spacing, widths and batch size, ``--epochs`` epochs, no augmentation) in fresh processes:
 once alone with ``os.cpu_count()`` torch threads, then twice at the same time with half the threads each, as
 ``volgan study --jobs 2`` builds its stages. Reported: the wall time of each, and the volumes trained per second
-side by side over those alone (the ratio that decides ``volgan.study.default_jobs``).
+side by side over those alone (the ratio that decides ``volgan.study.run.default_jobs``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def child(threads: int, study: Path, epochs: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from volgan.study import run_bundle
+    from volgan.study.stages import run_bundle
 
     run = reference_run(study)
     profile = json.loads((study / "profile.json").read_text(encoding="utf-8"))

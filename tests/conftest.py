@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from volgan.cli import main
-from volgan.phantom import PhantomConfig, make_dataset
+from volgan.data.phantom import PhantomConfig, make_dataset
 
 SMALL = PhantomConfig(size=(32, 32, 32))
 

@@ -84,7 +84,8 @@ def test_the_classical_preset_uses_the_fast_transforms_one_alteration_at_a_time(
 
 
 def test_a_study_run_that_augments_is_keyed_on_the_classical_recipe():
-    from volgan.study import PROFILES, Arm, training_config
+    from volgan.study.plan import Arm, training_config
+    from volgan.study.profiles import PROFILES
     from volgan.transforms import CLASSICAL_RECIPE
 
     plain = Arm("augmentation", "none", 0, ("a",), (), "none", real_pool=1)

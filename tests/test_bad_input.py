@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from volgan.io import read_volume
+from volgan.data.io import read_volume
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_output_folder_that_already_holds_a_dataset(cli, dataset):
 
 
 def test_failure_midway_leaves_no_partial_output(tmp_path, monkeypatch):
-    import volgan.phantom as phantom
+    import volgan.data.phantom as phantom
 
     written = []
     real = phantom.write_nifti
@@ -208,8 +208,8 @@ def segcls_model(tmp_path_factory) -> Path:
     """A spine_segcls checkpoint (random weights, narrow) with its model card."""
     import torch
 
-    from volgan.network import SegClsNet
-    from volgan.train import write_model_card
+    from volgan.segcls.network import SegClsNet
+    from volgan.segcls.train import write_model_card
     from volgan.transforms import Preprocessing
 
     folder = tmp_path_factory.mktemp("segcls") / "models"
@@ -225,8 +225,9 @@ def generator(tmp_path_factory, phantom_dir) -> Path:
     """A spine_cgan generator.pt (random weights) with the statistics of the phantom set's training maps."""
     import torch
 
-    from volgan.datalist import read_datalist
-    from volgan.gan import ImageGenerator, LabelGenerator, training_stats
+    from volgan.data.datalist import read_datalist
+    from volgan.gan.networks import ImageGenerator, LabelGenerator
+    from volgan.gan.trainer import training_stats
     from volgan.transforms import Preprocessing
 
     torch.manual_seed(0)
@@ -472,8 +473,8 @@ def test_synth_never_writes_a_non_finite_volume(tmp_path, generator, monkeypatch
     import torch
 
     from volgan.errors import VolganInputError
-    from volgan.gan import ImageGenerator
-    from volgan.synth import load_synthesizer, synthesize
+    from volgan.gan.networks import ImageGenerator
+    from volgan.gan.synth import load_synthesizer, synthesize
 
     synth = load_synthesizer(generator, "cpu")
     monkeypatch.setattr(ImageGenerator, "forward", lambda self, *a, **k: torch.full((1, 1, 16, 16, 16), float("nan")))
@@ -594,8 +595,9 @@ def test_ten_labeled_cases_without_a_test_split_are_enough(phantom_dir):
     """The README's rule (8 cases or more) and the split agree: 10 cases with no test split give a test set."""
     from dataclasses import replace
 
-    from volgan.datalist import read_datalist
-    from volgan.study import PROFILES, split_user_data
+    from volgan.data.datalist import read_datalist
+    from volgan.study.data import split_user_data
+    from volgan.study.profiles import PROFILES
 
     data = read_datalist(phantom_dir)
     ten = replace(data, cases=[replace(c, split="training") for c in data.cases[:10]])

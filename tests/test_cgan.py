@@ -18,12 +18,12 @@ import torch
 from helpers import Killed, cut_save_short, mlflow_metrics
 from test_segcls_bundle import SCHEMA, bundle
 
-from volgan.datalist import read_datalist
-from volgan.gan import checkpoints, latest_checkpoint
-from volgan.io import read_volume
-from volgan.phantom import PhantomConfig, make_dataset
-from volgan.pose import POSE_FIELDS
-from volgan.synth import exact_counts, load_synthesizer, synthesize
+from volgan.data.datalist import read_datalist
+from volgan.data.io import read_volume
+from volgan.data.phantom import PhantomConfig, make_dataset
+from volgan.gan.checkpoints import checkpoints, latest_checkpoint
+from volgan.gan.pose import POSE_FIELDS
+from volgan.gan.synth import exact_counts, load_synthesizer, synthesize
 
 ROOT = Path(__file__).resolve().parent.parent
 CGAN = ROOT / "bundles" / "spine_cgan"
@@ -158,7 +158,7 @@ def test_synth_paints_given_label_maps_in_their_geometry(cli, tmp_path, gan):
 def test_quality_report_fields(cli, tmp_path, gan, real16):
     root, _ = gan
     assert cli("synth", "--checkpoint", root, "--cases", "8", "--out", tmp_path / "s").code == 0
-    from volgan.network import SegClsNet
+    from volgan.segcls.network import SegClsNet
 
     model = tmp_path / "segcls" / "model.pt"
     model.parent.mkdir()
@@ -193,7 +193,7 @@ def test_quality_report_fields(cli, tmp_path, gan, real16):
     assert {t["met"] for t in consistency["targets"]} <= {True, False} and len(consistency["targets"]) == 6
     assert "resnet10" in report["feature_network"]
     pose = report["pose_spread"]
-    from volgan.gan import training_stats
+    from volgan.gan.trainer import training_stats
     from volgan.transforms import Preprocessing
 
     train = [c for c in read_datalist(real16).split("training") if c.source == "real"]
@@ -217,7 +217,7 @@ def test_synth_real_deformed_label_maps(cli, tmp_path, gan, real16):
     meta = data.meta["volgan"]
     training = {c.name for c in read_datalist(real16).split("training")}
     assert meta["label_source"] == "real-deformed"
-    from volgan.synth import tumor_site
+    from volgan.gan.synth import tumor_site
 
     for case in data.cases:
         info = meta["cases"][case.name]
@@ -236,8 +236,8 @@ def test_synth_real_deformed_label_maps(cli, tmp_path, gan, real16):
 
 
 def test_tumor_removed_and_placed_in_its_host():
-    from volgan.phantom import generate_case
-    from volgan.synth import place_tumor, remove_tumor, tumor_site
+    from volgan.data.phantom import generate_case
+    from volgan.gan.synth import place_tumor, remove_tumor, tumor_site
 
     case = generate_case(0, 1, PhantomConfig(size=(32, 32, 32), anatomy_field_mm=96.0))
     label = case.label.array
@@ -294,7 +294,7 @@ def test_synthesis_adds_what_the_training_spread_lacks(tmp_path, gan):
 
 
 def test_diversity_intervals_follow_the_volumes():
-    from volgan.quality import diversity_figures
+    from volgan.evaluation.quality import diversity_figures
 
     rng = np.random.default_rng(0)
     same = np.repeat(rng.normal(size=(1, 16, 16, 16)).astype(np.float32), 6, axis=0)
@@ -310,7 +310,7 @@ def test_diversity_intervals_follow_the_volumes():
 
 
 def test_memorization_counts_copies_and_says_what_chance_gives():
-    from volgan.quality import memorization_figures
+    from volgan.evaluation.quality import memorization_figures
 
     rng = np.random.default_rng(0)
     train = rng.normal(size=(20, 8, 8, 8)).astype(np.float32)
@@ -324,7 +324,7 @@ def test_memorization_counts_copies_and_says_what_chance_gives():
 
 
 def test_chance_of_as_many_nearer_volumes_matches_a_simulation():
-    from volgan.quality import chance_of_at_least
+    from volgan.evaluation.quality import chance_of_at_least
 
     rng = np.random.default_rng(1)
     draws = rng.random((20000, 48 + 12))  # exchangeable distances: 48 synthetic, then 12 test
@@ -345,13 +345,13 @@ def test_bf16_training_and_switches_given_on_the_command_line(tmp_path, real16):
 @pytest.mark.parametrize("value, expected", [("true", True), ("False", False), ("0", False), ("on", True),
                                              (True, True), (0, False)])
 def test_bundle_switches_read_words(value, expected):
-    from volgan.train import flag
+    from volgan.training import flag
 
     assert flag(value) is expected
 
 
 def test_bundle_switches_refuse_other_words():
-    from volgan.train import bf16_autocast, flag
+    from volgan.training import bf16_autocast, flag
 
     with pytest.raises(ValueError, match="expected true or false"):
         flag("maybe")
@@ -362,7 +362,7 @@ def test_bundle_switches_refuse_other_words():
 def test_tumors_grow_in_their_host_to_the_asked_size():
     from scipy import ndimage
 
-    from volgan.synth import TUMOR_HOSTS, _enforce_class, grow_region
+    from volgan.gan.synth import TUMOR_HOSTS, _enforce_class, grow_region
 
     rng = np.random.default_rng(0)
     score = rng.normal(size=(12, 12, 12))
@@ -402,7 +402,7 @@ def test_synthetic_tumors_take_the_training_tumor_sizes(tmp_path, gan, real16):
 
 
 def test_bf16_autocast_follows_the_switch_and_asks_the_device_on_auto():
-    from volgan.train import bf16_autocast
+    from volgan.training import bf16_autocast
 
     assert bf16_autocast("false", "cpu") is False and bf16_autocast("true", "cpu") is True
     native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

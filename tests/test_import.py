@@ -17,12 +17,12 @@ import torch
 from helpers import write_dicom_series
 from scipy import ndimage
 
-from volgan.datalist import read_datalist
-from volgan.importer import LABEL_MAP_PRESETS, load_label_map, map_labels
-from volgan.io import Volume, read_volume, write_volume
+from volgan.data.datalist import read_datalist
+from volgan.data.importer import LABEL_MAP_PRESETS, load_label_map, map_labels
+from volgan.data.io import Volume, read_volume, write_volume
+from volgan.data.phantom import PhantomConfig, generate_case
 from volgan.labels import LABELS
-from volgan.phantom import PhantomConfig, generate_case
-from volgan.train import SegClsLoss, SegClsScore
+from volgan.segcls.train import SegClsLoss, SegClsScore
 from volgan.transforms import field_about_foreground
 
 ROOT = Path(__file__).resolve().parent.parent

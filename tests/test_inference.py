@@ -10,10 +10,10 @@ import pytest
 import torch
 from helpers import write_dicom_series
 
-from volgan.inference import LoadedModel, predict
-from volgan.io import Volume, read_volume, write_nifti
-from volgan.network import SegClsNet
-from volgan.phantom import PhantomConfig, generate_case
+from volgan.data.io import Volume, read_volume, write_nifti
+from volgan.data.phantom import PhantomConfig, generate_case
+from volgan.segcls.network import SegClsNet
+from volgan.segcls.predict import LoadedModel, predict
 from volgan.transforms import Preprocessing
 
 
@@ -47,7 +47,7 @@ def test_output_has_the_input_geometry(model, code, size, spacing):
 def test_gradcam_leaves_the_model_as_it_found_it(model):
     """A Grad-CAM map between two predictions changes neither the network's mode nor what it predicts (MONAI's
     hooks once left the dropout of the classification head on, and every later type probability was random)."""
-    from volgan.gradcam import gradcam_volume
+    from volgan.segcls.gradcam import gradcam_volume
 
     case = generate_case(2, 7, PhantomConfig(size=(32, 32, 32)))
     before = predict(model, case.image)
@@ -69,7 +69,7 @@ def test_prediction_does_not_depend_on_storage_order(model):
 
 
 def test_sliding_windows_cover_a_volume_larger_than_the_patch(model, monkeypatch):
-    import volgan.inference as inference
+    import volgan.segcls.predict as inference
 
     calls = []
     real = inference.sliding_window_inference
@@ -129,7 +129,7 @@ def test_checkpoint_that_does_not_fit(cli, tmp_path):
 
 
 def test_tumor_call_from_the_segmentation():
-    from volgan.inference import (
+    from volgan.segcls.predict import (
         MIN_TUMOR_MM3,
         combine_type_probabilities,
         tumor_evidence_mm3,

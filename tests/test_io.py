@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from helpers import write_dicom_series
 
-from volgan.datalist import Case, layout_paths, read_datalist, write_datalist
-from volgan.io import Volume, read_volume, write_nifti
-from volgan.phantom import ORIENTATIONS, PhantomConfig, generate_case, make_dataset
+from volgan.data.datalist import Case, layout_paths, read_datalist, write_datalist
+from volgan.data.io import Volume, read_volume, write_nifti
+from volgan.data.phantom import ORIENTATIONS, PhantomConfig, generate_case, make_dataset
 
 
 @pytest.mark.parametrize("code", ORIENTATIONS)

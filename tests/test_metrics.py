@@ -11,8 +11,8 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU, SurfaceD
 from monai.networks.utils import one_hot
 from scipy import ndimage
 
-from volgan.metrics import binary_rates, bootstrap, classification_metrics, segmentation_metrics
-from volgan.phantom import PhantomConfig, generate_case
+from volgan.data.phantom import PhantomConfig, generate_case
+from volgan.evaluation.metrics import binary_rates, bootstrap, classification_metrics, segmentation_metrics
 
 SPACING = (1.2, 0.9, 2.0)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from volgan.datalist import read_datalist
-from volgan.loader import RatioBatchSampler, mix_cases, mixed_loader
+from volgan.data.datalist import read_datalist
+from volgan.data.mixing import RatioBatchSampler, mix_cases, mixed_loader
 from volgan.transforms import Preprocessing
 
 
@@ -73,7 +73,7 @@ def test_the_bundles_own_loader_trains_on_every_case_with_the_ratio_in_every_bat
 
     from monai.bundle import ConfigWorkflow
 
-    from volgan.datalist import write_datalist
+    from volgan.data.datalist import write_datalist
 
     real, synthetic = pools(phantom_dir)
     mix = [dataclasses.replace(c, split="training") for c in mix_cases(real, synthetic, synthetic_share=0.5,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from volgan.datalist import read_datalist
-from volgan.io import read_volume
-from volgan.phantom import PhantomConfig, generate_case, make_dataset, tumor_type_for
+from volgan.data.datalist import read_datalist
+from volgan.data.io import read_volume
+from volgan.data.phantom import PhantomConfig, generate_case, make_dataset, tumor_type_for
 
 FACES = ndimage.generate_binary_structure(3, 1)
 CONFIGS = {

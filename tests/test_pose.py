@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from volgan.pose import label_pose, missing_spread, pose_spread, random_pose
+from volgan.gan.pose import label_pose, missing_spread, pose_spread, random_pose
 
 
 def spine_map(rotation: np.ndarray | None = None, shift=(0.0, 0.0, 0.0), size: int = 32,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from volgan.data.phantom import PhantomConfig, make_dataset
 from volgan.errors import NonFiniteTraining
-from volgan.phantom import PhantomConfig, make_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 CGAN = ROOT / "bundles" / "spine_cgan"
@@ -38,7 +38,7 @@ def test_small_input_convolutions_leave_bf16_and_their_gradients_stay_finite():
     """The kernel case behind the 16³ NaN: a 3³ convolution on a 2³ map, with freed memory full of NaN."""
     proc = python("""
         import torch, torch.nn.functional as F
-        from volgan.train import SmallInputFp32Conv3d, fp32_small_convs
+        from volgan.training import SmallInputFp32Conv3d, fp32_small_convs
         torch.manual_seed(0)
         conv = torch.nn.utils.spectral_norm(torch.nn.Conv3d(16, 8, 3, padding=1))
         keys = list(conv.state_dict())
@@ -96,7 +96,7 @@ def test_a_nan_stops_training_at_once_and_keeps_the_last_finite_checkpoint(tmp_p
     from ignite.engine import Events
     from monai.bundle import ConfigWorkflow
 
-    from volgan.gan import checkpoints
+    from volgan.gan.checkpoints import checkpoints
 
     workflow = ConfigWorkflow(config_file=str(CGAN / "configs" / "train.json"), workflow_type="train",
                               meta_file=str(CGAN / "configs" / "metadata.json"), bundle_root=str(tmp_path),
@@ -141,7 +141,7 @@ def test_the_bundle_command_ends_a_nan_run_with_one_line(tmp_path, real_data):
 def test_checkpoint_savers_refuse_non_finite_weights(tmp_path):
     from ignite.handlers import DiskSaver
 
-    from volgan.train import ReplaceAfterSave
+    from volgan.training import ReplaceAfterSave
 
     saver = ReplaceAfterSave(DiskSaver(str(tmp_path), require_empty=False))
     saver({"model": {"w": torch.ones(3)}}, "good.pt")
@@ -151,7 +151,7 @@ def test_checkpoint_savers_refuse_non_finite_weights(tmp_path):
 
 
 def test_auto_precision_is_bf16_only_where_shown_to_train():
-    from volgan.train import bf16_autocast
+    from volgan.training import bf16_autocast
 
     assert bf16_autocast("auto", "cpu") is native_bf16()
     assert bf16_autocast("auto", "cuda") is False  # not yet shown on a GPU: fp32 unless asked
@@ -180,8 +180,8 @@ def test_segcls_trains_to_finite_weights(tmp_path, real_data, size, amp, env):
 
 
 def test_autocast_inferer_runs_bf16_and_returns_fp32():
-    from volgan.network import SegClsNet
-    from volgan.train import AutocastInferer
+    from volgan.segcls.network import SegClsNet
+    from volgan.training import AutocastInferer
 
     network = SegClsNet(channels=(4, 8, 16, 32))
     x = torch.randn(1, 1, 16, 16, 16)
@@ -194,7 +194,7 @@ def test_autocast_inferer_runs_bf16_and_returns_fp32():
 
 
 def test_tumor_weight_and_batch_dice():
-    from volgan.train import SegClsLoss
+    from volgan.segcls.train import SegClsLoss
 
     torch.manual_seed(0)
     seg = torch.randn(2, 6, 8, 8, 8)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from volgan.datalist import read_datalist
-from volgan.io import Volume, read_volume, write_nifti
-from volgan.metrics import diagonal_mm
+from volgan.data.datalist import read_datalist
+from volgan.data.io import Volume, read_volume, write_nifti
+from volgan.evaluation.metrics import diagonal_mm
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_foreground_mean_is_null_where_nnunet_gives_nan(cli, tmp_path, phantom_d
     flagged, where a NaN-skipping mean would have printed a number."""
     import shutil
 
-    from volgan.datalist import read_datalist
+    from volgan.data.datalist import read_datalist
 
     free = [c for c in read_datalist(phantom_dir).cases if c.tumor_type == 0][:2]
     for folder in ("ref", "pred"):

@@ -73,7 +73,7 @@ def test_inference_evaluate_and_export(trained, phantom_dir):
            root / "models" / "model.pt", "--meta_file", "configs/metadata.json", "--config_file",
            "configs/inference.json", "--bundle_root", root)
     scripted = torch.jit.load(str(root / "models" / "model.ts"))
-    from volgan.inference import load_model
+    from volgan.segcls.predict import load_model
 
     eager = load_model(root, "cpu").network
     x = torch.randn(1, 1, 32, 32, 32)
@@ -104,7 +104,7 @@ def test_tracking_mlflow(tmp_path, phantom_dir):
 def test_a_save_cut_short_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch, kind):
     from ignite.engine import Engine, Events
 
-    from volgan.train import CheckpointSaver
+    from volgan.training import CheckpointSaver
 
     network, engine = torch.nn.Linear(2, 2), Engine(lambda engine, batch: None)
 

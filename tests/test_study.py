@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from volgan.datalist import read_datalist
-from volgan.io import read_volume
-from volgan.metrics import binary_rates, roc_auc
-from volgan.study import ARMS, PROFILES, SHARES, adapt_profile, pool_subset
-from volgan.study_report import CSV_FIELDS, METRICS, Replicates, weighted_metrics
+from volgan.data.datalist import read_datalist
+from volgan.data.io import read_volume
+from volgan.evaluation.metrics import binary_rates, roc_auc
+from volgan.study.data import adapt_profile, pool_subset
+from volgan.study.profiles import ARMS, PROFILES, SHARES
+from volgan.study.report import CSV_FIELDS, METRICS, Replicates, weighted_metrics
 from volgan.transforms import SEVERITIES
 
 STUDY = [sys.executable, "-m", "volgan", "study", "--profile", "tiny"]

@@ -71,8 +71,8 @@ def add_phantom_parser(sub) -> None:
 
 
 def run_phantom(args) -> int:
-    from volgan.phantom import PhantomConfig, make_dataset
-    from volgan.summary import format_summary
+    from volgan.data.phantom import PhantomConfig, make_dataset
+    from volgan.data.summary import format_summary
 
     try:
         config = PhantomConfig(size=args.size, spacing=args.spacing, contrast=args.contrast,
@@ -98,9 +98,10 @@ def add_check_parser(sub) -> None:
 
 
 def run_check(args) -> int:
-    from volgan.datalist import check_cases, read_datalist
-    from volgan.study import PROFILES, split_user_data
-    from volgan.summary import format_summary, readiness
+    from volgan.data.datalist import check_cases, read_datalist
+    from volgan.data.summary import format_summary, readiness
+    from volgan.study.data import split_user_data
+    from volgan.study.profiles import PROFILES
 
     datalist = read_datalist(args.datalist)
     stats = check_cases(datalist.cases, datalist.path)
@@ -138,8 +139,8 @@ def add_import_parser(sub) -> None:
 
 
 def run_import(args) -> int:
-    from volgan.importer import import_dataset
-    from volgan.summary import format_summary, readiness
+    from volgan.data.importer import import_dataset
+    from volgan.data.summary import format_summary, readiness
 
     start = time.perf_counter()
     result = import_dataset(args.src, args.out, label_map=args.label_map, fmt=args.format, unmapped=args.unmapped,
@@ -175,7 +176,8 @@ def add_infer_parser(sub) -> None:
 
 
 def run_infer(args) -> int:
-    from volgan.inference import load_model, run_inference
+    from volgan.segcls.inference import run_inference
+    from volgan.segcls.predict import load_model
 
     model = load_model(args.model, args.device)
     rows = run_inference(model, args.input, args.out, gradcam=args.gradcam, overlap=args.overlap,
@@ -214,8 +216,8 @@ def add_evaluate_parser(sub) -> None:
 def run_evaluate(args) -> int:
     import math
 
-    from volgan.io import check_writable_dir
-    from volgan.report import evaluate
+    from volgan.data.io import check_writable_dir
+    from volgan.evaluation.report import evaluate
 
     if args.bootstrap < 1:
         raise VolganInputError(None, f"--bootstrap must be at least 1, got {args.bootstrap}")
@@ -264,9 +266,9 @@ def add_synth_parser(sub) -> None:
 def run_synth(args) -> int:
     from collections import Counter
 
-    from volgan.io import check_writable_dir
+    from volgan.data.io import check_writable_dir
+    from volgan.gan.synth import load_synthesizer, synthesize
     from volgan.labels import TUMOR_TYPES
-    from volgan.synth import load_synthesizer, synthesize
 
     if args.types and args.labels:
         raise VolganInputError(None, "--types goes with --cases, not --labels")
@@ -295,8 +297,8 @@ def add_quality_parser(sub) -> None:
 
 
 def run_quality(args) -> int:
-    from volgan.io import check_writable_dir
-    from volgan.quality import quality_report
+    from volgan.data.io import check_writable_dir
+    from volgan.evaluation.quality import quality_report
 
     check_writable_dir(args.out)
     report = quality_report(args.real, args.synthetic, args.out, model=args.model, seed=args.seed,
@@ -334,7 +336,7 @@ def add_study_parser(sub) -> None:
 
 
 def run_study_command(args) -> int:
-    from volgan.study import run_study
+    from volgan.study.run import run_study
 
     try:
         report = run_study(args.out, args.profile, seeds=args.seeds, real=args.real, quiet=args.quiet,

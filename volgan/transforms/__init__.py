@@ -291,7 +291,7 @@ def augmentation(preset: str = "none") -> tio.Transform | None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# MRI artifacts at fixed severities: the study's robustness test (seed 1's noise-robustness point).
+# MRI artifacts at fixed severities: the study's robustness test (Ainapure et al.'s noise-robustness point).
 
 SEVERITIES = ("clean", "mild", "moderate", "severe")
 

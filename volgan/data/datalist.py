@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from volgan.data.io import volume_stem, write_text
 from volgan.errors import VolganInputError
-from volgan.io import volume_stem, write_text
 from volgan.labels import LABELS, SOURCES, TUMOR_TYPES
 
 SPLITS = ("training", "test")  # MSD keys; a validation split is drawn from "training" by the trainer
@@ -236,10 +236,10 @@ def balanced_test_split(tumor_types: list[int | None], n_test: int, seed: int) -
 
 def check_cases(cases: list[Case], datalist: Path | None = None) -> list[dict]:
     """Open every case and check it: a finite 3D image, a label map of values 0–5 on the same grid, and
-    label 5 present exactly when ``tumor_type`` ≠ 0. Returns :func:`volgan.summary.case_stats` per case."""
-    from volgan.io import check_same_grid, read_volume
+    label 5 present exactly when ``tumor_type`` ≠ 0. Returns :func:`volgan.data.summary.case_stats` per case."""
+    from volgan.data.io import check_same_grid, read_volume
+    from volgan.data.summary import case_stats
     from volgan.labels import TUMOR_LABEL
-    from volgan.summary import case_stats
 
     stats = []
     for case in cases:

@@ -2,7 +2,7 @@
 image/label pairs; NIfTI, MetaImage, NRRD or DICOM series anywhere in a tree) → NIfTI and a datalist with
 volgan's labels (``volgan.labels``).
 
-Every volume is read through :func:`volgan.io.read_array` (nibabel for NIfTI, SimpleITK for the rest) and
+Every volume is read through :func:`volgan.data.io.read_array` (nibabel for NIfTI, SimpleITK for the rest) and
 written with the same array and affine. Label values are translated by a label map: a preset that carries a
 public data set's published label table, or a JSON file ``{their value: volgan label}``. Values not in the map
 are refused with their voxel and case counts unless ``unmapped="background"``. Everything is read and mapped in
@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from volgan.datalist import DATASET_FILE, Case, balanced_test_split, layout_paths, read_datalist, write_datalist
-from volgan.errors import VolganInputError
-from volgan.io import (
+from volgan.data.datalist import DATASET_FILE, Case, balanced_test_split, layout_paths, read_datalist, write_datalist
+from volgan.data.io import (
     DicomSeries,
     Volume,
     check_same_grid,
@@ -33,6 +32,7 @@ from volgan.io import (
     staged_output_dir,
     write_nifti,
 )
+from volgan.errors import VolganInputError
 from volgan.labels import LABELS, NUM_LABELS, TUMOR_LABEL, tumor_type_from_name
 
 VERTEBRA, DISC, CORD, CSF = 1, 2, 3, 4  # volgan's label numbers (volgan.labels.LABELS)
@@ -199,7 +199,7 @@ def _read_label(path: Path, mapping) -> tuple[Volume, Counter]:
 @dataclass
 class ImportResult:
     """What :func:`import_dataset` wrote: the ``datalist`` file, its ``cases`` (paths in the output folder), their
-    ``stats`` (:func:`volgan.summary.case_stats`), the ``kind`` of source and the DICOM ``series`` it read
+    ``stats`` (:func:`volgan.data.summary.case_stats`), the ``kind`` of source and the DICOM ``series`` it read
     ({case name: (series folder, number of files)})."""
 
     datalist: Path
@@ -234,7 +234,7 @@ def import_dataset(src: str | os.PathLike, out: str | os.PathLike, label_map: st
     """
     from tqdm import tqdm
 
-    from volgan.summary import case_stats
+    from volgan.data.summary import case_stats
 
     if unmapped not in UNMAPPED_CHOICES:
         raise VolganInputError(None, f"--unmapped must be one of {', '.join(UNMAPPED_CHOICES)}, got {unmapped!r}")

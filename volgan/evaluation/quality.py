@@ -37,14 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from volgan.datalist import Case, read_datalist
+from volgan.data.datalist import Case, read_datalist
+from volgan.data.io import read_volume, staged_output_dir, strict_json, write_text
+from volgan.data.loader import subject_for
 from volgan.errors import VolganInputError
-from volgan.gan import msssim_pairs
-from volgan.io import read_volume, staged_output_dir, strict_json, write_text
+from volgan.evaluation.rendering import fmt
+from volgan.gan.pose import POSE_FIELDS, pose_spread
+from volgan.gan.trainer import msssim_pairs
 from volgan.labels import LABELS, TUMOR_TYPES
-from volgan.loader import subject_for
-from volgan.pose import POSE_FIELDS, pose_spread
-from volgan.report import fmt
 from volgan.transforms import Preprocessing, preprocessing
 
 QUALITY_ENTRIES = ("quality.json", "quality.md", "quality.png")
@@ -92,7 +92,7 @@ WHY_NOT_PRETRAINED = ("No pretrained extractor: MONAI's FIDMetric docs recommend
 @torch.no_grad()
 def judge_features(network: torch.nn.Module, images: np.ndarray) -> np.ndarray:
     """(N, C) features of (N, S, S, S) z-normalised images: the global average of a
-    :class:`~volgan.network.SegClsNet`'s bottleneck (C = its last width), the network in eval mode."""
+    :class:`~volgan.segcls.network.SegClsNet`'s bottleneck (C = its last width), the network in eval mode."""
     out = []
     for i in range(0, len(images), 8):
         x = torch.from_numpy(images[i: i + 8, None]).float().to(next(network.parameters()).device)
@@ -203,10 +203,10 @@ def _interval(draws: np.ndarray | None) -> list[float] | None:
 def label_consistency(model, images: np.ndarray, labels: np.ndarray, affine: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Dice (N × 5, labels 1–5) between each label map and the model's prediction on its image, and whether
-    the model calls a tumor in each (N, bool; :attr:`volgan.inference.Prediction.tumor_probability` ≥ 0.5)."""
-    from volgan.inference import predict
-    from volgan.io import Volume
-    from volgan.metrics import segmentation_metrics
+    the model calls a tumor in each (N, bool; :attr:`volgan.segcls.predict.Prediction.tumor_probability` ≥ 0.5)."""
+    from volgan.data.io import Volume
+    from volgan.evaluation.metrics import segmentation_metrics
+    from volgan.segcls.predict import predict
 
     rows, calls = [], []
     for image, label in zip(images, labels, strict=True):
@@ -293,7 +293,7 @@ def _quality(train, test, synth, real_list, synth_list, model, seed: int) -> dic
     prep = Preprocessing(tuple(first.spacing), tuple(first.shape))
     loaded_model = None
     if model is not None:
-        from volgan.inference import load_model
+        from volgan.segcls.predict import load_model
 
         loaded_model = load_model(model, "cpu")
 
@@ -427,7 +427,8 @@ def render_markdown(report: dict) -> str:
             lines += [f"| {t['target']} | {fmt(t['value'])} | {'met' if t['met'] else 'NOT met'} |"
                       for t in c["targets"]]
     p = report["pose_spread"]
-    lines += ["", "## Pose spread", "", "Standard deviation over label maps of each pose number (`volgan.pose`).", "",
+    lines += ["", "## Pose spread", "", "Standard deviation over label maps of each pose number (`volgan.gan.pose`).",
+              "",
               "| | " + " | ".join(p["fields"]) + " |", "|---" * (len(p["fields"]) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(fmt(v, 2) for v in p[key]) + " |"
               for name, key in (("real training", "real_train"), ("synthetic", "synthetic"))]

@@ -1,4 +1,4 @@
-"""The study report: seed 2's table for the ratio sweep, the augmentation comparison with paired differences,
+"""The study report: arXiv 2506.17165's table for the ratio sweep, the augmentation comparison with paired differences,
 robustness curves and the synthetic-quality section (``study.json``, ``study.csv``, ``report.md``,
 ``report.html``, ``figures/``).
 
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from volgan.io import strict_json, write_text
+from volgan.data.io import strict_json, write_text
+from volgan.evaluation.rendering import fmt, html_page, markdown_page
 from volgan.labels import NUM_TUMOR_TYPES
-from volgan.report import fmt, html_page, markdown_page
-from volgan.study import ARMS
+from volgan.study.profiles import ARMS
 from volgan.transforms import SEVERITIES
 
 METRICS = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1", "auc": "AUC",
@@ -38,7 +38,7 @@ TITLE = "volgan study: real/synthetic ratio sweep and augmentation comparison"
 DEFINITIONS = [
     "Classification (the task of arXiv 2506.17165): tumor = tumor_type != 0. Its probability comes from the "
     "segmentation: the largest predicted tumor component's summed probability m in mm3 gives "
-    "p(tumor) = 1 - 2^(-m / 30 mm3) (volgan.inference; the classifier head ranked tumors at chance where the "
+    "p(tumor) = 1 - 2^(-m / 30 mm3) (volgan.segcls.inference; the classifier head ranked tumors at chance where the "
     "segmentation found them); accuracy, precision, recall and F1 at threshold 0.5; AUC = ROC AUC of tumor (ties "
     "count one half). Tumor-type accuracy: argmax of the four tumor_type probabilities (p(tumor) shared over the "
     "types as the classifier head says).",
@@ -58,7 +58,7 @@ DEFINITIONS = [
     "Models for Spinal Cord Tumor Detection'. Each claim is a contrast of arms on the same bootstrap replicates; "
     "'supported' when its 95% CI lies wholly on the side the claim predicts, 'contradicted' when wholly on the "
     "other, 'within noise' otherwise. Grad-CAM tumor share: the share of the Grad-CAM map's mass (tumor class, "
-    "volgan.gradcam) inside the reference tumor dilated by 2 voxels, per clean tumor-bearing test volume.",
+    "volgan.segcls.gradcam) inside the reference tumor dilated by 2 voxels, per clean tumor-bearing test volume.",
     "Evaluation runs the network in bfloat16 autocast where spine_segcls trains in it by default (a CPU with native "
     "bfloat16), for every arm alike; the sweep's arms are evaluated on the clean test set, the augmentation "
     "comparison's also at three artifact severities.",
@@ -487,7 +487,7 @@ def _figures(rows: list[dict], pools: list[int], folder: Path, quality_png: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from volgan.report import _save
+    from volgan.evaluation.rendering import save_figure
 
     folder.mkdir(parents=True, exist_ok=True)
     figures = {}
@@ -504,7 +504,7 @@ def _figures(rows: list[dict], pools: list[int], folder: Path, quality_png: Path
         ax.set_title(METRICS[metric])
         ax.set_xlabel("synthetic share (%)")
     fig.suptitle("Ratio sweep: mean and 95% CI over seeds and test cases (grey: single seeds)")
-    _save(fig, folder / "sweep.png")
+    save_figure(fig, folder / "sweep.png")
     figures["sweep.png"] = "Each metric against the synthetic share"
 
     fig, axes = plt.subplots(1, len(KEY_METRICS), figsize=(17, 4))
@@ -524,7 +524,7 @@ def _figures(rows: list[dict], pools: list[int], folder: Path, quality_png: Path
         ax.set_xticks(range(len(labels)), labels, fontsize=7)
         ax.set_title(f"{METRICS[metric]}: arm − none")
     fig.suptitle("Augmentation comparison: paired differences against no augmentation (95% CI), per real pool")
-    _save(fig, folder / "augmentation.png")
+    save_figure(fig, folder / "augmentation.png")
     figures["augmentation.png"] = "Paired differences against no augmentation"
 
     fig, axes = plt.subplots(1, len(ROBUSTNESS_METRICS), figsize=(17, 4))
@@ -541,7 +541,7 @@ def _figures(rows: list[dict], pools: list[int], folder: Path, quality_png: Path
         ax.set_title(METRICS[metric])
     axes[0].legend(fontsize=7)
     fig.suptitle("Robustness: metric against artifact severity")
-    _save(fig, folder / "robustness.png")
+    save_figure(fig, folder / "robustness.png")
     figures["robustness.png"] = "Robustness curves"
     if quality_png is not None and quality_png.is_file():
         shutil.copyfile(quality_png, folder / "quality.png")

@@ -24,11 +24,11 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from volgan.datalist import DATASET_FILE, FORMATS, Case, balanced_test_split, layout_paths, write_datalist
+from volgan.data.datalist import DATASET_FILE, FORMATS, Case, balanced_test_split, layout_paths, write_datalist
+from volgan.data.io import Volume, reorient, staged_output_dir, write_nifti
+from volgan.data.summary import case_stats
 from volgan.errors import VolganInputError
-from volgan.io import Volume, reorient, staged_output_dir, write_nifti
 from volgan.labels import TUMOR_LABEL
-from volgan.summary import case_stats
 
 # Label numbers (docs/design.md).
 BACKGROUND, VERTEBRA, DISC, CORD, CSF = 0, 1, 2, 3, 4
@@ -429,7 +429,7 @@ def make_dataset(out: str | os.PathLike, n_cases: int, config: PhantomConfig = P
                 for k, i in enumerate(indices)]
         results = list(_map(_write_case, jobs, workers, progress, "phantom"))
         cases = [c for c, _ in results]
-        meta = {"volgan": {"generator": "volgan.phantom", "seed": seed, "config": config_dict(config)}}
+        meta = {"volgan": {"generator": "volgan.data.phantom", "seed": seed, "config": config_dict(config)}}
         write_datalist(cases, staging, fmt, meta if fmt == "msd" else meta["volgan"])
     for case in cases:  # paths now lie in ``out``
         case.image = out / case.image.relative_to(staging)

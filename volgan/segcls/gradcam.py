@@ -1,4 +1,4 @@
-"""3D Grad-CAM of the classification head (seed 1's explainability point), through MONAI's GradCAM.
+"""3D Grad-CAM of the classification head (Ainapure et al.'s explainability point), through MONAI's GradCAM.
 
 The map explains the most probable tumor class (1–3) on the network's deepest encoder level before the
 bottleneck, is computed on the whole model-grid volume (padded to the network's divisor) and resampled
@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from monai.visualize import GradCAM
 
-from volgan.inference import LoadedModel, Prediction
-from volgan.io import Volume
-from volgan.network import ClassifierOnly
+from volgan.data.io import Volume
+from volgan.segcls.network import ClassifierOnly
+from volgan.segcls.predict import LoadedModel, Prediction
 from volgan.transforms import resample
 
 

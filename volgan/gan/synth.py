@@ -29,12 +29,13 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from volgan.datalist import Case, layout_paths, write_datalist
+from volgan.data.datalist import Case, layout_paths, write_datalist
+from volgan.data.io import Volume, read_volume, reorient, staged_output_dir, volume_files, volume_stem, write_nifti
 from volgan.errors import VolganInputError
-from volgan.gan import GENERATOR_FILE, ImageGenerator, LabelGenerator
-from volgan.io import Volume, read_volume, reorient, staged_output_dir, volume_files, volume_stem, write_nifti
+from volgan.gan.checkpoints import GENERATOR_FILE
+from volgan.gan.networks import ImageGenerator, LabelGenerator
+from volgan.gan.pose import POSE_FIELDS, missing_spread, pose_spread, random_pose
 from volgan.labels import NUM_LABELS, NUM_TUMOR_TYPES, TUMOR_LABEL, TUMOR_TYPES, tumor_type_from_name
-from volgan.pose import POSE_FIELDS, missing_spread, pose_spread, random_pose
 from volgan.transforms import model_grid, resample
 
 SYNTH_ENTRIES = ("dataset.json", "imagesTr", "labelsTr")
@@ -63,7 +64,7 @@ class Synthesizer:
 
     @cached_property
     def pose_spread(self) -> list[float] | None:
-        """Spread (:data:`volgan.pose.POSE_FIELDS` units) of the random pose given to each generated map: what
+        """Spread (:data:`volgan.gan.pose.POSE_FIELDS` units) of the random pose given to each generated map: what
         the training maps' spread (``stats["pose_std"]``) has beyond the label generator's own, measured on 32
         seeded draws. None for a checkpoint without the training maps' pose statistics."""
         target = self.stats.get("pose_std")
@@ -91,7 +92,7 @@ def load_synthesizer(path: str | os.PathLike, device: str | torch.device | None 
         config, stats = state["config"], state["stats"]
     except Exception as exc:
         raise VolganInputError(path, f"not a spine_cgan generator checkpoint ({type(exc).__name__})") from None
-    from volgan.train import all_finite
+    from volgan.training import all_finite
 
     bad = [k for k in ("label_generator", "image_generator") if not all_finite(state.get(k, {}))]
     if bad:
@@ -219,7 +220,7 @@ def synthesize_case(synth: Synthesizer, tumor_type: int, seed: int, index: int, 
     """(image, label, info) on the generators' RAS grid for case ``index`` of class ``tumor_type``. The tumor's
     size in voxels is drawn from the training maps' sizes for the class (``stats["tumor_voxels"]``, when the
     checkpoint has them; :func:`_enforce_class`); with ``pose`` the generated label map is given a random
-    pose (:func:`volgan.pose.random_pose`) with the synthesizer's :attr:`~Synthesizer.pose_spread` before
+    pose (:func:`volgan.gan.pose.random_pose`) with the synthesizer's :attr:`~Synthesizer.pose_spread` before
     painting."""
     noise = _generator(seed, index)
     classes = torch.tensor([tumor_type], device=synth.device)
@@ -334,7 +335,7 @@ def deformed_real_label(synth: Synthesizer, pool: list[np.ndarray], tumor_type: 
                         max_tries: int = 8) -> tuple[np.ndarray, dict, torch.Generator]:
     """A label map (S³, the generators' grid) for case ``index`` of class ``tumor_type`` made from a real map of
     ``pool`` (S³ maps of the GAN's training pool, :func:`to_generator_grid`): tumor removed
-    (:func:`remove_tumor`), deformed (:func:`elastic_deform`), moved (:func:`volgan.pose.random_pose`, half the
+    (:func:`remove_tumor`), deformed (:func:`elastic_deform`), moved (:func:`volgan.gan.pose.random_pose`, half the
     pool's own pose spread, so the set's spread grows by about 12%), and, for a tumor class, given a new tumor
     (:func:`place_tumor`) whose size is drawn from the pool's tumors of the class (``stats["tumor_voxels"]``;
     the median of all classes' when the pool has none of it). Drawn again, from another map, until the tumor's
@@ -368,7 +369,7 @@ def deformed_real_label(synth: Synthesizer, pool: list[np.ndarray], tumor_type: 
 def read_pool(synth: Synthesizer, datalist: str | os.PathLike) -> tuple[list[np.ndarray], list[str]]:
     """The label maps of a datalist's real ``training`` cases on the generators' grid, and their names: the pool
     that real-deformed label maps start from. Test cases are never read."""
-    from volgan.datalist import read_datalist
+    from volgan.data.datalist import read_datalist
 
     data = read_datalist(datalist)
     cases = [c for c in data.split("training") if c.label is not None and c.source == "real"]
@@ -441,7 +442,7 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
             infos.append(info)
         spread = (dict(zip(POSE_FIELDS, synth.pose_spread, strict=True)) if pose and synth.pose_spread
                   and not pool_maps else None)
-        meta = {"volgan": {"generator": "volgan.synth", "seed": seed, "config": synth.config, "stats": synth.stats,
+        meta = {"volgan": {"generator": "volgan.gan.synth", "seed": seed, "config": synth.config, "stats": synth.stats,
                            "pose_spread": spread, "label_source": label_source if n_cases else "given",
                            "cases": {c.name: i for c, i in zip(cases, infos, strict=True)}}}
         write_datalist(cases, staging, "msd", meta)

@@ -1,5 +1,7 @@
-"""Training pieces of the segmenter-classifier for MONAI engines: batch preparation, the joint loss,
-validation metrics and the workflow builders that ``bundles/spine_segcls/configs/train.json`` calls."""
+"""Engine pieces both bundles train with: word switches (``flag``), bfloat16 autocast where the CPU has it
+natively (small-input convolutions kept in float32), the stop on a non-finite loss or gradient, the progress
+bar that draws only on a terminal, and atomic, finite-only checkpoint saving.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +11,12 @@ import torch
 import torchio as tio
 from ignite.handlers import DiskSaver
 from ignite.handlers.checkpoint import BaseSaveHandler
-from ignite.metrics import Metric
-from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from monai.handlers import CheckpointSaver as MonaiCheckpointSaver
 from monai.inferers import SimpleInferer
-from monai.losses import DiceCELoss
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
 from volgan.errors import NonFiniteTraining
-from volgan.labels import NUM_LABELS, TUMOR_LABEL
 
 
 def prepare_batch(batch: dict, device=None, non_blocking: bool = False, **kwargs):
@@ -27,81 +25,6 @@ def prepare_batch(batch: dict, device=None, non_blocking: bool = False, **kwargs
     label = batch["label"][tio.DATA].to(device=device, dtype=torch.long, non_blocking=non_blocking)
     tumor_type = torch.as_tensor(batch["tumor_type"]).to(device=device, dtype=torch.long)
     return image, (label, tumor_type)
-
-
-class SegClsLoss(nn.Module):
-    """Dice + cross-entropy on the six labels plus ``cls_weight`` × cross-entropy on ``tumor_type``.
-
-    Cases whose ``tumor_type`` is unknown (-1: segmentation-only data) add nothing to the classification term;
-    a batch of such cases alone trains the segmentation only. Datasets may mix both kinds.
-
-    ``batch_dice`` pools each label's Dice over the whole batch (nnU-Net's choice for 3D): a tumor-free volume
-    then does not ask for an empty tumor map on its own, which with per-volume Dice pulls every tumor
-    probability down and made the quick study's models predict no tumor at all. ``tumor_weight`` scales the tumor
-    label's share of both terms (MONAI's per-class ``weight``; 1 for the other labels)."""
-
-    def __init__(self, cls_weight: float = 0.5, batch_dice: bool = False, tumor_weight: float = 1.0):
-        super().__init__()
-        weight = torch.ones(NUM_LABELS)
-        weight[TUMOR_LABEL] = float(tumor_weight)
-        self.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=True, batch=bool(batch_dice),
-                                   weight=weight)
-        self.cls_loss = nn.CrossEntropyLoss()
-        self.cls_weight = cls_weight
-
-    def forward(self, pred: tuple[torch.Tensor, torch.Tensor], target: tuple[torch.Tensor, torch.Tensor]):
-        (seg, cls), (label, tumor_type) = pred, target
-        known = tumor_type >= 0
-        cls_term = self.cls_loss(cls[known], tumor_type[known]) if bool(known.any()) else cls.sum() * 0.0
-        return self.seg_loss(seg, label) + self.cls_weight * cls_term
-
-
-def seg_cls_output(output: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Engine output → (seg_logits, cls_logits, label, tumor_type)."""
-    (seg, cls), (label, tumor_type) = output[Keys.PRED], output[Keys.LABEL]
-    return seg, cls, label, tumor_type
-
-
-class SegClsScore(Metric):
-    """Validation metric over an epoch: ``part`` is ``"dice"`` (mean foreground Dice, pooled voxel counts
-    per label), ``"accuracy"`` (tumor_type, over the cases where it is known) or ``"score"`` (their mean, the key
-    metric for the best model; the Dice alone when no validation case has a known tumor_type). Reduces across
-    processes under DDP."""
-
-    def __init__(self, part: str = "score", output_transform=seg_cls_output, device="cpu"):
-        if part not in ("dice", "accuracy", "score"):
-            raise ValueError(f"part must be dice, accuracy or score, got {part!r}")
-        self.part = part
-        super().__init__(output_transform=output_transform, device=device)
-
-    @reinit__is_reduced
-    def reset(self) -> None:
-        self._intersection = torch.zeros(NUM_LABELS, dtype=torch.float64, device=self._device)
-        self._total = torch.zeros(NUM_LABELS, dtype=torch.float64, device=self._device)
-        self._correct = torch.zeros((), dtype=torch.float64, device=self._device)
-        self._count = torch.zeros((), dtype=torch.float64, device=self._device)
-
-    @reinit__is_reduced
-    def update(self, output) -> None:
-        seg, cls, label, tumor_type = output
-        pred = seg.argmax(dim=1)
-        label = label[:, 0]
-        for k in range(1, NUM_LABELS):
-            p, r = pred == k, label == k
-            self._intersection[k] += (p & r).sum().to(self._device, torch.float64)
-            self._total[k] += (p.sum() + r.sum()).to(self._device, torch.float64)
-        known = tumor_type >= 0
-        self._correct += (cls.argmax(dim=1) == tumor_type)[known].sum().to(self._device, torch.float64)
-        self._count += known.sum().to(self._device, torch.float64)
-
-    @sync_all_reduce("_intersection", "_total", "_correct", "_count")
-    def compute(self) -> float:
-        present = self._total[1:] > 0
-        dice = (2 * self._intersection[1:][present] / self._total[1:][present]).mean().item() if present.any() else 0.0
-        if self._count.item() == 0:
-            return {"dice": dice, "accuracy": float("nan"), "score": dice}[self.part]
-        accuracy = (self._correct / self._count).item()
-        return {"dice": dice, "accuracy": accuracy, "score": (dice + accuracy) / 2}[self.part]
 
 
 def loss_value(output: dict | list[dict]) -> float:
@@ -256,20 +179,6 @@ class ProgressBar:
             return
 
         IgniteProgressBar(persist=self.persist).attach(engine, output_transform=lambda out: {"loss": loss_value(out)})
-
-
-MODEL_CARD = "model.json"
-
-
-def write_model_card(ckpt_dir: str, prep, channels) -> str:
-    """Write ``ckpt_dir/model.json``: the preprocessing and network width a checkpoint beside it needs."""
-    import json
-    from pathlib import Path
-
-    from volgan.io import write_text
-
-    card = {"spacing": list(prep.spacing), "patch": list(prep.patch), "channels": list(channels)}
-    return str(write_text(Path(ckpt_dir) / MODEL_CARD, json.dumps(card, indent=2) + "\n"))
 
 
 class ReplaceAfterSave(BaseSaveHandler):

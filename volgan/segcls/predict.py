@@ -13,8 +13,6 @@ profile, 1,200 presentations: AUC 0.45 from the head, 0.83 from the segmentation
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -25,26 +23,13 @@ import torch
 import torchio as tio
 from monai.inferers import sliding_window_inference
 
-from volgan.errors import VolganInputError
-from volgan.io import (
-    OUTPUT_SUFFIXES,
-    DicomSeries,
+from volgan.data.io import (
     Volume,
-    atomic_path,
-    find_volumes,
-    first_line,
-    read_volume,
-    volume_stem,
-    volume_suffix,
-    write_text,
-    write_volume,
 )
-from volgan.labels import TUMOR_LABEL, TUMOR_TYPES
-from volgan.network import SegClsNet
+from volgan.errors import VolganInputError
+from volgan.labels import TUMOR_LABEL
+from volgan.segcls.network import SegClsNet
 from volgan.transforms import Preprocessing, model_grid, normalize_intensity, resample
-
-TABLE_FIELDS = ["input", "output", "gradcam", "tumor_probability", "predicted_tumor_type",
-                *[f"p_{name}" for name in TUMOR_TYPES.values()], "error"]
 
 
 @dataclass
@@ -117,7 +102,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         raise VolganInputError(path, f"checkpoint does not fit the network ({detail[:150]})") from None
     return LoadedModel(network.to(device).eval(), prep or Preprocessing(), device)
 
-
 @dataclass
 class Prediction:
     """Output for one volume: ``label`` on the input grid (uint8), the four tumor_type probabilities (4,: none from
@@ -147,8 +131,8 @@ def to_model_grid(volume: Volume, prep: Preprocessing) -> tuple[torch.Tensor, np
     pad_value = float(-data.mean()) / std
     return normalized[None].float(), affine, pad_value
 
-
 PRECISIONS = ("fp32", "bf16")
+
 MIN_TUMOR_MM3 = 30.0  # tumor evidence at which the call turns "tumor": a sphere of 3.9 mm diameter
 
 
@@ -179,7 +163,6 @@ def combine_type_probabilities(p_tumor: float, head_probabilities: np.ndarray) -
     types = np.asarray(head_probabilities[1:], dtype=np.float64)
     types = types / types.sum() if types.sum() > 0 else np.full(len(types), 1.0 / len(types))
     return np.concatenate([[1.0 - p_tumor], p_tumor * types])
-
 
 @torch.inference_mode()
 def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_size: int = 2,
@@ -215,145 +198,3 @@ def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_
     p_tumor = tumor_probability_from_segmentation(evidence)
     return Prediction(Volume(label, volume.affine), combine_type_probabilities(p_tumor, head), x, affine,
                       head, evidence)
-
-
-def expand_inputs(inputs: list[str | os.PathLike]) -> list[tuple[Path, str, DicomSeries | None]]:
-    """Every volume the inputs name: (path, the stem its outputs are named by, its DICOM series or None).
-
-    A file stays a file (stem: its name less the suffix). A folder gives the volume files in it and every DICOM
-    series at any depth below it (:func:`volgan.io.find_volumes`)."""
-    found: list[tuple[Path, str, DicomSeries | None]] = []
-    for item in map(Path, inputs):
-        if not item.is_dir():
-            found.append((item, volume_stem(item.name), None))
-            continue
-        volumes = find_volumes(item)
-        if not volumes:
-            raise VolganInputError(item, "folder holds no volume files (.nii.gz, .nii, .mha, .mhd, .nrrd, .nhdr) and "
-                                         "no DICOM series")
-        found.extend((path, name, series) for name, path, series in volumes)
-    return found
-
-
-def output_suffix(path: Path, output_ext: str | None) -> str:
-    """The suffix of the outputs for input ``path``: ``output_ext`` when given, otherwise the input's own format
-    (``.mhd`` → ``.mha``, ``.nhdr`` → ``.nrrd``, a DICOM series → ``.nii.gz``)."""
-    if output_ext:
-        ext = output_ext if output_ext.startswith(".") else f".{output_ext}"
-        if ext.lower() not in OUTPUT_SUFFIXES:
-            raise VolganInputError(None, f"--output-ext must be one of {', '.join(OUTPUT_SUFFIXES)}, "
-                                         f"got {output_ext!r}")
-        return ext.lower()
-    suffix = volume_suffix(path.name)
-    return {".mhd": ".mha", ".nhdr": ".nrrd", "": ".nii.gz"}.get(suffix, suffix)
-
-
-def stem_of_output(path: str | os.PathLike) -> str:
-    """The case name in an output file name: ``"case_seg.mha"`` → ``"case"``."""
-    stem = volume_stem(Path(path).name)
-    for tail in ("_seg", "_gradcam"):
-        if stem.endswith(tail):
-            return stem[: -len(tail)]
-    return stem
-
-
-def check_overlap(overlap: float) -> float:
-    """The sliding-window overlap, refused unless 0 ≤ overlap < 1 (MONAI's sliding window needs that)."""
-    if not (0.0 <= overlap < 1.0):
-        raise VolganInputError(None, f"--overlap must be at least 0 and below 1, got {overlap}")
-    return overlap
-
-
-def _previous_rows(table_json: Path) -> list[dict]:
-    try:
-        rows = json.loads(table_json.read_text(encoding="utf-8"))
-        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
-    except (OSError, ValueError):
-        return []
-
-
-def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str | os.PathLike,
-                  gradcam: bool = False, overlap: float = 0.25, overwrite: bool = False,
-                  progress: bool = False, precision: str = "fp32", output_ext: str | None = None) -> list[dict]:
-    """Predict every input, write ``<name>_seg<ext>`` (and ``<name>_gradcam<ext>``) into ``out`` and the
-    table ``predictions.csv`` / ``predictions.json``. ``<ext>`` is ``output_ext`` or the input's own format
-    (:func:`output_suffix`); every output has its input's shape and affine. A bad input (unreadable, not 3D,
-    constant intensity…) is listed with a one-line error and gets no output file; the others go on. Existing
-    outputs are never replaced without ``overwrite``; with it, rows of the earlier table whose outputs this run
-    did not replace are kept, so the table lists every output in the folder. Returns this run's rows."""
-    from tqdm import tqdm
-
-    from volgan.io import check_writable_dir
-
-    out = Path(out)
-    check_overlap(overlap)
-    check_writable_dir(out)
-    table_csv, table_json = out / "predictions.csv", out / "predictions.json"
-    if (table_csv.exists() or table_json.exists()) and not overwrite:
-        raise VolganInputError(out, "already holds predictions.csv; pass --overwrite to replace")
-    inputs_found = expand_inputs(inputs)
-    if not inputs_found:
-        raise VolganInputError(None, "no input volumes given")
-    outputs = [(path, stem, series, output_suffix(path if series is None else Path("series"), output_ext))
-               for path, stem, series in inputs_found]
-    stems = [stem for _, stem, _, _ in outputs]
-    if len(set(stems)) != len(stems):
-        dup = next(s for s in stems if stems.count(s) > 1)
-        raise VolganInputError(None, f"two inputs would both write {dup}_seg")
-    kinds = ("_seg", "_gradcam") if gradcam else ("_seg",)
-    existing = [out / f"{stem}{kind}{ext}" for _, stem, _, ext in outputs for kind in kinds
-                if (out / f"{stem}{kind}{ext}").exists()]
-    if existing and not overwrite:
-        raise VolganInputError(existing[0], f"already exists ({len(existing)} output(s) of these inputs are in "
-                                            f"{out}); pass --overwrite to replace")
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for path, stem, series, ext in tqdm(outputs, desc="infer", unit="volume", disable=not progress):
-        row = {"input": str(path), "output": "", "gradcam": "", "error": ""}
-        try:
-            volume = read_volume(path, series=series)
-            prediction = predict(model, volume, overlap=overlap, precision=precision)
-            seg_path = out / f"{stem}_seg{ext}"
-            cam_volume = None
-            if gradcam:
-                from volgan.gradcam import gradcam_volume
-
-                cam_volume = gradcam_volume(model, prediction, volume)
-            write_volume(prediction.label, seg_path)
-            row["output"] = str(seg_path)
-            if cam_volume is not None:
-                cam_path = out / f"{stem}_gradcam{ext}"
-                write_volume(cam_volume, cam_path)
-                row["gradcam"] = str(cam_path)
-            probs = prediction.type_probabilities
-            row.update({f"p_{name}": round(float(probs[k]), 6) for k, name in TUMOR_TYPES.items()})
-            row["tumor_probability"] = round(prediction.tumor_probability, 6)
-            row["predicted_tumor_type"] = int(np.argmax(probs))
-        except VolganInputError as exc:
-            row["error"] = str(exc) if exc.path else f"{path}: {exc.what}"
-        except (KeyboardInterrupt, SystemExit, MemoryError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - one bad volume must not abort the batch
-            row["error"] = f"{path}: {type(exc).__name__}: {first_line(exc)}"
-        if row["error"]:
-            earlier = out / f"{stem}_seg{ext}"
-            if earlier.exists():
-                row["error"] += f" (the {earlier.name} in the folder is from an earlier run)"
-        rows.append({k: row.get(k, "") for k in TABLE_FIELDS})
-    written = {r["output"] for r in rows if r["output"]}
-    ran = {r["input"] for r in rows}
-    kept = [r for r in _previous_rows(table_json) if r.get("input") not in ran and r.get("output")
-            and r["output"] not in written and Path(r["output"]).exists()] if overwrite else []
-    write_table(kept + rows, table_csv, table_json)
-    return rows
-
-
-def write_table(rows: list[dict], csv_path: Path, json_path: Path) -> None:
-    """Write the same rows as CSV and JSON, each atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else TABLE_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_path(csv_path) as tmp:
-        tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    write_text(json_path, json.dumps(rows, indent=2) + "\n")

@@ -1,0 +1,86 @@
+"""torchio loaders: datalist cases as ``tio.Subject`` objects, through volgan's declared pipeline.
+
+A subject holds ``image`` (ScalarImage), ``label`` (LabelMap, when the case has one), ``tumor_type``
+(int, -1 when unknown), ``name`` and ``source``. Volumes are read with :func:`volgan.data.io.read_volume`, so
+bad files fail with the same one-line errors everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torchio as tio
+
+from volgan.data.datalist import Case, balanced_test_split
+from volgan.data.io import read_volume
+from volgan.transforms import Preprocessing, augmentation, preprocessing
+
+
+def _read_image(path) -> tuple[torch.Tensor, np.ndarray]:
+    volume = read_volume(path)
+    return torch.from_numpy(volume.array[None]), volume.affine
+
+
+def _read_label(path) -> tuple[torch.Tensor, np.ndarray]:
+    volume = read_volume(path, label=True)
+    return torch.from_numpy(volume.array[None].astype(np.int64)), volume.affine
+
+
+def subject_for(case: Case) -> tio.Subject:
+    """The torchio subject of one case (volumes are read lazily, when a transform needs them)."""
+    fields = {
+        "image": tio.ScalarImage(case.image, reader=_read_image),
+        "name": case.name,
+        "source": case.source,
+        "tumor_type": -1 if case.tumor_type is None else int(case.tumor_type),
+    }
+    if case.label is not None:
+        fields["label"] = tio.LabelMap(case.label, reader=_read_label)
+    return tio.Subject(**fields)
+
+
+def segcls_dataset(cases: list[Case], prep: Preprocessing = Preprocessing(), augment: str = "none",
+                   cache: bool = False) -> tio.SubjectsDataset:
+    """A dataset of preprocessed (and, if ``augment`` names a preset, augmented) subjects.
+
+    With ``cache`` the deterministic preprocessing runs once per case and its output is kept in memory;
+    the random augmentation still runs on every draw.
+    """
+    random_part = augmentation(augment)
+    if cache:
+        pipeline = preprocessing(prep)
+        subjects = [pipeline(subject_for(c)) for c in cases]
+        for subject in subjects:
+            subject.load()
+        return tio.SubjectsDataset(subjects, transform=random_part)
+    transforms = [preprocessing(prep)] + ([random_part] if random_part is not None else [])
+    return tio.SubjectsDataset([subject_for(c) for c in cases], transform=tio.Compose(transforms))
+
+
+def subjects_loader(dataset: tio.SubjectsDataset, batch_size: int = 2, shuffle: bool = False,
+                    num_workers: int = 0, sampler=None, seed: int = 0, batch_sampler=None) -> tio.SubjectsLoader:
+    """A batch loader for subjects; with ``shuffle`` the order is fixed by ``seed``. A ``batch_sampler`` (such as
+    :class:`RatioBatchSampler`) makes the batches itself, and ``batch_size``, ``shuffle`` and ``sampler`` are
+    then unused."""
+    if batch_sampler is not None:
+        return tio.SubjectsLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers)
+    generator = torch.Generator().manual_seed(seed)
+    return tio.SubjectsLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                              num_workers=num_workers, generator=generator, drop_last=False)
+
+
+def train_val_split(cases: list[Case], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Case], list[Case]]:
+    """Split training cases into (train, validation), stratified by ``tumor_type``, fixed by ``seed``.
+
+    ``val_fraction = 0`` holds nothing out: every case trains (an exact training set, as the study needs), and
+    the validation set is the training cases themselves, a monitor of the fit rather than of generalisation."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    if val_fraction == 0.0:
+        return list(cases), list(cases)
+    n_val = max(1, round(val_fraction * len(cases))) if len(cases) > 1 else 0
+    picked = balanced_test_split([c.tumor_type for c in cases], n_val, seed + 1)
+    if len(picked) < n_val:  # classes too few for equal shares: fill up in seeded order
+        rest = [i for i in np.random.default_rng([seed, 7]).permutation(len(cases)) if i not in picked]
+        picked |= {int(i) for i in rest[: n_val - len(picked)]}
+    return [c for i, c in enumerate(cases) if i not in picked], [c for i, c in enumerate(cases) if i in picked]

@@ -1,0 +1,178 @@
+"""The 3D conditional GAN: a class-conditional generator of label maps and a SPADE generator of the image
+from a label map, each against a spectrally normalised patch discriminator that sees the condition.
+
+Shapes (S = volume size, a power of two ≥ 16): label maps are one-hot (B, 6, S, S, S), images z-normalised
+(B, 1, S, S, S), classes ``tumor_type`` (B,). Stability on small data (Ainapure et al.'s first challenge): spectral
+normalisation in both discriminators, hinge loss with an R1 penalty on real samples, differentiable
+augmentation (translation and cutout) of everything the discriminators see, and EMA copies of the
+generators for sampling. :func:`msssim_diversity` is the mode-collapse monitor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from monai.inferers import Inferer, SimpleInferer
+from torch import nn
+from torch.nn.utils import spectral_norm
+
+from volgan.labels import NUM_LABELS, NUM_TUMOR_TYPES
+
+
+def _norm(channels: int) -> nn.Module:
+    return nn.GroupNorm(min(8, channels), channels)
+
+
+class LabelGenerator(nn.Module):
+    """Noise (B, z_dim) and class (B,) → label-map logits (B, 6, S, S, S)."""
+
+    def __init__(self, size: int = 32, z_dim: int = 64, base: int = 32, classes: int = NUM_TUMOR_TYPES):
+        super().__init__()
+        self.size, self.z_dim = size, z_dim
+        self.embed = nn.Embedding(classes, z_dim)
+        steps = int(math.log2(size)) - 2  # from 4³ up to S³
+        widths = [base * 2 ** min(steps - i, 3) for i in range(steps + 1)]
+        self.project = nn.Linear(2 * z_dim, widths[0] * 4**3)
+        self.widths = widths
+        blocks = []
+        for i in range(steps):
+            blocks.append(nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
+                nn.Conv3d(widths[i] + classes, widths[i + 1], 3, padding=1), _norm(widths[i + 1]), nn.LeakyReLU(0.2),
+                nn.Conv3d(widths[i + 1], widths[i + 1], 3, padding=1), _norm(widths[i + 1]), nn.LeakyReLU(0.2),
+            ))
+        self.blocks = nn.ModuleList(blocks)
+        self.out = nn.Conv3d(widths[-1], NUM_LABELS, 1)
+        self.classes = classes
+
+    def forward(self, z: torch.Tensor, tumor_type: torch.Tensor) -> torch.Tensor:
+        x = self.project(torch.cat([z, self.embed(tumor_type)], dim=1)).view(len(z), self.widths[0], 4, 4, 4)
+        onehot = F.one_hot(tumor_type, self.classes).float()
+        for block in self.blocks:
+            cond = onehot[:, :, None, None, None].expand(-1, -1, *x.shape[2:])
+            x = block(torch.cat([x, cond], dim=1))
+        return self.out(x)
+
+
+class LabelEncoder(nn.Module):
+    """One-hot label map (B, 6, S³) and class (B,) → posterior mean and log-variance (B, z_dim) each.
+
+    Makes the label generator a conditional VAE-GAN: reconstruction gives the generator a dense signal that
+    pure adversarial training lacks on small data and a CPU budget; the KL term keeps the posterior near the
+    prior that synthesis samples from."""
+
+    def __init__(self, size: int = 32, z_dim: int = 64, base: int = 16, classes: int = NUM_TUMOR_TYPES):
+        super().__init__()
+        layers, c = [], NUM_LABELS + classes
+        for width in (base, base * 2, base * 4):
+            layers += [nn.Conv3d(c, width, 4, stride=2, padding=1), _norm(width), nn.LeakyReLU(0.2)]
+            c = width
+        self.net = nn.Sequential(*layers)
+        self.head = nn.Linear(c * (size // 8) ** 3, 2 * z_dim)
+        self.classes = classes
+
+    def forward(self, onehot: torch.Tensor, tumor_type: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        planes = F.one_hot(tumor_type, self.classes).float()[:, :, None, None, None].expand(-1, -1, *onehot.shape[2:])
+        mu, logvar = self.head(self.net(torch.cat([onehot, planes], 1)).flatten(1)).chunk(2, dim=1)
+        return mu, logvar.clamp(-8, 8)
+
+
+class SPADE(nn.Module):
+    """Spatially-adaptive normalisation: GroupNorm without affine, then scale and shift from the label map."""
+
+    def __init__(self, channels: int, hidden: int = 16):
+        super().__init__()
+        self.norm = nn.GroupNorm(min(8, channels), channels, affine=False)
+        self.shared = nn.Sequential(nn.Conv3d(NUM_LABELS, hidden, 3, padding=1), nn.ReLU())
+        self.gamma = nn.Conv3d(hidden, channels, 3, padding=1)
+        self.beta = nn.Conv3d(hidden, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        label = F.interpolate(label, size=x.shape[2:], mode="nearest")
+        h = self.shared(label)
+        return self.norm(x) * (1 + self.gamma(h)) + self.beta(h)
+
+
+class SPADEBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.norm1, self.conv1 = SPADE(c_in), nn.Conv3d(c_in, c_out, 3, padding=1)
+        self.norm2, self.conv2 = SPADE(c_out), nn.Conv3d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.leaky_relu(self.norm1(x, label), 0.2))
+        h = self.conv2(F.leaky_relu(self.norm2(h, label), 0.2))
+        return self.skip(x) + h
+
+
+class ImageGenerator(nn.Module):
+    """One-hot label map (B, 6, S, S, S) and noise → image (B, 1, S, S, S), SPADE blocks from S/8 up to S.
+
+    The noise is a vector (B, z_dim) for the global look (contrast, bias) plus per-voxel noise for texture.
+    """
+
+    def __init__(self, size: int = 32, z_dim: int = 32, base: int = 32):
+        super().__init__()
+        self.size, self.z_dim = size, z_dim
+        self.start = size // 8
+        self.project = nn.Linear(z_dim, base * 4 * self.start**3)
+        self.base = base
+        self.blocks = nn.ModuleList([SPADEBlock(base * 4, base * 2), SPADEBlock(base * 2, base),
+                                     SPADEBlock(base, base)])
+        self.texture = nn.Conv3d(1, base, 1)
+        self.out = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv3d(base, 1, 3, padding=1))
+
+    def forward(self, label: torch.Tensor, z: torch.Tensor, texture: torch.Tensor | None = None) -> torch.Tensor:
+        """``texture`` (B, 1, S, S, S) is the per-voxel noise; drawn from the global generator when None."""
+        x = self.project(z).view(len(z), self.base * 4, self.start, self.start, self.start)
+        for block in self.blocks:
+            x = block(F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False), label)
+        if texture is None:
+            texture = torch.randn(len(z), 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+        return self.out(x + self.texture(texture))
+
+
+class PatchDiscriminator(nn.Module):
+    """Spectrally normalised 3D patch discriminator on (volume ⊕ condition channels) → (B, 1, S/8, S/8, S/8)."""
+
+    def __init__(self, in_channels: int, base: int = 32):
+        super().__init__()
+        layers, c = [], in_channels
+        for width in (base, base * 2, base * 4):
+            layers += [spectral_norm(nn.Conv3d(c, width, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            c = width
+        layers += [spectral_norm(nn.Conv3d(c, c, 3, padding=1)), nn.LeakyReLU(0.2),
+                   spectral_norm(nn.Conv3d(c, 1, 3, padding=1))]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def class_planes(tumor_type: torch.Tensor, shape) -> torch.Tensor:
+    """One-hot class broadcast to (B, 4, *shape), the condition the label discriminator sees."""
+    return F.one_hot(tumor_type, NUM_TUMOR_TYPES).float()[:, :, None, None, None].expand(-1, -1, *shape)
+
+
+def one_hot_labels(label: torch.Tensor) -> torch.Tensor:
+    """(B, 1, X, Y, Z) integer labels → (B, 6, X, Y, Z) float one-hot."""
+    return F.one_hot(label[:, 0].long(), NUM_LABELS).permute(0, 4, 1, 2, 3).float()
+
+@torch.no_grad()
+def sample(label_generator: LabelGenerator, image_generator: ImageGenerator, tumor_type: torch.Tensor,
+           generator: torch.Generator, inferer: Inferer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label logits (N, 6, S³) and images (N, 1, S³) for classes (N,), noise drawn from ``generator``; each
+    generator runs through ``inferer`` (a MONAI ``Inferer``, called as ``inferer(inputs, network, *args)``;
+    default :class:`~monai.inferers.SimpleInferer`)."""
+    inferer = inferer or SimpleInferer()
+    device = next(label_generator.parameters()).device
+    n = len(tumor_type)
+    z_l = torch.randn(n, label_generator.z_dim, generator=generator).to(device)
+    logits = inferer(z_l, label_generator, tumor_type.to(device))
+    onehot = F.one_hot(logits.argmax(1), NUM_LABELS).permute(0, 4, 1, 2, 3).float()
+    z_i = torch.randn(n, image_generator.z_dim, generator=generator).to(device)
+    texture = torch.randn(n, 1, *onehot.shape[2:], generator=generator).to(device)
+    return logits, inferer(onehot, image_generator, z_i, texture)

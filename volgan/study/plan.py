@@ -1,0 +1,203 @@
+"""The study's plan: its arms (ratio sweep and augmentation comparison, per seed), the spine_segcls training
+configuration of each, and the list of stages (data, GANs, synthesis, runs, evaluations, quality, report)
+with what each depends on. Runs that share a training set, recipe and seed are planned once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from volgan.data.datalist import Case
+from volgan.study.build import (
+    EVALUATION_VERSION,
+    FINAL_MODEL,
+    evaluate_run,
+    judge_synthetic,
+    synthesize_pool,
+    train_gan,
+    train_segcls,
+)
+from volgan.study.data import data_fingerprint, phantom_data, pool_subset, real_cases, user_data
+from volgan.study.profiles import ARMS, GRADCAM_ARMS, SHARES, StudyProfile
+from volgan.study.stages import Progress, Stage, bundle_version, digest
+
+# --------------------------------------------------------------------------------------------------------
+# Arms
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One training configuration of the study: a training set, an augmentation preset, a seed."""
+
+    section: str                        # "sweep" or "augmentation"
+    arm: str                            # sweep: "100:0" …; augmentation: none|classical|gan|both
+    seed: int
+    real: tuple[str, ...]               # real case names
+    synthetic: tuple[str, ...]          # synthetic case names (from gan_pool's synthetic pool)
+    augment: str
+    gan_pool: int = 0                   # which GAN's synthetic pool (0: none)
+    share: float = 0.0                  # sweep: synthetic share
+    real_pool: int = 0                  # augmentation: real-pool size
+
+    @property
+    def n_train(self) -> int:
+        return len(self.real) + len(self.synthetic)
+
+
+def _names(cases: list[Case]) -> tuple[str, ...]:
+    return tuple(sorted(c.name for c in cases))
+
+
+def plan_arms(profile: StudyProfile, pool: list[Case], synthetic: dict[int, list[str]]) -> list[Arm]:
+    """Every arm and seed: the 11-share sweep at ``sweep_size`` and the four-arm comparison per real-pool size
+    (GAN arms add as many synthetic volumes as there are real ones, from the GAN of that pool)."""
+    from volgan.data.mixing import mix_cases
+
+    arms = []
+    full = max(profile.pool_sizes)
+    synth_full = [Case(n, None, None, None, "synthetic") for n in synthetic[full]]
+    for seed in range(profile.seeds):
+        for share in SHARES:
+            mix = mix_cases(pool, synth_full, synthetic_share=share, size=profile.sweep_size, seed=seed)
+            real = [c for c in mix if c.source != "synthetic"]
+            synth = [c for c in mix if c.source == "synthetic"]
+            label = f"{round(100 * (1 - share))}:{round(100 * share)}"
+            arms.append(Arm("sweep", label, seed, _names(real), _names(synth), "none", full if synth else 0, share))
+        for n in profile.pool_sizes:
+            real = pool_subset(pool, n, profile.seed)
+            synth_pool = [Case(s, None, None, None, "synthetic") for s in synthetic[n]]
+            extra = mix_cases(real, synth_pool, extra=min(n, len(synth_pool)), seed=seed)
+            extra = [c for c in extra if c.source == "synthetic"]
+            for arm in ARMS:
+                with_gan = arm in ("gan", "both")
+                arms.append(Arm("augmentation", arm, seed, _names(real), _names(extra) if with_gan else (),
+                                "classical" if arm in ("classical", "both") else "none", n if with_gan else 0,
+                                real_pool=n))
+    return arms
+
+
+def run_key(arm: Arm, profile: StudyProfile) -> tuple[str, dict, tuple[str, ...]]:
+    """The run stage of an arm: its key (arms that agree share it), training configuration and dependencies."""
+    config = training_config(arm, profile)
+    deps = ("data",) + ((f"synth-{arm.gan_pool}",) if arm.synthetic else ())
+    return "run-" + digest([config, deps])[:12], config, deps
+
+
+def eval_key(run: str) -> str:
+    """The evaluation stage of the run stage ``run``."""
+    return "eval-" + run.removeprefix("run-")
+
+
+def training_config(arm: Arm, profile: StudyProfile) -> dict:
+    """What a segmenter-classifier run depends on (arms that agree share one run). Every case of the arm trains
+    (the bundle holds none out), so ``epochs`` × the arm's size is the profile's presentations, rounded up."""
+    from volgan.transforms import CLASSICAL_RECIPE
+
+    epochs = max(1, math.ceil(profile.presentations / max(arm.n_train, 1)))
+    config = {"real": arm.real, "synthetic": arm.synthetic, "gan_pool": arm.gan_pool, "augment": arm.augment,
+              "seed": arm.seed, "epochs": epochs, "size": profile.size, "spacing": profile.spacing,
+              "channels": list(profile.channels), "batch_size": profile.batch_size,
+              "learning_rate": profile.learning_rate,
+              "loader_workers": profile.loader_workers if arm.augment != "none" else 0,  # none: no gain measured
+              "bundle": bundle_version("spine_segcls")}
+    if arm.augment == "classical":  # the preset lives in volgan, not in the bundle's config
+        config["augment_recipe"] = CLASSICAL_RECIPE
+    return config
+
+
+# --------------------------------------------------------------------------------------------------------
+# The plan
+
+
+@dataclass
+class StudySettings:
+    """What the user chose: where, which profile (seeds included), whose data."""
+
+    out: Path
+    profile: StudyProfile
+    real: Path | None = None
+
+
+def base_stages(settings: StudySettings) -> list[Stage]:
+    profile = settings.profile
+    if settings.real is None:
+        data_config = {"phantom": {k: v for k, v in asdict(profile).items()
+                                   if k in ("size", "spacing", "real_pool", "test", "seed", "anatomy_field_mm")}}
+        build = lambda f: phantom_data(f, profile)  # noqa: E731
+    else:
+        data_config = {"datalist": str(settings.real.resolve()), "fingerprint": data_fingerprint(settings.real),
+                       "test": profile.test, "seed": profile.seed, "size": profile.size, "spacing": profile.spacing,
+                       "field": "foreground-centred"}
+        build = lambda f: user_data(f, settings.real, profile)  # noqa: E731
+    return [Stage("data", "data", "real data: training pool and balanced test set", data_config, (), build)]
+
+
+def evaluated_runs(arms: list[Arm], profile: StudyProfile) -> tuple[set[str], set[str]]:
+    """The run keys whose evaluation adds Grad-CAM (Ainapure et al.'s claim, tested on scarce data: the smallest pool's
+    none and GAN arms) and those evaluated at every artifact severity (the augmentation comparison's arms)."""
+    scarce = min(profile.pool_sizes)
+    gradcam = {run_key(a, profile)[0] for a in arms
+               if a.section == "augmentation" and a.arm in GRADCAM_ARMS and a.real_pool == scarce}
+    robustness = {run_key(a, profile)[0] for a in arms if a.section == "augmentation"}
+    return gradcam, robustness
+
+
+def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
+    """Every stage of the study in running order (needs the data stage finished for case names)."""
+    profile, out = settings.profile, settings.out
+    pool, test = real_cases(out)
+    stages: list[Stage] = []
+    gan_config = {k: v for k, v in asdict(profile).items()
+                  if k in ("size", "spacing", "gan_presentations", "gan_base", "gan_batch_size", "seed")}
+    gan_config["bundle"] = bundle_version("spine_cgan")
+    synthetic: dict[int, list[str]] = {}
+    for n in profile.pool_sizes:
+        names = _names(pool_subset(pool, n, profile.seed))
+        stages.append(Stage(f"gan-{n}", "gan", f"spine_cgan on {n} real volumes", {"pool": names, **gan_config},
+                            ("data",), lambda f, names=names: train_gan(f, out, names, profile, progress),
+                            resumable=True))
+        stages.append(Stage(f"synth-{n}", "synth", f"{profile.synthetic} synthetic volumes from gan-{n}",
+                            {"n": profile.synthetic, "seed": profile.seed, "pose": "training spread v1",
+                             "label_source": profile.label_source},
+                            (f"gan-{n}",),
+                            lambda f, n=n: synthesize_pool(f, out, n, profile)))
+        synthetic[n] = [f"synth_{i:05d}" for i in range(profile.synthetic)]
+    arms = plan_arms(profile, pool, synthetic)
+    runs: dict[str, Stage] = {}
+    gradcam_runs, robustness_runs = evaluated_runs(arms, profile)
+    for arm in arms:
+        key, config, deps = run_key(arm, profile)
+        if key in runs:
+            continue
+        runs[key] = Stage(key, "run", f"spine_segcls {arm.section} {arm.arm}"
+                          + (f" (real pool {arm.real_pool})" if arm.real_pool else "") + f", seed {arm.seed}",
+                          config, deps, lambda f, c=config: train_segcls(f, out, c, progress))
+        evaluation, gradcam = eval_key(key), key in gradcam_runs
+        severities = (0, 1, 2, 3) if key in robustness_runs else (0,)  # only the comparison's arms are compared
+        runs[evaluation] = Stage(evaluation, "eval", f"evaluate {key} on {len(test)} test volumes × "
+                                 f"{len(severities)} condition(s)" + (" and Grad-CAM" if gradcam else ""),
+                                 {"test": _names(test), "severities": list(severities), "model": FINAL_MODEL,
+                                  "tumor_call": EVALUATION_VERSION,
+                                  **({"gradcam": "tumor share, dilation 2"} if gradcam else {})},
+                                 ("data", key),
+                                 lambda f, k=key, g=gradcam, sv=severities: evaluate_run(f, out, k, sv, g))
+    stages += list(runs.values())
+    full = max(profile.pool_sizes)
+    reference = next(a for a in arms if a.section == "sweep" and a.share == 0.0 and a.seed == 0)
+    ref_key = run_key(reference, profile)[0]
+    stages.append(Stage("quality", "quality", f"volgan quality of synth-{full}", {"model": ref_key},
+                        ("data", f"synth-{full}", ref_key), lambda f: judge_synthetic(f, out, full, ref_key)))
+    eval_keys = sorted(k for k in runs if k.startswith("eval-"))
+    arms_doc = [{**asdict(a), "eval": eval_key(run_key(a, profile)[0])} for a in arms]
+
+    def build_report(folder: Path) -> None:
+        from volgan.study.report import write_study_report
+
+        write_study_report(folder, out, profile, arms_doc, settings.real)
+
+    stages.append(Stage("report", "report", "study report", {"arms": arms_doc, "profile": asdict(profile),
+                                                             "version": 2},
+                        tuple(["quality", *eval_keys]), build_report))
+    return stages

@@ -1,0 +1,279 @@
+"""The study (docs/design.md, "Study protocol"): the ratio sweep and the augmentation comparison in one command.
+
+``run_study(out, profile)`` builds a plan of stages and runs the ones whose configuration changed. Each
+stage writes into ``OUT/stages/<key>`` (built in a hidden ``.partial`` folder, renamed when finished) and
+is recorded in ``OUT/manifest.json`` with the hash of its configuration and of every stage it reads, so an
+interrupted study picks up where it stopped and a changed setting recomputes only what depends on it.
+
+Stages, in order: ``data`` (phantoms or the user's datalist: a real training pool and a fixed test set
+with equal counts per ``tumor_type``) → ``gan-N`` (bundles/spine_cgan trained on the first N cases of the
+real pool only, one GAN per real-pool size) → ``synth-N`` (its synthetic pool) → ``run-*`` (bundles/
+spine_segcls trained on one arm and seed) → ``eval-*`` (that model on the real test set, clean, and for the
+augmentation comparison's arms also at three artifact severities) → ``quality`` (``volgan quality`` of the
+full pool's synthetic data) → ``report`` (:mod:`volgan.study.report`).
+
+Every segmenter-classifier trains on exactly its arm's cases (the bundle holds none out: ``val_fraction`` 0,
+its batches keep the arm's real:synthetic ratio, and the stage keeps the list as ``trained_on.json``), sees the
+same number of training-volume presentations (epochs = presentations / training volumes), so arms with more
+volumes do not get more optimisation steps, and is evaluated as it is after its last epoch: the bundle's own
+``models/model_final.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from volgan.data.datalist import read_datalist
+from volgan.data.io import atomic_path, write_text
+from volgan.errors import VolganInputError
+from volgan.study.data import adapt_profile, split_user_data
+from volgan.study.plan import StudySettings, base_stages, plan_study
+from volgan.study.profiles import PROFILES, StudyProfile
+from volgan.study.stages import MANIFEST, PARALLEL_KINDS, Manifest, Progress, Stage, bundles_root, hash_plan
+
+REPORT_FILES = ("study.json", "study.csv", "report.md", "report.html")
+
+
+def default_jobs() -> int:
+    """Stages built at a time: 1 with a GPU (one device, its stages in turn); otherwise 2 when there are two or
+    more CPU cores, each worker on its share of the cores. On 2 cores two spine_segcls runs of one thread each
+    train 1.8× as many volumes a second as one run of two threads (BENCHMARKS.md, "Study stages side by side")."""
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+_WORKER_STAGES: dict[str, Stage] = {}
+
+_WORKER_ERROR: list[BaseException] = []
+
+
+def _worker_init(settings: StudySettings, threads: int) -> None:
+    """A worker process: its share of the cores and the study's plan (rebuilt here: stages hold closures). It
+    leaves Ctrl-C to the main process, which stops it, and ends itself when that process is gone (killed)."""
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def end_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=end_with_parent, daemon=True).start()
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        _WORKER_STAGES.update({s.key: s for s in plan_study(settings, Progress(quiet=True))})
+    except Exception as exc:  # reported with the first stage it was to build
+        _WORKER_ERROR.append(exc)
+
+
+def _worker_build(key: str, folder: str) -> tuple[str, object]:
+    """Build stage ``key`` into ``folder`` in a worker process: ("done", seconds), or ("error", the exception),
+    which the main process raises (a NaN stop, a SystemExit, included)."""
+    try:
+        if _WORKER_ERROR:
+            raise _WORKER_ERROR[0]
+        start = time.perf_counter()
+        _WORKER_STAGES[key].build(Path(folder))
+        return "done", time.perf_counter() - start
+    except (Exception, SystemExit) as exc:
+        return "error", exc
+
+
+def _partial_folder(stage: Stage, out: Path) -> Path:
+    """A fresh (or, for a resumable stage, the kept) folder the stage is built in."""
+    partial = out / "stages" / f".{stage.key}.{stage.hash[:12]}.partial"
+    if partial.exists() and not stage.resumable:
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    return partial
+
+
+def _finish_stage(stage: Stage, out: Path, partial: Path, seconds: float, manifest: Manifest,
+                  progress: Progress) -> None:
+    folder = out / "stages" / stage.key
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(partial, folder)
+    manifest.record(stage, seconds)
+    progress.done(stage, seconds, False)
+
+
+def _run_stages(stages: list[Stage], first: int, settings: StudySettings, manifest: Manifest, progress: Progress,
+                jobs: int) -> None:
+    """Build every stage not finished before, each once all it reads is there. With ``jobs`` > 1 the stages of
+    :data:`PARALLEL_KINDS` are built by that many worker processes (spawned, each with its share of the torch
+    threads); the others run here, alone. Numbering and order of the progress lines follow the plan."""
+    import multiprocessing
+    import queue
+
+    out = settings.out
+    planned = {s.key for s in stages}
+    done = {key for key in manifest.stages if key not in planned and (out / "stages" / key).is_dir()}  # base stages
+    pending = list(enumerate(stages, start=first))
+    running: dict[str, tuple[Stage, Path]] = {}
+    finished: queue.Queue = queue.Queue()
+    pool = None
+    try:
+        while pending or running:
+            launched = True
+            while launched:
+                launched = False
+                for item in pending:
+                    index, stage = item
+                    if any(dep not in done for dep in stage.deps):
+                        continue
+                    if manifest.finished(stage, out / "stages" / stage.key):
+                        progress.start(index, stage, True)
+                        progress.done(stage, 0.0, True)
+                        done.add(stage.key)
+                    elif jobs > 1 and stage.kind in PARALLEL_KINDS:
+                        if len(running) >= jobs:
+                            continue
+                        if pool is None:
+                            threads = max(1, (os.cpu_count() or 1) // jobs)
+                            pool = multiprocessing.get_context("spawn").Pool(jobs, _worker_init, (settings, threads))
+                        progress.start(index, stage, False)
+                        partial = _partial_folder(stage, out)
+                        running[stage.key] = (stage, partial)
+                        pool.apply_async(_worker_build, (stage.key, str(partial)),
+                                         callback=lambda result, key=stage.key: finished.put((key, result)))
+                    elif not running:
+                        progress.start(index, stage, False)
+                        partial = _partial_folder(stage, out)
+                        start = time.perf_counter()
+                        stage.build(partial)
+                        _finish_stage(stage, out, partial, time.perf_counter() - start, manifest, progress)
+                        done.add(stage.key)
+                    else:
+                        continue
+                    pending.remove(item)
+                    launched = True
+                    break
+            if running:
+                while True:
+                    try:
+                        key, (status, value) = finished.get(timeout=1.0)
+                        break
+                    except queue.Empty:
+                        continue
+                stage, partial = running.pop(key)
+                if status == "error":
+                    raise value
+                _finish_stage(stage, out, partial, value, manifest, progress)
+                done.add(key)
+            elif pending:
+                raise RuntimeError(f"study plan: {pending[0][1].key} waits on a stage that is never built")
+    except BaseException:
+        if pool is not None:
+            pool.terminate()  # stages in flight stay as .partial folders, rebuilt (the GAN resumed) next time
+        raise
+    if pool is not None:
+        pool.close()
+        pool.join()
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise VolganInputError(out, "exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise VolganInputError(out, "is a non-empty folder that holds no study (no manifest.json); "
+                                    "give a new or empty folder, or a study's folder to resume")
+
+
+def _publish(out: Path) -> None:
+    """Copy the report stage's files to ``OUT`` (each replaced atomically) and its figures to ``OUT/figures``."""
+    source = out / "stages" / "report"
+    for name in REPORT_FILES:
+        with atomic_path(out / name) as tmp:
+            shutil.copyfile(source / name, tmp)
+    figures = out / "figures"
+    staging = out / ".figures.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(source / "figures", staging)
+    if figures.exists():
+        shutil.rmtree(figures)
+    os.replace(staging, figures)
+
+
+def _prune(out: Path, keep: set[str], manifest: Manifest) -> None:
+    """Remove stage folders and manifest entries the current plan no longer names."""
+    for path in (out / "stages").iterdir():
+        if path.name not in keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    manifest.stages = {k: v for k, v in manifest.stages.items() if k in keep}
+    manifest.save()
+
+
+def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", seeds: int | None = None,
+              real: str | os.PathLike | None = None, quiet: bool = False, label_source: str | None = None,
+              size: int | None = None, spacing: float | None = None, jobs: int | None = None) -> Path:
+    """Run (or resume) the study under ``out``; returns the path of ``report.html``. ``label_source`` (None: the
+    profile's) says where synthetic label maps come from (:data:`volgan.gan.synth.LABEL_SOURCES`); ``size`` (voxels
+    per side, a power of two ≥ 16) and ``spacing`` (mm) override the profile's field, for phantoms and real data.
+    ``jobs``: stages built at a time (None: :func:`default_jobs`; 1 builds every stage in this process)."""
+    from volgan.gan.synth import check_label_source
+
+    out = Path(out)
+    profile = PROFILES[profile] if isinstance(profile, str) else profile
+    if label_source is not None:
+        profile = replace(profile, label_source=check_label_source(label_source))
+    if size is not None:
+        if size < 16 or size & (size - 1):
+            raise VolganInputError(None, f"--size must be a power of two, 16 or more (the GAN doubles its grid from "
+                                         f"4³), got {size}")
+        profile = replace(profile, size=size)
+    if spacing is not None:
+        if not (math.isfinite(spacing) and spacing > 0):
+            raise VolganInputError(None, f"--spacing must be a positive number of mm, got {spacing}")
+        profile = replace(profile, spacing=spacing)
+    if jobs is not None and jobs < 1:
+        raise VolganInputError(None, f"--jobs must be at least 1, got {jobs}")
+    if seeds is not None:
+        if seeds < 2:
+            raise VolganInputError(None, f"--seeds must be at least 2 (spread needs two runs), got {seeds}")
+        profile = replace(profile, seeds=seeds)
+    _check_out(out)
+    real_path = None
+    if real is not None:  # every check of the user's data before anything is written
+        from volgan.data.datalist import check_cases
+
+        data = read_datalist(real)
+        real_path = Path(data.path)
+        pool, test = split_user_data(data, profile)
+        check_cases(pool + test, data.path)
+        profile = adapt_profile(profile, len(pool))
+    bundles_root()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stages").mkdir(exist_ok=True)
+    manifest = Manifest(out)
+    settings = StudySettings(out, profile, real_path)
+    write_text(out / "profile.json", json.dumps(asdict(profile), indent=1) + "\n")
+
+    base = base_stages(settings)
+    hash_plan(base)
+    progress = Progress(quiet)
+    progress.plan(base, complete=False)
+    _run_stages(base, 1, settings, manifest, progress, jobs=1)
+    stages = plan_study(settings, progress)
+    everything = base + stages
+    hash_plan(everything)
+    jobs = default_jobs() if jobs is None else jobs
+    progress.plan(stages, finished=len(base), jobs=jobs)
+    _run_stages(stages, len(base) + 1, settings, manifest, progress, jobs)
+    _prune(out, {s.key for s in everything}, manifest)
+    _publish(out)
+    return out / "report.html"

@@ -1,0 +1,204 @@
+"""The study's stages and their bookkeeping: a :class:`Stage` is one unit of work with a hash of its
+configuration and of every stage it reads; :class:`Manifest` records the finished ones in
+``OUT/manifest.json``; :class:`Progress` prints one line a stage with an estimate of what is left;
+:func:`run_bundle` runs a MONAI bundle (``python -m monai.bundle run``) for a stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from volgan.data.io import write_text
+from volgan.errors import VolganInputError
+
+MANIFEST = "manifest.json"
+TRAINED_ON = "trained_on.json"  # beside a spine_segcls run: the cases it trained on
+
+
+def bundles_root() -> Path:
+    """The folder holding ``spine_segcls`` and ``spine_cgan`` (``$VOLGAN_BUNDLES``, else beside the package)."""
+    root = Path(os.environ.get("VOLGAN_BUNDLES", Path(__file__).resolve().parents[2] / "bundles"))
+    if not (root / "spine_segcls" / "configs" / "train.json").is_file():
+        raise VolganInputError(root, "no spine_segcls bundle here; set VOLGAN_BUNDLES to volgan's bundles/ folder")
+    return root
+
+
+def bundle_version(bundle: str) -> str:
+    """The ``version`` of ``bundles/<bundle>/configs/metadata.json``: part of every stage that runs the bundle, so
+    a new training recipe retrains what it trained."""
+    meta = bundles_root() / bundle / "configs" / "metadata.json"
+    return str(json.loads(meta.read_text(encoding="utf-8"))["version"])
+
+
+def digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+# --------------------------------------------------------------------------------------------------------
+# Stages and the manifest
+
+
+@dataclass
+class Stage:
+    """One unit of work: ``build(folder)`` fills a fresh folder; ``config`` and ``deps`` decide its hash."""
+
+    key: str
+    kind: str
+    label: str
+    config: dict
+    deps: tuple[str, ...]
+    build: Callable[[Path], None]
+    resumable: bool = False             # keep a half-built folder (the GAN resumes from its checkpoint)
+    hash: str = ""
+
+
+class Manifest:
+    """``OUT/manifest.json``: every finished stage with its hash, seconds and what it was for."""
+
+    def __init__(self, out: Path):
+        self.path = out / MANIFEST
+        self.stages: dict[str, dict] = {}
+        if self.path.is_file():
+            try:
+                self.stages = json.loads(self.path.read_text(encoding="utf-8"))["stages"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise VolganInputError(self.path, f"unreadable study manifest ({exc}); remove it to start over") \
+                    from None
+
+    def finished(self, stage: Stage, folder: Path) -> bool:
+        entry = self.stages.get(stage.key)
+        return bool(entry) and entry.get("hash") == stage.hash and folder.is_dir()
+
+    def record(self, stage: Stage, seconds: float) -> None:
+        self.stages[stage.key] = {"hash": stage.hash, "kind": stage.kind, "label": stage.label,
+                                  "seconds": round(seconds, 2), "deps": list(stage.deps)}
+        self.save()
+
+    def save(self) -> None:
+        write_text(self.path, json.dumps({"version": 1, "stages": self.stages}, indent=1) + "\n")
+
+
+def hash_plan(stages: list[Stage]) -> None:
+    known: dict[str, str] = {}
+    for stage in stages:
+        stage.hash = digest({"kind": stage.kind, "config": stage.config, "deps": [known[d] for d in stage.deps]})
+        known[stage.key] = stage.hash
+
+
+class Progress:
+    """One line per stage with a bar for training, and an estimate of what is left."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.seconds: dict[str, list[float]] = {}
+        self.left: dict[str, str] = {}
+        self.total: int | None = None  # unknown until the data are there to plan with
+        self.jobs = 1
+
+    def plan(self, stages: list[Stage], finished: int = 0, complete: bool = True, jobs: int = 1) -> None:
+        """The stages still to come (``finished`` already run); ``complete=False`` while more will be planned;
+        ``jobs`` stages of :data:`PARALLEL_KINDS` are built at a time."""
+        self.total = finished + len(stages) if complete else None
+        self.left = {s.key: s.kind for s in stages}
+        self.jobs = jobs
+
+    def _estimate(self) -> str:
+        known = {k: float(np.mean(v)) for k, v in self.seconds.items()}
+        unknown = sum(1 for kind in self.left.values() if kind not in known)
+        est = sum(known.get(kind, 0.0) / (self.jobs if kind in PARALLEL_KINDS else 1) for kind in self.left.values())
+        if not est:
+            return "time estimated once a stage of each kind has run"
+        return f"~{est / 60:.1f} min" + (f" + {unknown} stage(s) of a kind not yet timed" if unknown else "")
+
+    def start(self, index: int, stage: Stage, cached: bool) -> None:
+        if not self.quiet:
+            state = "kept (finished before)" if cached else "running"
+            print(f"[{index}/{self.total or '?'}] {stage.label}: {state}", file=sys.stderr, flush=True)
+
+    def done(self, stage: Stage, seconds: float, cached: bool) -> None:
+        self.left.pop(stage.key, None)
+        if not cached:
+            self.seconds.setdefault(stage.kind, []).append(seconds)
+        if not self.quiet and not cached:
+            left = ("planning the other stages" if not self.total else "nothing left" if not self.left
+                    else f"{len(self.left)} stage(s) left, {self._estimate()}")
+            which = f" ({stage.label})" if self.jobs > 1 else ""  # lines of stages built side by side interleave
+            print(f"    done in {seconds:.0f} s{which}; {left}", file=sys.stderr, flush=True)
+
+    def bar(self, total: int, desc: str):
+        """A tqdm bar over ``total`` epochs, drawn only on a terminal (in a log file its carriage-return redraws
+        would pile up; the stage lines are the progress there)."""
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=f"    {desc}", unit="epoch", leave=False, file=sys.stderr,
+                    disable=self.quiet or not sys.stderr.isatty())
+
+# --------------------------------------------------------------------------------------------------------
+# Bundles, in-process
+
+
+def _logging_conf(folder: Path) -> Path:
+    """A logging.conf sending the bundle's log to ``folder/train.log`` (the console keeps the study's bars)."""
+    log = str((folder / "train.log").resolve()).replace("\\", "/")
+    text = ("[loggers]\nkeys=root\n\n[handlers]\nkeys=file\n\n[formatters]\nkeys=plain\n\n"
+            "[logger_root]\nlevel=INFO\nhandlers=file\n\n"
+            f"[handler_file]\nclass=FileHandler\nlevel=INFO\nformatter=plain\nargs=({log!r}, 'a', 'utf-8')\n\n"
+            "[formatter_plain]\nformat=%(asctime)s %(name)s %(levelname)s %(message)s\n")
+    return write_text(folder / "logging.conf", text)
+
+
+def run_bundle(bundle: str, folder: Path, overrides: dict, bar=None) -> None:
+    """Run ``bundles/<bundle>/configs/train.json`` in this process with ``overrides`` (bundle_root = folder).
+    Its log goes to ``folder/train.log``; ``bar`` (tqdm) advances once per epoch. For spine_segcls the cases the
+    bundle trained on (its own ``split``) are written to ``folder/trained_on.json`` as {"name", "source"}."""
+    import logging
+
+    from ignite.engine import Events
+    from monai.bundle import ConfigWorkflow
+
+    root = bundles_root() / bundle
+    log_file = logging.FileHandler(folder / "train.log", encoding="utf-8")
+    log_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    saved: dict[logging.Logger, list] = {}
+
+    def redirect_logs() -> None:  # MONAI and Ignite loggers print to the console themselves
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            if isinstance(logger, logging.Logger) and logger.handlers and logger not in saved:
+                saved[logger] = logger.handlers
+                logger.handlers = [log_file]
+
+    redirect_logs()
+    workflow = ConfigWorkflow(config_file=str(root / "configs" / "train.json"),
+                              meta_file=str(root / "configs" / "metadata.json"),
+                              logging_file=str(_logging_conf(folder)), workflow_type="train",
+                              bundle_root=str(folder), progress=False, **overrides)
+    workflow.initialize()
+    trainer = workflow.parser.get_parsed_content("train#trainer")  # builds the engines and their loggers
+    redirect_logs()
+    if bar is not None:
+        trainer.add_event_handler(Events.STARTED, lambda e: (bar.reset(total=e.state.max_epochs),
+                                                             bar.update(e.state.epoch)))
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: bar.update(1))
+    if bundle == "spine_segcls":
+        trained = [{"name": c.name, "source": c.source} for c in workflow.parser.get_parsed_content("split")[0]]
+        write_text(folder / TRAINED_ON, json.dumps(trained, indent=1) + "\n")
+    try:
+        workflow.run()
+    finally:
+        workflow.finalize()
+        for logger, handlers in saved.items():
+            logger.handlers = handlers
+        log_file.close()
+        for handler in list(logging.getLogger().handlers):  # close train.log before the folder is renamed
+            if isinstance(handler, logging.FileHandler):
+                handler.close()
+                logging.getLogger().removeHandler(handler)
+
+PARALLEL_KINDS = ("gan", "synth", "run", "eval")  # stages a worker process may build beside another
