@@ -61,7 +61,8 @@ def main() -> None:
             "encoder (real floor) | MS-SSIM synthetic vs real | memorization (smoothed) | tumor sites verified | "
             "targets met |\n|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
     if args.write:
-        write_section(f"Label maps from the source's class and site ({profile['name']} profile)", body,
+        gan_label = args.gan_note or "a retrained GAN" if args.gan else "the study's own GAN"
+        write_section(f"Label maps from the source's class and site ({profile['name']} profile, {gan_label})", body,
                       f"python scripts/bench_label_placement.py --study {study.name}"
                       + (" --gan GAN_DIR" if args.gan else "") + f" --cases {args.cases} --write")
     else:

@@ -207,8 +207,9 @@ def test_quality_report_fields(cli, tmp_path, gan, real16):
 
 
 def test_synth_real_deformed_label_maps(cli, tmp_path, gan, real16):
-    """Label maps made from the pool's real training maps: every class where its class says, deterministic, each
-    case naming its source map (a training case, never a test one) and its label source."""
+    """Label maps made from the pool's real training maps of the same class (a tumor-free volume never from a map
+    that held a tumor): every class where its class says, deterministic, each case naming its source map (a
+    training case, never a test one) and its label source."""
     root, _ = gan
     args = ["synth", "--checkpoint", root, "--cases", "8", "--label-source", "real-deformed", "--pool", real16]
     assert cli(*args, "--out", tmp_path / "a", "--seed", "2").code == 0
@@ -217,11 +218,15 @@ def test_synth_real_deformed_label_maps(cli, tmp_path, gan, real16):
     meta = data.meta["volgan"]
     training = {c.name for c in read_datalist(real16).split("training")}
     assert meta["label_source"] == "real-deformed"
-    from volgan.gan.synth import tumor_site
+    from volgan.gan.synth import read_pool, tumor_site
 
+    pool_maps, pool_names = read_pool(load_synthesizer(root, "cpu"), real16)  # on the generators' grid
+    sources = dict(zip(pool_names, pool_maps, strict=True))
     for case in data.cases:
         info = meta["cases"][case.name]
         assert info["label_source"] == "real-deformed" and info["from"] in training
+        same_class = [name for name, m in sources.items() if tumor_site(m) == case.tumor_type]
+        assert info["from"] in (same_class or sources)  # any map only where the pool has none of the class
         label = read_volume(case.label, label=True).array
         assert (label == 5).any() == (case.tumor_type != 0)
         assert {1, 3, 4} <= set(np.unique(label).tolist())  # the anatomy of a real map
@@ -230,6 +235,7 @@ def test_synth_real_deformed_label_maps(cli, tmp_path, gan, real16):
         twin = read_volume(tmp_path / "b" / "labelsTr" / case.label.name, label=True).array
         assert np.array_equal(label, twin)
     assert sum(meta["cases"][c.name]["site_verified"] for c in data.cases) >= 6
+    assert any(c.tumor_type == 0 for c in data.cases) and any(tumor_site(m) == 0 for m in pool_maps)
     result = cli("synth", "--checkpoint", root, "--cases", "2", "--label-source", "real-deformed", "--out",
                  tmp_path / "c")
     assert result.code == 2 and "--pool" in result.err and not (tmp_path / "c").exists()
@@ -248,6 +254,12 @@ def test_tumor_removed_and_placed_in_its_host():
     for tumor_type in (1, 2, 3):
         placed = place_tumor(clean, tumor_type, 60, noise)
         assert int((placed == 5).sum()) == 60 and tumor_site(placed) == tumor_type
+    site = np.zeros(label.shape, dtype=bool)
+    site[:, :, 20:23] = True  # a slab: the tumor grows from a centre inside it
+    for seed in range(4):
+        placed = place_tumor(clean, 2, 20, torch.Generator().manual_seed(seed), site=site)
+        centre = np.argwhere(placed == 5).mean(axis=0)
+        assert 17 <= centre[2] <= 26, centre
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -9,11 +9,11 @@ pairs with an MSD datalist whose entries say ``source: synthetic``. Case ``i`` d
 ``(seed, i)`` and the class it was asked for.
 
 ``label_source="real-deformed"`` makes each label map from a real training map of the GAN's own pool instead
-(:func:`deformed_real_label`, the SynthSeg / TumorCP family of label-map augmentation): its tumor removed, a
-smooth random elastic deformation and a rigid pose, and a new tumor of the asked class grown in its host tissue
-with a size drawn from the pool's tumors of that class. A learned label generator trained on 12 to 24 maps is
-data-starved (HA-GAN's authors ask for some 3,000 images to avoid mode collapse); a real map, deformed, keeps
-the anatomy a segmenter expects. The image generator paints both alike.
+(:func:`deformed_real_label`, the SynthSeg / TumorCP family of label-map augmentation): a map of the asked class,
+a smooth random elastic deformation and a rigid pose, its tumor removed, and a new tumor of the asked class grown
+in its host tissue at the old one's site, with a size drawn from the pool's tumors of that class. A learned label
+generator trained on 12 to 24 maps is data-starved (HA-GAN's authors ask for some 3,000 images to avoid mode
+collapse); a real map, deformed, keeps the anatomy a segmenter expects. The image generator paints both alike.
 """
 
 from __future__ import annotations
@@ -300,12 +300,14 @@ def elastic_deform(label: np.ndarray, spacing, noise: torch.Generator, max_displ
     return moved.data[0].numpy().astype(np.uint8)
 
 
-def place_tumor(label: np.ndarray, tumor_type: int, size: int, noise: torch.Generator) -> np.ndarray:
+def place_tumor(label: np.ndarray, tumor_type: int, size: int, noise: torch.Generator,
+                site: np.ndarray | None = None) -> np.ndarray:
     """The map with a tumor of ``size`` voxels for ``tumor_type`` (1–3) added: centred on a host voxel
     (:data:`TUMOR_HOSTS`; for vertebral ones, deep in the bone) in the middle 70% of the field along S, drawn
     with weight ∝ depth² in the host, and grown (:func:`grow_region`) through the host by distance from that
     centre bent by smooth noise, so its outline is irregular; an intramedullary tumor's cord widens by a voxel of
-    CSF around it (not at the canal wall). A map with no host voxel comes back unchanged."""
+    CSF around it (not at the canal wall). With ``site`` ((X, Y, Z) bool) the centre is drawn from the host voxels
+    inside it, when it holds any. A map with no host voxel comes back unchanged."""
     host = np.isin(label, TUMOR_HOSTS[tumor_type])
     depth = ndimage.distance_transform_edt(host)
     lo, hi = int(0.15 * label.shape[2]), int(np.ceil(0.85 * label.shape[2]))
@@ -313,6 +315,8 @@ def place_tumor(label: np.ndarray, tumor_type: int, size: int, noise: torch.Gene
     weight[:, :, lo:hi] = depth[:, :, lo:hi] ** 2
     if tumor_type == 3:  # a vertebral body rather than a thin posterior element
         weight[depth < 0.6 * depth.max()] = 0.0
+    if site is not None and (weight * site).sum() > 0:
+        weight = weight * site
     if weight.sum() <= 0:
         return label
     pick = int(torch.multinomial(torch.from_numpy(weight.ravel() / weight.sum()), 1, generator=noise))
@@ -331,33 +335,51 @@ def place_tumor(label: np.ndarray, tumor_type: int, size: int, noise: torch.Gene
     return out
 
 
+PLACEMENTS = ("source", "anywhere")  # real-deformed maps: from a map of the class, tumor at its site; or as before
+
+
 def deformed_real_label(synth: Synthesizer, pool: list[np.ndarray], tumor_type: int, seed: int, index: int,
-                        max_tries: int = 8) -> tuple[np.ndarray, dict, torch.Generator]:
+                        max_tries: int = 8, placement: str = "source") -> tuple[np.ndarray, dict, torch.Generator]:
     """A label map (S³, the generators' grid) for case ``index`` of class ``tumor_type`` made from a real map of
-    ``pool`` (S³ maps of the GAN's training pool, :func:`to_generator_grid`): tumor removed
-    (:func:`remove_tumor`), deformed (:func:`elastic_deform`), moved (:func:`volgan.gan.pose.random_pose`, half the
-    pool's own pose spread, so the set's spread grows by about 12%), and, for a tumor class, given a new tumor
-    (:func:`place_tumor`) whose size is drawn from the pool's tumors of the class (``stats["tumor_voxels"]``;
-    the median of all classes' when the pool has none of it). Drawn again, from another map, until the tumor's
-    site (:func:`tumor_site`) matches its class, up to ``max_tries`` times. Returns (map, info, the generator
-    that then paints it)."""
+    ``pool`` (S³ maps of the GAN's training pool, :func:`to_generator_grid`) of the same class (a tumor-free map for
+    a tumor-free case, one whose tumor site is the class's for a tumor class; any map when the pool has none):
+    deformed (:func:`elastic_deform`), moved (:func:`volgan.gan.pose.random_pose`, half the pool's own pose spread,
+    so the set's spread grows by about 12%), its tumor removed (:func:`remove_tumor`) and, for a tumor class, a new
+    tumor grown (:func:`place_tumor`) in the host tissue at the removed one's site (within 2 voxels of it; anywhere
+    in the host when that site has no room), its size drawn from the pool's tumors of the class
+    (``stats["tumor_voxels"]``; the median of all classes' when the pool has none of it). Drawn again, from another
+    map, until the tumor's site (:func:`tumor_site`) matches its class, up to ``max_tries`` times. Returns (map,
+    info, the generator that then paints it). ``placement="anywhere"`` is the rule before: a map of any class, the
+    new tumor anywhere in its host (kept to measure the difference; :data:`PLACEMENTS`).
+
+    Why the source's class and site: a map whose tumor was removed keeps its imprint (an intramedullary tumor's
+    widened cord, the shape around the site), and the image generator, trained on a small pool, paints the tumor
+    it saw there. From any map, tumor-free volumes showed the study's real-only judge a tumor in 2 to 3 of 6, and
+    new tumors elsewhere were found at about half the judge's real-test Dice (BENCHMARKS.md, "Label maps from the
+    source's class and site")."""
     noise = _generator(seed, index)
     sizes = synth.stats.get("tumor_voxels", {})
     own = [int(v) for v in sizes.get(str(tumor_type), [])]
     every = [int(v) for k, values in sizes.items() if k != "0" for v in values]
     spread = [0.5 * v for v in synth.stats.get("pose_std", [])]
+    if placement not in PLACEMENTS:
+        raise VolganInputError(None, f"placement must be one of {PLACEMENTS}, got {placement!r}")
+    same_class = [i for i, m in enumerate(pool) if tumor_site(m) == tumor_type] if placement == "source" else []
+    candidates = same_class or list(range(len(pool)))
     tries = 0
     while tries < max_tries:
         tries += 1
-        source = int(torch.randint(len(pool), (1,), generator=noise))
-        label = elastic_deform(remove_tumor(pool[source]), synth.config["spacing"], noise)
+        source = candidates[int(torch.randint(len(candidates), (1,), generator=noise))]
+        label = elastic_deform(pool[source], synth.config["spacing"], noise)
         if spread:
             label, _ = random_pose(label, noise, spread)
+        site = ndimage.binary_dilation(label == TUMOR_LABEL, FACES, iterations=2)
+        label = remove_tumor(label)
         size = None
         if tumor_type:
             choices = own or every or [27]
             size = int(choices[int(torch.randint(len(choices), (1,), generator=noise))])
-            label = place_tumor(label, tumor_type, size, noise)
+            label = place_tumor(label, tumor_type, size, noise, site=site if placement == "source" else None)
         verified = tumor_site(label) == tumor_type
         if verified:
             break
@@ -389,11 +411,12 @@ def _write(out: Path, name: str, image: np.ndarray, label: np.ndarray, affine: n
 def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None = None, types: str | None = None,
                labels: str | os.PathLike | None = None, seed: int = 0, overwrite: bool = False,
                progress: bool = False, pose: bool = True, label_source: str = "gan",
-               pool: str | os.PathLike | None = None) -> list[Case]:
+               pool: str | os.PathLike | None = None, placement: str = "source") -> list[Case]:
     """Write synthetic image/label pairs and their datalist under ``out``; returns the cases. ``pose``: a
     random rigid pose for each generated label map (given label maps are kept as they are). ``label_source``:
     ``"gan"`` (the label generator) or ``"real-deformed"`` (:func:`deformed_real_label` from the real training
-    cases of the datalist ``pool``); each case's ``label_source`` is recorded in the datalist."""
+    cases of the datalist ``pool``, with ``placement`` as :func:`deformed_real_label` takes it); each case's
+    ``label_source`` is recorded in the datalist."""
     from tqdm import tqdm
 
     if (n_cases is None) == (labels is None):
@@ -423,7 +446,7 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
     with staged_output_dir(out, SYNTH_ENTRIES, overwrite) as staging:
         for index, (kind, item) in enumerate(tqdm(jobs, desc="synth", unit="case", disable=not progress)):
             if kind == "class" and pool_maps:
-                label, info, noise = deformed_real_label(synth, pool_maps, item, seed, index)
+                label, info, noise = deformed_real_label(synth, pool_maps, item, seed, index, placement=placement)
                 info["from"] = pool_names[info.pop("from_pool_index")]
                 image = paint(synth, label, noise)
                 name = f"synth_{index:05d}"

@@ -160,7 +160,7 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
                             resumable=True))
         stages.append(Stage(f"synth-{n}", "synth", f"{profile.synthetic} synthetic volumes from gan-{n}",
                             {"n": profile.synthetic, "seed": profile.seed, "pose": "training spread v1",
-                             "label_source": profile.label_source},
+                             "label_source": profile.label_source, "placement": "source"},
                             (f"gan-{n}",),
                             lambda f, n=n: synthesize_pool(f, out, n, profile)))
         synthetic[n] = [f"synth_{i:05d}" for i in range(profile.synthetic)]

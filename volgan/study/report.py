@@ -182,13 +182,17 @@ def aggregate(arms: list[dict], evals: dict[str, list[dict]], replicates: Replic
 GRADCAM = "gradcam_tumor_share"
 LABEL_SOURCE_TEXT = {
     "gan": "drawn by the GAN's label generator (volgan synth --label-source gan)",
-    "real-deformed": "real training maps of the GAN's own pool, tumor removed, elastically deformed and posed, with a "
-                     "new tumor of the asked class grown in its host tissue (volgan synth --label-source "
+    "real-deformed": "real training maps of the GAN's own pool, each of the asked class (tumor-free maps for "
+                     "tumor-free volumes), elastically deformed and posed, the tumor removed and a new one of the "
+                     "asked class grown in its host tissue at the removed one's site (volgan synth --label-source "
                      "real-deformed); each synthetic case names its source map in the synthetic datalist"}
 LABEL_SOURCE_WHY = {
     "real-deformed": "the default: on the quick profile's GAN, judged by its real-only model, real-deformed maps "
                      "scored anatomy Dice 0.82-0.86 per label and tumor Dice 0.27 against the label generator's "
-                     "0.61-0.77 and 0.01 (BENCHMARKS.md); a label generator trained on 12 to 24 maps is data-starved",
+                     "0.61-0.77 and 0.01 (BENCHMARKS.md); a label generator trained on 12 to 24 maps is data-starved. "
+                     "Maps come from the asked class and keep the tumor's site because the image generator paints "
+                     "a tumor where its training map had one: from any map, 3 of 6 tumor-free volumes showed the "
+                     "judge a tumor at the standard profile, and tumor Dice was 0.23 against 0.38 (BENCHMARKS.md)",
     "gan": "asked for with --label-source gan (the label generator is the weaker source at small pools; "
            "BENCHMARKS.md)"}
 
