@@ -59,12 +59,32 @@ def test_train_writes_everything_under_bundle_root(trained):
     assert not (BUNDLE / "models").exists() and not (BUNDLE / "eval").exists()
 
 
-def test_inference_evaluate_and_export(trained, phantom_dir):
+def test_inference_evaluate_and_export(trained, phantom_dir, tmp_path):
     root, _ = trained
     bundle("run", "--config_file", "configs/inference.json", "--bundle_root", root,
            "--dataset_dir", phantom_dir / "imagesTs")
     outputs = sorted((root / "eval" / "inference").glob("*_seg.nii.gz"))
     assert len(outputs) == len(list((phantom_dir / "imagesTs").glob("*.nii.gz"))) > 0
+    # MONAI's pieces (LoadImaged … SlidingWindowInferer … Invertd, SaveImaged) give what volgan infer gives
+    import csv
+
+    import nibabel as nib
+    import numpy as np
+
+    from volgan.segcls.inference import run_inference
+    from volgan.segcls.predict import load_model
+
+    run_inference(load_model(root, "cpu"), [phantom_dir / "imagesTs"], tmp_path / "volgan", overwrite=True)
+    theirs = {Path(r[0]).name: float(r[1]) for r in
+              csv.reader((root / "eval" / "inference" / "predictions.csv").open(encoding="utf-8"))}
+    ours = {Path(r["input"]).name: float(r["tumor_probability"]) for r in
+            csv.DictReader((tmp_path / "volgan" / "predictions.csv").open(encoding="utf-8"))}
+    assert theirs.keys() == ours.keys() and all(abs(theirs[k] - ours[k]) < 1e-4 for k in ours), (theirs, ours)
+    for path in outputs:
+        bundle_map, volgan_map = nib.load(path), nib.load(tmp_path / "volgan" / path.name)
+        source = nib.load(phantom_dir / "imagesTs" / path.name.replace("_seg", ""))
+        assert bundle_map.shape == source.shape and np.allclose(bundle_map.affine, source.affine)
+        assert np.mean(np.asarray(bundle_map.dataobj) == np.asarray(volgan_map.dataobj)) > 0.999
     bundle("run", "--config_file", "configs/evaluate.json", "--bundle_root", root, "--dataset_dir", phantom_dir,
            "--bootstrap", "50")
     summary = json.loads((root / "eval" / "report" / "summary.json").read_text(encoding="utf-8"))
@@ -80,6 +100,19 @@ def test_inference_evaluate_and_export(trained, phantom_dir):
     with torch.no_grad():
         for a, b in zip(scripted(x), eager(x), strict=True):
             assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("workflow, config", [("train", "train.json"), ("infer", "inference.json")])
+def test_model_zoo_properties(tmp_path, phantom_dir, workflow, config):
+    """What model-zoo CI and MONAI's federated-learning client check: every required property of the workflow."""
+    from monai.bundle import ConfigWorkflow
+
+    flow = ConfigWorkflow(config_file=str(BUNDLE / "configs" / config), workflow_type=workflow,
+                          meta_file=str(BUNDLE / "configs" / "metadata.json"),
+                          logging_file=str(BUNDLE / "configs" / "logging.conf"), bundle_root=str(tmp_path),
+                          dataset_dir=str(phantom_dir / "imagesTs" if workflow == "infer" else phantom_dir))
+    flow.initialize()
+    assert flow.check_properties() == []
 
 
 def test_torchrun_two_gloo_processes(tmp_path, phantom_dir):

@@ -15,9 +15,11 @@ from torch import nn
 
 from volgan.labels import NUM_LABELS, NUM_TUMOR_TYPES
 
+DEFAULT_CHANNELS = (16, 32, 64, 128)  # widths per level
+
 
 class SegClsNet(nn.Module):
-    def __init__(self, in_channels: int = 1, channels: tuple[int, ...] = (16, 32, 64, 128),
+    def __init__(self, in_channels: int = 1, channels: tuple[int, ...] = DEFAULT_CHANNELS,
                  num_labels: int = NUM_LABELS, num_classes: int = NUM_TUMOR_TYPES, dropout: float = 0.2):
         super().__init__()
         norm = ("instance", {"affine": True})
@@ -59,6 +61,18 @@ class SegClsNet(nn.Module):
             probs.mean(dim=(2, 3, 4)), probs.amax(dim=(2, 3, 4)),
         ], dim=1)
         return seg, self.cls_head(features)
+
+
+class SegmentationOnly(nn.Module):
+    """The network's segmentation logits alone, (B, 6, X, Y, Z): the one spatial output that MONAI's sliding-window
+    inferer and bundle checks expect (the classification head's (B, 4) logits have no spatial axes)."""
+
+    def __init__(self, network: SegClsNet):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)[0]
 
 
 class ClassifierOnly(nn.Module):

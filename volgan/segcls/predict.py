@@ -22,13 +22,14 @@ import numpy as np
 import torch
 import torchio as tio
 from monai.inferers import sliding_window_inference
+from monai.transforms import MapTransform
 
 from volgan.data.io import (
     Volume,
 )
 from volgan.errors import VolganInputError
 from volgan.labels import TUMOR_LABEL
-from volgan.segcls.network import SegClsNet
+from volgan.segcls.network import DEFAULT_CHANNELS, SegClsNet
 from volgan.transforms import Preprocessing, model_grid, normalize_intensity, resample
 
 
@@ -81,12 +82,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         raise VolganInputError(path, "no such checkpoint")
     card = path.parent / "model.json"
     if card.is_file() and (network is None or prep is None):
-        try:
-            info = json.loads(card.read_text(encoding="utf-8"))
-            network = network or SegClsNet(channels=tuple(info["channels"]))
-            prep = prep or Preprocessing(tuple(info["spacing"]), tuple(info["patch"]))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise VolganInputError(card, f"unreadable model card ({exc})") from None
+        info = read_model_card(card)
+        network = network or SegClsNet(channels=tuple(info["channels"]))
+        prep = prep or Preprocessing(tuple(info["spacing"]), tuple(info["patch"]))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -163,6 +161,45 @@ def combine_type_probabilities(p_tumor: float, head_probabilities: np.ndarray) -
     types = np.asarray(head_probabilities[1:], dtype=np.float64)
     types = types / types.sum() if types.sum() > 0 else np.full(len(types), 1.0 / len(types))
     return np.concatenate([[1.0 - p_tumor], p_tumor * types])
+
+
+DEFAULT_CARD = {"spacing": list(Preprocessing().spacing), "patch": list(Preprocessing().patch),
+                "channels": list(DEFAULT_CHANNELS)}
+
+
+def read_model_card(path: str | os.PathLike) -> dict:
+    """The ``model.json`` that training writes beside a checkpoint (``spacing`` in mm, ``patch`` in voxels, the
+    network's ``channels``); without the file, :data:`DEFAULT_CARD`. An unreadable card raises
+    :class:`VolganInputError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        return dict(DEFAULT_CARD)
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+        return {"spacing": [float(x) for x in card["spacing"]], "patch": [int(x) for x in card["patch"]],
+                "channels": [int(x) for x in card["channels"]]}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise VolganInputError(path, f"unreadable model card ({exc})") from None
+
+
+class TumorProbabilityd(MapTransform):
+    """MONAI postprocessing: from the softmax probabilities under ``keys`` ((6, X, Y, Z) on the model grid, before
+    inversion) the tumor probability of :func:`tumor_probability_from_segmentation` (the largest tumor
+    component's probability mass, in mm³ of the grid's ``spacing``), stored as a float under ``output_key``."""
+
+    def __init__(self, keys, spacing, output_key: str = "tumor_probability", allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.voxel_mm3 = float(np.prod(spacing))
+        self.output_key = output_key
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            probabilities = torch.as_tensor(d[key]).detach().float().cpu().numpy()
+            evidence = tumor_evidence_mm3(probabilities[TUMOR_LABEL], probabilities.argmax(0), self.voxel_mm3)
+            d[self.output_key] = tumor_probability_from_segmentation(evidence)
+        return d
+
 
 @torch.inference_mode()
 def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_size: int = 2,
