@@ -23,7 +23,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from bench_label_sources import row, study_parts
+from bench_label_sources import quality_table, row, study_parts
 from benchmarks import write_section
 
 from volgan.evaluation.quality import quality_report
@@ -55,11 +55,7 @@ def main() -> None:
     which = f"`--gan` ({args.gan_note or 'a GAN of the same pool'})" if args.gan else f"the study's own {own_gan.name}"
     body = (f"Study profile {profile['name']}: {args.cases} synthetic volumes with real-deformed label maps (equal "
             f"classes, seed {args.seed}) from {which}, judged by the study's real-only 100:0 model of seed 0.\n\n"
-            "| placement | label source | anatomy consistency Dice, vertebra / disc / cord / CSF (target ≥ 0.85 "
-            "each) | judge's tumor Dice on tumor-bearing synthetic volumes (target ≥ 0.8 × real test) | tumor-free "
-            "volumes with a tumor found (target ≤ 10%) | Fréchet, random ResNet-10 (real floor) | Fréchet, judge's "
-            "encoder (real floor) | MS-SSIM synthetic vs real | memorization (smoothed) | tumor sites verified | "
-            "targets met |\n|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            + quality_table(["placement"], rows))
     if args.write:
         gan_label = args.gan_note or "a retrained GAN" if args.gan else "the study's own GAN"
         write_section(f"Label maps from the source's class and site ({profile['name']} profile, {gan_label})", body,

@@ -37,6 +37,19 @@ def study_parts(study: Path) -> tuple[Path, Path, Path]:
         study / "stages" / quality[2] / "models" / "model_final.pt"
 
 
+QUALITY_COLUMNS = ("label source", "anatomy consistency Dice, vertebra / disc / cord / CSF (target ≥ 0.85 each)",
+                   "judge's tumor Dice on tumor-bearing synthetic volumes (target ≥ 0.8 × real test)",
+                   "tumor-free volumes with a tumor found (target ≤ 10%)", "Fréchet, random ResNet-10 (real floor)",
+                   "Fréchet, judge's encoder (real floor)", "MS-SSIM synthetic vs real", "memorization (smoothed)",
+                   "tumor sites verified", "targets met")
+
+
+def quality_table(leading: list[str], rows: list[str]) -> str:
+    """A Markdown table of :func:`row` lines, each after ``leading`` columns of its own."""
+    columns = [*leading, *QUALITY_COLUMNS]
+    return "| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|\n" + "\n".join(rows) + "\n"
+
+
 def row(source: str, report: dict) -> str:
     c, o, m = report["label_consistency"], report["overall"], report["memorization"]["smoothed"]
     anatomy = " / ".join(fmt(c["dice"][k]["mean"]) for k in ("vertebra", "disc", "cord", "csf"))
@@ -74,11 +87,7 @@ def main() -> None:
     body = (f"The study's own GAN of the full real pool ({gan.name}; profile {profile.get('name', '?')}, "
             f"{profile.get('gan_presentations', '?')} GAN presentations), {args.cases} synthetic volumes per source "
             f"(equal classes, seed {args.seed}), judged by the study's real-only 100:0 model of seed 0.\n\n"
-            "| label source | anatomy consistency Dice, vertebra / disc / cord / CSF (target ≥ 0.85 each) | judge's "
-            "tumor Dice on tumor-bearing synthetic volumes (target ≥ 0.8 × real test) | tumor-free volumes with a "
-            "tumor found (target ≤ 10%) | Fréchet, random ResNet-10 (real floor) | Fréchet, judge's encoder (real "
-            "floor) | MS-SSIM synthetic vs real | memorization (smoothed) | tumor sites verified | targets met |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            + quality_table([], rows))
     write_section("Synthetic label sources on the study's own GAN", body,
                   f"python scripts/bench_label_sources.py --study {study.name} --cases {args.cases}")
 

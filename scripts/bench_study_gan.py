@@ -22,7 +22,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench_label_sources import row, study_parts
+from bench_label_sources import quality_table, row, study_parts
 from benchmarks import write_section
 
 from volgan.data.datalist import read_datalist
@@ -64,12 +64,7 @@ def main() -> None:
             f"{profile.gan_presentations} presentations = {epochs} epochs), retrained per batch size; "
             f"{args.cases} synthetic volumes with real-deformed label maps (equal classes, seed {args.seed}), judged "
             f"by the study's real-only 100:0 model of seed 0. GAN time: the bundle run on 2 CPU cores.\n\n"
-            "| GAN batch size | optimiser steps | GAN time | label source | anatomy consistency Dice, vertebra / "
-            "disc / cord / CSF (target ≥ 0.85 each) | judge's tumor Dice on tumor-bearing synthetic volumes "
-            "(target ≥ 0.8 × real test) | tumor-free volumes with a tumor found (target ≤ 10%) | Fréchet, random "
-            "ResNet-10 (real floor) | Fréchet, judge's encoder (real floor) | MS-SSIM synthetic vs real | "
-            "memorization (smoothed) | tumor sites verified | targets met |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            + quality_table(["GAN batch size", "optimiser steps", "GAN time"], rows))
     write_section("The study's GAN by batch size", body,
                   f"python scripts/bench_study_gan.py --study {study.name} --batch-sizes {args.batch_sizes} "
                   f"--cases {args.cases}")

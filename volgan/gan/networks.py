@@ -5,7 +5,7 @@ Shapes (S = volume size, a power of two ≥ 16): label maps are one-hot (B, 6, S
 (B, 1, S, S, S), classes ``tumor_type`` (B,). Stability on small data (Ainapure et al.'s first challenge): spectral
 normalisation in both discriminators, hinge loss with an R1 penalty on real samples, differentiable
 augmentation (translation and cutout) of everything the discriminators see, and EMA copies of the
-generators for sampling. :func:`msssim_diversity` is the mode-collapse monitor.
+generators for sampling. :func:`volgan.gan.trainer.msssim_diversity` is the mode-collapse monitor.
 """
 
 from __future__ import annotations

@@ -335,11 +335,13 @@ def place_tumor(label: np.ndarray, tumor_type: int, size: int, noise: torch.Gene
     return out
 
 
-PLACEMENTS = ("source", "anywhere")  # real-deformed maps: from a map of the class, tumor at its site; or as before
+DEFAULT_PLACEMENT = "source"  # real-deformed maps: from a map of the class, the new tumor at the old one's site
+PLACEMENTS = (DEFAULT_PLACEMENT, "anywhere")  # "anywhere": the rule before, kept to measure the difference
 
 
 def deformed_real_label(synth: Synthesizer, pool: list[np.ndarray], tumor_type: int, seed: int, index: int,
-                        max_tries: int = 8, placement: str = "source") -> tuple[np.ndarray, dict, torch.Generator]:
+                        max_tries: int = 8, placement: str = DEFAULT_PLACEMENT, pool_sites: list[int] | None = None
+                        ) -> tuple[np.ndarray, dict, torch.Generator]:
     """A label map (S³, the generators' grid) for case ``index`` of class ``tumor_type`` made from a real map of
     ``pool`` (S³ maps of the GAN's training pool, :func:`to_generator_grid`) of the same class (a tumor-free map for
     a tumor-free case, one whose tumor site is the class's for a tumor class; any map when the pool has none):
@@ -350,7 +352,8 @@ def deformed_real_label(synth: Synthesizer, pool: list[np.ndarray], tumor_type: 
     (``stats["tumor_voxels"]``; the median of all classes' when the pool has none of it). Drawn again, from another
     map, until the tumor's site (:func:`tumor_site`) matches its class, up to ``max_tries`` times. Returns (map,
     info, the generator that then paints it). ``placement="anywhere"`` is the rule before: a map of any class, the
-    new tumor anywhere in its host (kept to measure the difference; :data:`PLACEMENTS`).
+    new tumor anywhere in its host (kept to measure the difference; :data:`PLACEMENTS`). ``pool_sites``: each pool
+    map's :func:`tumor_site`, when the caller has them (measured here otherwise).
 
     Why the source's class and site: a map whose tumor was removed keeps its imprint (an intramedullary tumor's
     widened cord, the shape around the site), and the image generator, trained on a small pool, paints the tumor
@@ -364,7 +367,11 @@ def deformed_real_label(synth: Synthesizer, pool: list[np.ndarray], tumor_type: 
     spread = [0.5 * v for v in synth.stats.get("pose_std", [])]
     if placement not in PLACEMENTS:
         raise VolganInputError(None, f"placement must be one of {PLACEMENTS}, got {placement!r}")
-    same_class = [i for i, m in enumerate(pool) if tumor_site(m) == tumor_type] if placement == "source" else []
+    if placement == "source":
+        sites = pool_sites if pool_sites is not None else [tumor_site(m) for m in pool]
+        same_class = [i for i, site in enumerate(sites) if site == tumor_type]
+    else:
+        same_class = []
     candidates = same_class or list(range(len(pool)))
     tries = 0
     while tries < max_tries:
@@ -411,7 +418,7 @@ def _write(out: Path, name: str, image: np.ndarray, label: np.ndarray, affine: n
 def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None = None, types: str | None = None,
                labels: str | os.PathLike | None = None, seed: int = 0, overwrite: bool = False,
                progress: bool = False, pose: bool = True, label_source: str = "gan",
-               pool: str | os.PathLike | None = None, placement: str = "source") -> list[Case]:
+               pool: str | os.PathLike | None = None, placement: str = DEFAULT_PLACEMENT) -> list[Case]:
     """Write synthetic image/label pairs and their datalist under ``out``; returns the cases. ``pose``: a
     random rigid pose for each generated label map (given label maps are kept as they are). ``label_source``:
     ``"gan"`` (the label generator) or ``"real-deformed"`` (:func:`deformed_real_label` from the real training
@@ -426,6 +433,7 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
         raise VolganInputError(None, "--label-source real-deformed goes with --cases and needs --pool DATALIST "
                                      "(the GAN's real training pool); --pool goes with it only")
     pool_maps, pool_names = read_pool(synth, pool) if pool is not None else ([], [])
+    pool_sites = [tumor_site(m) for m in pool_maps]  # once, not once a case
     if n_cases is not None and n_cases < 1:
         raise VolganInputError(None, f"--cases must be at least 1, got {n_cases}")
     out = Path(out)
@@ -446,7 +454,8 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
     with staged_output_dir(out, SYNTH_ENTRIES, overwrite) as staging:
         for index, (kind, item) in enumerate(tqdm(jobs, desc="synth", unit="case", disable=not progress)):
             if kind == "class" and pool_maps:
-                label, info, noise = deformed_real_label(synth, pool_maps, item, seed, index, placement=placement)
+                label, info, noise = deformed_real_label(synth, pool_maps, item, seed, index, placement=placement,
+                                                         pool_sites=pool_sites)
                 info["from"] = pool_names[info.pop("from_pool_index")]
                 image = paint(synth, label, noise)
                 name = f"synth_{index:05d}"

@@ -12,10 +12,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from monai.engines import Trainer  # noqa: E402
+from monai.engines import Trainer
 from monai.inferers import Inferer, SimpleInferer
-from monai.networks.layers import GaussianFilter  # noqa: E402
-from monai.utils import CommonKeys as Keys  # noqa: E402
+from monai.networks.layers import GaussianFilter
+from monai.utils import CommonKeys as Keys
 from torch import nn
 
 from volgan.gan.losses import diff_augment, hinge_d, r1_penalty

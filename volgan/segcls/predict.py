@@ -80,25 +80,23 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         path = path / "models" / "model.pt"
     if not path.is_file():
         raise VolganInputError(path, "no such checkpoint")
-    card = path.parent / "model.json"
-    if card.is_file() and (network is None or prep is None):
-        info = read_model_card(card)
-        network = network or SegClsNet(channels=tuple(info["channels"]))
-        prep = prep or Preprocessing(tuple(info["spacing"]), tuple(info["patch"]))
+    if network is None or prep is None:
+        card = read_model_card(path.parent / "model.json")  # the defaults without one
+        network = network or SegClsNet(channels=tuple(card["channels"]))
+        prep = prep or Preprocessing(tuple(card["spacing"]), tuple(card["patch"]))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise VolganInputError(path, f"not a PyTorch checkpoint ({type(exc).__name__})") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
-    network = network or SegClsNet()
     try:
         network.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else (first[0] if first else type(exc).__name__)
         raise VolganInputError(path, f"checkpoint does not fit the network ({detail[:150]})") from None
-    return LoadedModel(network.to(device).eval(), prep or Preprocessing(), device)
+    return LoadedModel(network.to(device).eval(), prep, device)
 
 @dataclass
 class Prediction:

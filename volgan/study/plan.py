@@ -146,6 +146,8 @@ def evaluated_runs(arms: list[Arm], profile: StudyProfile) -> tuple[set[str], se
 
 def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
     """Every stage of the study in running order (needs the data stage finished for case names)."""
+    from volgan.gan.synth import DEFAULT_PLACEMENT
+
     profile, out = settings.profile, settings.out
     pool, test = real_cases(out)
     stages: list[Stage] = []
@@ -160,7 +162,7 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
                             resumable=True))
         stages.append(Stage(f"synth-{n}", "synth", f"{profile.synthetic} synthetic volumes from gan-{n}",
                             {"n": profile.synthetic, "seed": profile.seed, "pose": "training spread v1",
-                             "label_source": profile.label_source, "placement": "source"},
+                             "label_source": profile.label_source, "placement": DEFAULT_PLACEMENT},
                             (f"gan-{n}",),
                             lambda f, n=n: synthesize_pool(f, out, n, profile)))
         synthetic[n] = [f"synth_{i:05d}" for i in range(profile.synthetic)]
