@@ -45,14 +45,16 @@ def gan(tmp_path_factory, real16) -> tuple[Path, str]:
     return root, log
 
 
-def test_model_zoo_train_properties(tmp_path, real16):
-    """What model-zoo CI checks of a training workflow (train#inferer and the rest). The inference workflow does
-    not pass yet: it has no dataset, evaluator, network_def or inferer."""
+@pytest.mark.parametrize("workflow, config", [("train", "train.json"), ("infer", "inference.json")])
+def test_model_zoo_properties(gan, real16, workflow, config):
+    """What model-zoo CI and MONAI's federated-learning client check of a workflow: every required property
+    (train#inferer; the inference's dataset, evaluator, network_def and inferer)."""
     from monai.bundle import ConfigWorkflow
 
-    flow = ConfigWorkflow(config_file=str(CGAN / "configs" / "train.json"), workflow_type="train",
+    root, _ = gan
+    flow = ConfigWorkflow(config_file=str(CGAN / "configs" / config), workflow_type=workflow,
                           meta_file=str(CGAN / "configs" / "metadata.json"),
-                          logging_file=str(CGAN / "configs" / "logging.conf"), bundle_root=str(tmp_path),
+                          logging_file=str(CGAN / "configs" / "logging.conf"), bundle_root=str(root),
                           dataset_dir=str(real16))
     flow.initialize()
     assert flow.check_properties() == []
@@ -81,11 +83,66 @@ def test_train_writes_checkpoints_logs_and_the_collapse_monitor(gan):
     assert state["config"]["size"] == 16 and state["stats"]["orientation"] == "RAS" and state["epoch"] == 2
 
 
-def test_bundle_inference_synthesizes(gan):
+def same_volumes(ours: Path, theirs: Path) -> None:
+    """Both synthetic datalists hold the same cases, arrays, affines and record of what was drawn."""
+    a, b = (json.loads((d / "dataset.json").read_text(encoding="utf-8")) for d in (ours, theirs))
+    assert a["volgan"] == b["volgan"] and a["training"] == b["training"]
+    for case in read_datalist(ours).cases:
+        for kind in ("image", "label"):
+            mine, other = read_volume(getattr(case, kind)), read_volume(theirs / getattr(case, kind).relative_to(ours))
+            assert np.allclose(mine.affine, other.affine)
+            if kind == "label":
+                assert np.array_equal(mine.array, other.array)
+            else:  # the bundle runs on one thread, this test on two: float sums differ in the last bits
+                assert np.allclose(mine.array, other.array, rtol=1e-5, atol=1e-3)
+
+
+def test_bundle_inference_is_volgan_synth_in_monai_pieces(gan, real16, tmp_path):
+    """configs/inference.json (dataset, DrawLabelMapd, the image generator as network_def behind a
+    CheckpointLoader, SimpleInferer, SynthesisWriter) writes what volgan.gan.synth.synthesize writes, for the
+    label generator's maps and for real-deformed maps from a pool; it logs a line per case and a summary."""
     root, _ = gan
-    bundle("run", "--config_file", "configs/inference.json", "--bundle_root", root, "--num_cases", "4", cwd=CGAN)
-    datalist = read_datalist(root / "eval" / "synthetic")
-    assert len(datalist.cases) == 4 and all(c.source == "synthetic" for c in datalist.cases)
+    synth = load_synthesizer(root, "cpu")
+    for name, extra, kwargs in (("gan", [], {}), ("pool", ["--pool", real16],
+                                                  {"label_source": "real-deformed", "pool": real16})):
+        log = bundle("run", "--config_file", "configs/inference.json", "--bundle_root", root, "--num_cases", "4",
+                     "--seed", "3", "--output_dir", tmp_path / f"bundle_{name}", *extra, cwd=CGAN)
+        synthesize(synth, tmp_path / f"volgan_{name}", n_cases=4, seed=3, **kwargs)
+        same_volumes(tmp_path / f"volgan_{name}", tmp_path / f"bundle_{name}")
+        assert "spine_cgan synthesis: batch 4/4" in log and "spine_cgan synthesis: done, 4 batches" in log
+        assert f"spine_cgan: 4 labeled volumes and their datalist in {tmp_path / f'bundle_{name}'}" in log
+
+
+def test_bundle_evaluate_writes_the_quality_report(gan, real16):
+    root, _ = gan
+    log = bundle("run", "--config_file", "['configs/inference.json','configs/evaluate.json']", "--bundle_root", root,
+                 "--dataset_dir", real16, "--num_cases", "6", cwd=CGAN)
+    report = json.loads((root / "eval" / "quality" / "quality.json").read_text(encoding="utf-8"))
+    assert report["overall"]["frechet_synthetic_vs_real"] > 0
+    assert f"quality: Fréchet {report['overall']['frechet_synthetic_vs_real']:.3f}" in log
+
+
+def test_generators_export_to_torchscript_and_verify(gan, tmp_path):
+    """ckpt_export of network_def (the image generator) from generator.pt, verify_net_in_out against the metadata,
+    and both generators scripted give the eager outputs."""
+    root, _ = gan
+    grid = ["--_meta_#network_data_format#inputs#image#spatial_shape", "[16,16,16]",
+            "--_meta_#network_data_format#outputs#pred#spatial_shape", "[16,16,16]"]
+    out = bundle("verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file",
+                 "configs/inference.json", "--bundle_root", root, "--device", "cpu", *grid, cwd=CGAN)
+    assert "data shape of network is verified with no error" in out
+    bundle("ckpt_export", "network_def", "--filepath", tmp_path / "image_generator.ts", "--ckpt_file",
+           root / "models" / "generator.pt", "--key_in_ckpt", "image_generator", "--meta_file",
+           "configs/metadata.json", "--config_file", "configs/inference.json", "--bundle_root", root, cwd=CGAN)
+    synth = load_synthesizer(root, "cpu")
+    scripted = torch.jit.load(str(tmp_path / "image_generator.ts"))
+    label_script = torch.jit.script(synth.label_generator)
+    onehot = torch.nn.functional.one_hot(torch.randint(0, 6, (2, 16, 16, 16)), 6).permute(0, 4, 1, 2, 3).float()
+    z, texture = torch.randn(2, synth.image_generator.z_dim), torch.randn(2, 1, 16, 16, 16)
+    z_label, classes = torch.randn(2, synth.label_generator.z_dim), torch.tensor([0, 3])
+    with torch.no_grad():
+        assert torch.allclose(scripted(onehot, z, texture), synth.image_generator(onehot, z, texture), atol=1e-5)
+        assert torch.allclose(label_script(z_label, classes), synth.label_generator(z_label, classes), atol=1e-5)
 
 
 def test_resume_after_a_kill(tmp_path, real16):
@@ -441,3 +498,31 @@ def test_tracking_mlflow(tmp_path, real16):
     metrics = mlflow_metrics(tmp_path / "eval" / "mlruns.db")
     assert {"train_loss", "msssim_synthetic", "msssim_real"} <= set(metrics), sorted(metrics)
     assert metrics["train_loss"] and np.isfinite(metrics["train_loss"]).all()
+
+
+def test_torchrun_two_gloo_processes(tmp_path, real16):
+    """configs/multi_gpu_train.json: each process trains on its half of the pool with the gradients averaged; the
+    first process alone logs, writes TensorBoard events and saves."""
+    log = bundle("--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "--config_file",
+                 "['configs/train.json','configs/multi_gpu_train.json']", "--bundle_root", tmp_path,
+                 "--dataset_dir", real16, "--max_epochs", "2", *TINY, cwd=CGAN,
+                 runner=(sys.executable, "-m", "torch.distributed.run"))
+    state = torch.load(latest_checkpoint(tmp_path / "models"), weights_only=False)
+    # 12 real training cases: 6 a process, 2 batches of 4 an epoch (one process: 3)
+    assert state["trainer"]["epoch_length"] == 2 and state["trainer"]["iteration"] == 4
+    assert torch.load(tmp_path / "models" / "generator.pt", weights_only=True)["epoch"] == 2
+    events = list((tmp_path / "eval").glob("events.out.tfevents.*"))
+    assert len(events) == 1, events  # no empty event file from the second process
+    assert log.count("Epoch[2] Metrics -- diversity_gap") == 1  # the monitor's line once, not once a process
+
+
+def test_frechet_distance_of_a_shifted_set_is_the_squared_shift():
+    """Same covariance, means apart by (1, 2, 0, ...): the Fréchet distance is 1² + 2² = 5; NaN under two samples."""
+    from volgan.evaluation.quality import frechet_distance
+
+    features = np.random.default_rng(0).normal(size=(50, 8))
+    shift = np.zeros(8)
+    shift[:2] = (1.0, 2.0)
+    assert frechet_distance(features, features + shift) == pytest.approx(5.0, abs=1e-6)
+    assert frechet_distance(features, features) == pytest.approx(0.0, abs=1e-6)
+    assert np.isnan(frechet_distance(features[:1], features))

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import Killed, cut_save_short, mlflow_metrics
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "bundles" / "spine_segcls"
 SCHEMA = ROOT / "bundles" / "meta_schema_20240725.json"
 QUICK = ["--max_epochs", "2", "--patch", "[32,32,32]", "--batch_size", "2"]
+NARROW = ["--channels", "[8,16,32,64]"]  # not the default widths: inference and export must read them from model.json
 
 
 def bundle(*args, cwd=BUNDLE, timeout=300, runner=(sys.executable, "-m", "monai.bundle")):
@@ -33,7 +35,7 @@ def bundle(*args, cwd=BUNDLE, timeout=300, runner=(sys.executable, "-m", "monai.
 def trained(tmp_path_factory, phantom_dir):
     root = tmp_path_factory.mktemp("segcls_bundle")
     log = bundle("run", "--config_file", "configs/train.json", "--bundle_root", root, "--dataset_dir", phantom_dir,
-                 *QUICK)
+                 *QUICK, *NARROW)
     return root, log
 
 
@@ -61,15 +63,16 @@ def test_train_writes_everything_under_bundle_root(trained):
 
 def test_inference_evaluate_and_export(trained, phantom_dir, tmp_path):
     root, _ = trained
-    bundle("run", "--config_file", "configs/inference.json", "--bundle_root", root,
-           "--dataset_dir", phantom_dir / "imagesTs")
+    log = bundle("run", "--config_file", "configs/inference.json", "--bundle_root", root,
+                 "--dataset_dir", phantom_dir / "imagesTs")
     outputs = sorted((root / "eval" / "inference").glob("*_seg.nii.gz"))
     assert len(outputs) == len(list((phantom_dir / "imagesTs").glob("*.nii.gz"))) > 0
+    assert f"spine_segcls inference: batch {len(outputs)}/{len(outputs)}" in log
+    assert f"spine_segcls inference: done, {len(outputs)} batches" in log
     # MONAI's pieces (LoadImaged … SlidingWindowInferer … Invertd, SaveImaged) give what volgan infer gives
     import csv
 
     import nibabel as nib
-    import numpy as np
 
     from volgan.segcls.inference import run_inference
     from volgan.segcls.predict import load_model
@@ -85,21 +88,42 @@ def test_inference_evaluate_and_export(trained, phantom_dir, tmp_path):
         source = nib.load(phantom_dir / "imagesTs" / path.name.replace("_seg", ""))
         assert bundle_map.shape == source.shape and np.allclose(bundle_map.affine, source.affine)
         assert np.mean(np.asarray(bundle_map.dataobj) == np.asarray(volgan_map.dataobj)) > 0.999
-    bundle("run", "--config_file", "configs/evaluate.json", "--bundle_root", root, "--dataset_dir", phantom_dir,
-           "--bootstrap", "50")
+    log = bundle("run", "--config_file", "configs/evaluate.json", "--bundle_root", root, "--dataset_dir",
+                 phantom_dir, "--bootstrap", "50")
     summary = json.loads((root / "eval" / "report" / "summary.json").read_text(encoding="utf-8"))
     assert summary["volgan"]["n_cases"] == len(outputs) and "classification" in summary
+    n = len(outputs)
+    assert f"infer: {n}/{n} volumes" in log and f"evaluate: {n}/{n} cases" in log  # lines, not \r bars
+    assert f"evaluation: {n} cases, foreground Dice" in log and "\r" not in log
     bundle("ckpt_export", "network_def", "--filepath", root / "models" / "model.ts", "--ckpt_file",
            root / "models" / "model.pt", "--meta_file", "configs/metadata.json", "--config_file",
            "configs/inference.json", "--bundle_root", root)
+    out = bundle("verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file",
+                 "configs/inference.json", "--bundle_root", root, "--device", "cpu")
+    assert "data shape of network is verified with no error" in out
     scripted = torch.jit.load(str(root / "models" / "model.ts"))
-    from volgan.segcls.predict import load_model
-
     eager = load_model(root, "cpu").network
+    assert eager.encoders[0].conv1.conv.out_channels == 8  # the trained widths, not the defaults
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
-        for a, b in zip(scripted(x), eager(x), strict=True):
+        seg, cls = eager(x)
+        assert torch.allclose(scripted(x), seg, atol=1e-5)
+        for a, b in zip(scripted.segment_and_classify(x), (seg, cls), strict=True):
             assert torch.allclose(a, b, atol=1e-5)
+    # the export runs where the checkpoint runs: volgan infer, and the bundle's inference with network_def swapped
+    run_inference(load_model(root / "models" / "model.ts", "cpu"), [phantom_dir / "imagesTs"], tmp_path / "ts",
+                  overwrite=True)
+    ts_rows = list(csv.DictReader((tmp_path / "ts" / "predictions.csv").open(encoding="utf-8")))
+    pt_rows = list(csv.DictReader((tmp_path / "volgan" / "predictions.csv").open(encoding="utf-8")))
+    for ts_row, pt_row in zip(ts_rows, pt_rows, strict=True):
+        for key in ("tumor_probability", "p_intramedullary"):
+            assert abs(float(ts_row[key]) - float(pt_row[key])) < 1e-4, (key, ts_row, pt_row)
+    bundle("run", "--config_file", "configs/inference.json", "--bundle_root", root, "--dataset_dir",
+           phantom_dir / "imagesTs", "--network_def", f"$torch.jit.load('{root / 'models' / 'model.ts'}')",
+           "--handlers#0#_disabled_", "true", "--output_dir", tmp_path / "bundle_ts")
+    for path in outputs:
+        assert np.array_equal(np.asarray(nib.load(path).dataobj),
+                              np.asarray(nib.load(tmp_path / "bundle_ts" / path.name).dataobj))
 
 
 @pytest.mark.parametrize("workflow, config", [("train", "train.json"), ("infer", "inference.json")])
@@ -123,6 +147,8 @@ def test_torchrun_two_gloo_processes(tmp_path, phantom_dir):
     # 12 cases: 4 test, 8 training of which 2 validate; 6 train -> 3 per rank -> 2 batches (one process: 3)
     iterations = set(re.findall(r"Epoch: 1/2, Iter: \d+/(\d+) --", log))
     assert iterations == {"2"}, iterations
+    writers = {path.name.split(".")[-2] for path in (tmp_path / "eval").glob("events.out.tfevents.*")}
+    assert len(writers) == 1, writers  # TensorBoard events from the first process only (its pid in each name)
 
 
 def test_tracking_mlflow(tmp_path, phantom_dir):
@@ -208,3 +234,32 @@ def test_bundle_files_are_ascii():
     non-ASCII character in a config or metadata file stops every bundle run."""
     for path in sorted((ROOT / "bundles").glob("*/configs/*.json")):
         path.read_bytes().decode("ascii")
+
+
+def test_federated_learning_client_one_round(tmp_path, phantom_dir):
+    """MONAI's FL client (what NVFlare drives) on the bundle, one local round: initialize, train one epoch from the
+    global weights, get_weights (the difference sent back), evaluate the global weights on the validation split."""
+    import shutil
+
+    from monai.fl.client import MonaiAlgo
+    from monai.fl.utils.constants import ExtraItems, WeightType
+    from monai.fl.utils.exchange_object import ExchangeObject
+
+    site = tmp_path / "site1"
+    shutil.copytree(BUNDLE, site)  # the FL system provisions the bundle into the client's app folder
+    overrides = {"bundle_root": str(site), "dataset_dir": str(phantom_dir), "patch": [32, 32, 32], "batch_size": 2,
+                 "progress": False}
+    algo = MonaiAlgo(bundle_root=str(site), local_epochs=1, config_evaluate_filename="configs/train.json",
+                     train_kwargs=dict(overrides), eval_kwargs=dict(overrides))
+    algo.initialize(extra={ExtraItems.CLIENT_NAME: "site1"})
+    global_weights = {k: v.clone() for k, v in algo.trainer.network.state_dict().items()}
+    algo.train(ExchangeObject(weights=global_weights, weight_type=WeightType.WEIGHTS), extra={})
+    update = algo.get_weights()
+    assert update.weight_type == WeightType.WEIGHT_DIFF and update.statistics["num_executed_iterations"] > 0
+    assert set(update.weights) == set(global_weights)
+    assert any(np.abs(np.asarray(d)).max() > 0 for d in update.weights.values()), "training changed no weight"
+    metrics = algo.evaluate(ExchangeObject(weights=global_weights, weight_type=WeightType.WEIGHTS))
+    assert {"val_mean_dice", "val_score"} <= set(metrics.metrics), metrics.metrics
+    assert all(np.isfinite(float(v)) for v in metrics.metrics.values())
+    algo.finalize()
+    assert (site / "models" / "model.pt").is_file()

@@ -159,7 +159,8 @@ def run_import(args) -> int:
 def add_infer_parser(sub) -> None:
     p = sub.add_parser("infer", help="segment and classify volumes (NIfTI, .mha, .nrrd, DICOM series)",
                        description="Label maps in each input's own geometry, and a table of tumor probabilities.")
-    p.add_argument("--model", required=True, help="checkpoint file (model.pt) or bundle folder")
+    p.add_argument("--model", required=True, help="checkpoint file (model.pt), its TorchScript export (model.ts, "
+                   "from monai.bundle ckpt_export; no --gradcam) or bundle folder")
     p.add_argument("--input", required=True, nargs="+",
                    help="volume files (.nii.gz, .nii, .mha, .mhd, .nrrd, .nhdr), folders of them, or folders holding "
                         "DICOM series at any depth (one output per series)")
@@ -217,7 +218,7 @@ def run_evaluate(args) -> int:
     import math
 
     from volgan.data.io import check_writable_dir
-    from volgan.evaluation.report import evaluate
+    from volgan.evaluation.report import evaluate, summary_line
 
     if args.bootstrap < 1:
         raise VolganInputError(None, f"--bootstrap must be at least 1, got {args.bootstrap}")
@@ -228,14 +229,7 @@ def run_evaluate(args) -> int:
     summary = evaluate(args.pred, args.ref, args.out, classes=args.classes, images=args.images,
                        tolerance_mm=args.nsd_tolerance, resamples=args.bootstrap, seed=args.seed,
                        overwrite=args.overwrite, progress=sys.stderr.isatty())
-    fm = summary["foreground_mean"]
-
-    def shown(value, digits: int) -> str:
-        return "undefined (a label is empty in every case)" if value is None or not math.isfinite(value) \
-            else f"{value:.{digits}f}"
-
-    print(f"volgan evaluate: {summary['volgan']['n_cases']} cases, foreground Dice {shown(fm['Dice'], 3)}, "
-          f"HD95 {shown(fm['HD95'], 2)} mm; report {args.out}/report.html")
+    print(f"volgan evaluate: {summary_line(summary)}; report {args.out}/report.html")
     return 0
 
 
@@ -298,14 +292,12 @@ def add_quality_parser(sub) -> None:
 
 def run_quality(args) -> int:
     from volgan.data.io import check_writable_dir
-    from volgan.evaluation.quality import quality_report
+    from volgan.evaluation.quality import quality_report, summary_line
 
     check_writable_dir(args.out)
     report = quality_report(args.real, args.synthetic, args.out, model=args.model, seed=args.seed,
                             overwrite=args.overwrite)
-    o = report["overall"]
-    print(f"volgan quality: Fréchet {o['frechet_synthetic_vs_real']} (real floor {o['frechet_real_vs_real']}), "
-          f"MS-SSIM synthetic {o['msssim_synthetic']} vs real {o['msssim_real']}; report {args.out}/quality.md")
+    print(f"volgan quality: {summary_line(report)}; report {args.out}/quality.md")
     return 0
 
 

@@ -5,7 +5,10 @@ bar that draws only on a terminal, and atomic, finite-only checkpoint saving.
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
+from collections.abc import Iterator
 
 import torch
 import torchio as tio
@@ -163,6 +166,30 @@ class StopOnNonFinite:
         check_finite(self.bundle, engine, {"loss": torch.as_tensor(loss)}, {"network": self.network}, self.ckpt_dir)
 
 
+def progress_of(items: list, desc: str, unit: str, enabled: bool | str = True) -> Iterator:
+    """``items``, one by one, with their progress: a tqdm bar on a terminal; elsewhere (a log file, a bundle run)
+    a line per item, ``DESC: 3/16 UNITs, 1.2 s``, through the ``volgan`` logger at INFO. Nothing when not
+    ``enabled``."""
+    if not flag(enabled):
+        yield from items
+        return
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(items, desc=desc, unit=unit)
+        return
+    logger, started = logging.getLogger("volgan"), time.perf_counter()
+    for done, item in enumerate(items, start=1):
+        yield item
+        logger.info(f"{desc}: {done}/{len(items)} {unit}s, {time.perf_counter() - started:.1f} s")
+
+
+class UnusedWriter:
+    """Stands in for a TensorBoard ``SummaryWriter`` in a process that logs nothing (every process but the first
+    of a torchrun run): given as a ``TensorBoardStatsHandler``'s ``summary_writer``, it keeps the handler from
+    opening an event file that would stay empty. The handler is never attached there, so nothing is written."""
+
+
 class ProgressBar:
     """A tqdm progress bar over each epoch's iterations showing the loss; a MONAI-style handler (``attach``).
     It draws only on a terminal: where stderr is a file or a pipe, its carriage-return redraws would fill the
@@ -179,6 +206,35 @@ class ProgressBar:
             return
 
         IgniteProgressBar(persist=self.persist).attach(engine, output_transform=lambda out: {"loss": loss_value(out)})
+
+
+class ProgressLog:
+    """A log line per ``every`` batches (``NAME: batch 3/16, 1.2 s``) and a summary when the run completes
+    (``NAME: done, 16 batches in 19.0 s``), through the engine's logger: the progress of a bundle run that has no
+    loss to show (inference, evaluation). A MONAI-style handler (``attach``)."""
+
+    def __init__(self, name: str, every: int = 1):
+        self.name, self.every = name, max(1, int(every))
+        self.started = 0.0
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self.start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self.line)
+        engine.add_event_handler(Events.COMPLETED, self.summary)
+
+    def start(self, engine) -> None:
+        self.started = time.perf_counter()
+
+    def line(self, engine) -> None:
+        total = engine.state.epoch_length or "?"
+        engine.logger.info(f"{self.name}: batch {engine.state.iteration}/{total}, "
+                           f"{time.perf_counter() - self.started:.1f} s")
+
+    def summary(self, engine) -> None:
+        engine.logger.info(f"{self.name}: done, {engine.state.iteration} batches in "
+                           f"{time.perf_counter() - self.started:.1f} s")
 
 
 class ReplaceAfterSave(BaseSaveHandler):

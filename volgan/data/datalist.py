@@ -68,7 +68,19 @@ def dataset_file(path: str | os.PathLike) -> Path:
 
 
 def read_datalist(path: str | os.PathLike, *, check_files: bool = True) -> Datalist:
-    """Read an MSD or nnU-Net ``dataset.json`` (or the folder holding it)."""
+    """Read an MSD or nnU-Net ``dataset.json`` (or the folder holding it).
+
+    Args:
+        path: the ``dataset.json`` or its folder.
+        check_files: raise when a listed image or label file is missing.
+
+    Returns:
+        The :class:`Datalist`: its path, form and cases (image and label paths, ``tumor_type``, ``source``,
+        ``split``).
+
+    Raises:
+        VolganInputError: naming the file, when it is missing, not JSON, or not a datalist volgan reads.
+    """
     file = dataset_file(path)
     if not file.is_file():
         raise VolganInputError(file, "no such datalist")
@@ -208,7 +220,17 @@ def layout_paths(root: Path, name: str, split: str, fmt: str) -> tuple[Path, Pat
 
 
 def write_datalist(cases: list[Case], root: str | os.PathLike, fmt: str = "msd", meta: dict | None = None) -> Path:
-    """Write ``root/dataset.json`` for cases whose files already lie under ``root``."""
+    """Write ``root/dataset.json`` for cases whose files already lie under ``root``.
+
+    Args:
+        cases: the cases, their paths under ``root``.
+        root: the dataset folder.
+        fmt: ``"msd"`` or ``"nnunet"``.
+        meta: extra entries of the document (such as ``{"volgan": {...}}``).
+
+    Returns:
+        The path written (atomically).
+    """
     root = Path(root)
     doc = msd_document(cases, root, meta) if fmt == "msd" else nnunet_document(cases, meta)
     return write_text(root / DATASET_FILE, json.dumps(doc, indent=2) + "\n")

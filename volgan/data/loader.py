@@ -45,6 +45,16 @@ def segcls_dataset(cases: list[Case], prep: Preprocessing = Preprocessing(), aug
 
     With ``cache`` the deterministic preprocessing runs once per case and its output is kept in memory;
     the random augmentation still runs on every draw.
+
+    Args:
+        cases: the cases to read (image, label map, ``tumor_type``).
+        prep: the preprocessing (RAS, spacing in mm, z-normalisation, crop or pad to the patch in voxels).
+        augment: an augmentation preset of :mod:`volgan.transforms`, or ``"none"``.
+        cache: keep each case's deterministic preprocessing in memory.
+
+    Returns:
+        A ``tio.SubjectsDataset`` whose subjects hold ``image`` (1, X, Y, Z) float32 and ``label``
+        (1, X, Y, Z) integer maps on the patch grid, and ``tumor_type`` (-1 when unknown).
     """
     random_part = augmentation(augment)
     if cache:
@@ -59,9 +69,20 @@ def segcls_dataset(cases: list[Case], prep: Preprocessing = Preprocessing(), aug
 
 def subjects_loader(dataset: tio.SubjectsDataset, batch_size: int = 2, shuffle: bool = False,
                     num_workers: int = 0, sampler=None, seed: int = 0, batch_sampler=None) -> tio.SubjectsLoader:
-    """A batch loader for subjects; with ``shuffle`` the order is fixed by ``seed``. A ``batch_sampler`` (such as
-    :class:`RatioBatchSampler`) makes the batches itself, and ``batch_size``, ``shuffle`` and ``sampler`` are
-    then unused."""
+    """A batch loader for subjects.
+
+    Args:
+        dataset: the subjects (:func:`segcls_dataset`).
+        batch_size: subjects per batch (unused with a ``batch_sampler``).
+        shuffle: draw in a random order, fixed by ``seed`` (unused with a ``sampler`` or ``batch_sampler``).
+        num_workers: loader processes.
+        sampler: a sampler of indices (such as ``DistributedSampler``).
+        seed: fixes the shuffled order.
+        batch_sampler: makes the batches itself (such as :class:`~volgan.data.mixing.RatioBatchSampler`).
+
+    Returns:
+        A ``tio.SubjectsLoader``; its batches hold (B, 1, X, Y, Z) images and label maps.
+    """
     if batch_sampler is not None:
         return tio.SubjectsLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers)
     generator = torch.Generator().manual_seed(seed)

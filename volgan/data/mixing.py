@@ -19,11 +19,26 @@ from volgan.transforms import Preprocessing
 
 def mix_cases(real: list[Case], synthetic: list[Case], synthetic_share: float | None = None,
               size: int | None = None, extra: int | None = None, seed: int = 0) -> list[Case]:
-    """A training set of real and synthetic cases.
+    """A training set of real and synthetic cases at an exact mix.
 
     Fixed size (arXiv 2506.17165): ``size`` cases of which exactly ``round(size * synthetic_share)`` are synthetic,
     each pool drawn without replacement in a seeded order. Additive: every real case plus ``extra``
-    synthetic ones. Raises ValueError when a pool is too small for the asked mix.
+    synthetic ones.
+
+    Args:
+        real: the real training cases.
+        synthetic: the synthetic pool.
+        synthetic_share: the synthetic fraction of the set, in [0, 1] (with ``size``).
+        size: the number of cases of a fixed-size mix.
+        extra: the number of synthetic cases added to every real one (instead of ``synthetic_share``).
+        seed: fixes which cases are drawn.
+
+    Returns:
+        The drawn cases, real ones first.
+
+    Raises:
+        ValueError: when both or neither of ``synthetic_share`` and ``extra`` are given, or a pool is too small
+            for the asked mix.
     """
     rng = np.random.default_rng([seed, 0x313])
     if (synthetic_share is None) == (extra is None):
@@ -85,7 +100,21 @@ class RatioBatchSampler(torch.utils.data.Sampler):
 
 def mixed_loader(cases: list[Case], batch_size: int = 2, prep: Preprocessing = Preprocessing(),
                  augment: str = "none", cache: bool = False, seed: int = 0, num_workers: int = 0):
-    """A torchio loader over mixed cases whose batches keep the real:synthetic ratio (:class:`RatioBatchSampler`)."""
+    """A torchio loader over mixed cases whose batches keep the real:synthetic ratio (:class:`RatioBatchSampler`).
+
+    Args:
+        cases: the mixed training set (:func:`mix_cases`); ``Case.source`` tells real from synthetic.
+        batch_size: volumes per batch.
+        prep: the preprocessing (spacing in mm, patch in voxels).
+        augment: an augmentation preset of :mod:`volgan.transforms`, or ``"none"``.
+        cache: keep each case's deterministic preprocessing in memory.
+        seed: fixes the batches' order and composition.
+        num_workers: loader processes.
+
+    Returns:
+        A ``tio.SubjectsLoader`` of batches with ``image`` (B, 1, X, Y, Z), ``label`` (B, 1, X, Y, Z) and
+        ``tumor_type`` (B,).
+    """
     dataset = segcls_dataset(cases, prep, augment, cache)
     sampler = RatioBatchSampler([c.source for c in cases], batch_size, seed)
     return tio.SubjectsLoader(dataset, batch_sampler=sampler, num_workers=num_workers)

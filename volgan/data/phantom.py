@@ -406,7 +406,21 @@ def make_dataset(out: str | os.PathLike, n_cases: int, config: PhantomConfig = P
 
     The test split (``test_fraction`` of the cases, the same number of each class) never changes with
     ``workers``. Everything is built in a staging folder and moved into ``out`` at the end.
-    Returns the datalist path, the cases and each case's statistics (see :func:`case_stats`).
+
+    Args:
+        out: the dataset folder.
+        n_cases: how many cases.
+        config: the phantom's field (voxels, spacing in mm), contrast and tumor shares.
+        seed: the dataset; case ``i`` depends only on ``(seed, i)`` and ``config``.
+        fmt: the datalist's form, ``"msd"`` or ``"nnunet"``.
+        test_fraction: the share of cases in the test split.
+        workers: processes that draw the cases.
+        overwrite: replace a dataset already in ``out``.
+        start: the first case's index.
+        progress: show a progress bar.
+
+    Returns:
+        The datalist path, the cases, and each case's statistics (see :func:`case_stats`).
     """
     if n_cases < 1:
         raise VolganInputError(None, f"--cases must be at least 1, got {n_cases}")

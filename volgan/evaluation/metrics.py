@@ -98,7 +98,19 @@ def diagonal_mm(shape, spacing) -> float:
 
 def segmentation_metrics(pred: np.ndarray, ref: np.ndarray, spacing, tolerance_mm: float = 2.0,
                          labels=FOREGROUND) -> dict[int, dict]:
-    """Per label: Dice, IoU, HD95 (mm), NSD, the voxel counts and ``flags`` (list of strings)."""
+    """Every segmentation figure of one case, per label.
+
+    Args:
+        pred: the predicted label map (X, Y, Z), integers.
+        ref: the reference label map on the same grid.
+        spacing: voxel size in mm, (3,).
+        tolerance_mm: the NSD's tolerance, mm.
+        labels: the labels to score.
+
+    Returns:
+        Per label: ``Dice``, ``IoU``, ``HD95`` (mm), ``NSD``, the voxel counts and ``flags`` (list of strings);
+        a figure that is undefined for the case (an empty label) is NaN and flagged.
+    """
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
     counts = confusion_counts(pred, ref, labels)
@@ -139,8 +151,18 @@ def _clean(x: float) -> float | None:
 
 
 def bootstrap(values_fn, n: int, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
-    """Percentile bootstrap of ``values_fn(indices)`` over ``n`` cases: the full-sample value and the
-    ``level`` interval of ``resamples`` seeded resamples (resamples giving NaN are skipped)."""
+    """Percentile bootstrap of a statistic over cases.
+
+    Args:
+        values_fn: the statistic of the cases at the given indices, ``values_fn(indices) -> float``.
+        n: the number of cases.
+        resamples: seeded resamples (those giving NaN are skipped).
+        seed: fixes the resamples.
+        level: the interval's coverage.
+
+    Returns:
+        The full-sample value and its ``level`` interval.
+    """
     value = values_fn(np.arange(n))
     rng = np.random.default_rng(seed)
     draws = np.array([values_fn(rng.integers(0, n, n)) for _ in range(resamples)], dtype=np.float64)
@@ -194,8 +216,18 @@ CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "specificity", "f1"
 
 def classification_metrics(probabilities: np.ndarray, truth: np.ndarray, resamples: int = 1000,
                            seed: int = 0) -> dict[str, Interval]:
-    """Every classification figure with its bootstrap CI. ``probabilities``: N × 4 over ``tumor_type``;
-    ``truth``: N tumor types. ``tumor`` is ``tumor_type != 0``, its probability ``1 - p(none)``."""
+    """Every classification figure with its bootstrap CI.
+
+    Args:
+        probabilities: N × 4 probabilities over ``tumor_type``.
+        truth: the N true tumor types.
+        resamples: bootstrap resamples.
+        seed: fixes the resamples.
+
+    Returns:
+        Each figure's :class:`Interval` by name: the tumor-vs-none ones (``tumor`` is ``tumor_type != 0``, its
+        probability ``1 - p(none)``) and the four-class ones.
+    """
     tumor_score = 1.0 - probabilities[:, 0]
     tumor_truth = (truth != 0).astype(np.int64)
     tumor_pred = (tumor_score >= 0.5).astype(np.int64)

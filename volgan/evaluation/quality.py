@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -103,17 +102,13 @@ def judge_features(network: torch.nn.Module, images: np.ndarray) -> np.ndarray:
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to feature sets (N × D each)."""
-    from scipy import linalg
+    """Fréchet distance between Gaussians fitted to feature sets (N × D each), by MONAI's
+    :class:`~monai.metrics.FIDMetric` in float64; NaN when a set has fewer than two samples."""
+    from monai.metrics import FIDMetric
 
     if len(a) < 2 or len(b) < 2:
         return math.nan
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    with warnings.catch_warnings():  # few samples: the product is singular, and that is fine
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = np.asarray(linalg.sqrtm(cov_a @ cov_b)).real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+    return float(FIDMetric()(torch.from_numpy(np.asarray(a, np.float64)), torch.from_numpy(np.asarray(b, np.float64))))
 
 
 def nearest_distances(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
@@ -270,7 +265,21 @@ def _summary(values: np.ndarray) -> dict:
 
 def quality_report(real: str | os.PathLike, synthetic: str | os.PathLike, out: str | os.PathLike,
                    model: str | os.PathLike | None = None, seed: int = 0, overwrite: bool = False) -> dict:
-    """Compute the report and write ``quality.json``, ``quality.md`` and ``quality.png`` into ``out``."""
+    """Compute the synthetic-quality report and write ``quality.json``, ``quality.md`` and ``quality.png``.
+
+    Args:
+        real: the real datalist (its real training and test cases).
+        synthetic: the synthetic datalist.
+        out: the report folder, built in a staging folder and moved in at the end.
+        model: a trained spine_segcls (bundle folder or ``model.pt``) as the judge: its own Fréchet distance and
+            the label consistency of the synthetic volumes.
+        seed: fixes the real halves and the synthetic sample.
+        overwrite: replace a report already in ``out``.
+
+    Returns:
+        The report: Fréchet distances against the real-vs-real floor, MS-SSIM diversity with intervals, the
+        memorization test and, with ``model``, the label consistency per label and class.
+    """
     real_list, synth_list = read_datalist(real), read_datalist(synthetic)
     train = [c for c in real_list.split("training") if c.source == "real"]
     test = [c for c in real_list.split("test") if c.source == "real"]
@@ -286,6 +295,14 @@ def quality_report(real: str | os.PathLike, synthetic: str | os.PathLike, out: s
         write_text(staging / "quality.md", render_markdown(report))
         _figure(*arrays, staging / "quality.png")
     return report
+
+
+def summary_line(report: dict) -> str:
+    """The report's headline: the Fréchet distance against the real-vs-real floor, and the MS-SSIM diversity of
+    the synthetic volumes against the real ones."""
+    o = {k: v if v is None else f"{v:.3f}" for k, v in report["overall"].items() if isinstance(v, (float, type(None)))}
+    return (f"Fréchet {o['frechet_synthetic_vs_real']} (real floor {o['frechet_real_vs_real']}), "
+            f"MS-SSIM synthetic {o['msssim_synthetic']} vs real {o['msssim_real']}")
 
 
 def _quality(train, test, synth, real_list, synth_list, model, seed: int) -> dict:

@@ -41,6 +41,7 @@ from volgan.evaluation.metrics import (
 from volgan.evaluation.rendering import fmt, html_page, make_figures, markdown_page
 from volgan.labels import LABELS, TUMOR_LABEL, TUMOR_TYPES
 from volgan.segcls.inference import stem_of_output
+from volgan.training import progress_of
 
 SEG_METRICS = ("Dice", "IoU", "HD95", "NSD")
 
@@ -134,15 +135,44 @@ def read_class_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return table
 
 
+def summary_line(summary: dict) -> str:
+    """The report's headline: the number of cases, the foreground Dice and HD95 (mm) averaged over labels."""
+    fm = summary["foreground_mean"]
+
+    def shown(value, digits: int) -> str:
+        return "undefined (a label is empty in every case)" if value is None or not math.isfinite(value) \
+            else f"{value:.{digits}f}"
+
+    return (f"{summary['volgan']['n_cases']} cases, foreground Dice {shown(fm['Dice'], 3)}, "
+            f"HD95 {shown(fm['HD95'], 2)} mm")
+
+
 def evaluate(pred_dir, ref, out, classes: str | os.PathLike | None = None, images=None, tolerance_mm: float = 2.0,
              resamples: int = 1000, seed: int = 0, overwrite: bool = False, progress: bool = False) -> dict:
-    """Compute every metric and write the report into ``out``. Returns the summary dict."""
-    from tqdm import tqdm
+    """Compute every metric and write the report into ``out``.
 
+    Args:
+        pred_dir: the predicted label maps, matched to the references by case name.
+        ref: the reference datalist (its test split) or a folder of label maps.
+        out: the report folder (``report.html``, ``report.md``, ``summary.json``, ``per_case.csv``,
+            ``figures/``), built in a staging folder and moved in at the end.
+        classes: ``predictions.csv`` of :func:`volgan.segcls.inference.run_inference`, for the classification
+            figures.
+        images: the images, for the figures' backgrounds.
+        tolerance_mm: the NSD's tolerance, mm.
+        resamples: bootstrap resamples of each CI.
+        seed: fixes the resamples.
+        overwrite: replace a report already in ``out``.
+        progress: a bar on a terminal, log lines elsewhere.
+
+    Returns:
+        The summary (``summary.json``'s content): per-label and foreground means with their CIs, and the
+        classification figures when ``classes`` is given.
+    """
     pairs = find_pairs(pred_dir, ref, images)
     with staged_output_dir(Path(out), REPORT_ENTRIES, overwrite) as staging:  # refuses a taken folder first
         per_case = []
-        for pair in tqdm(pairs, desc="evaluate", unit="case", disable=not progress):
+        for pair in progress_of(pairs, "evaluate", "case", progress):
             pred, ref_volume = read_volume(pair.pred, label=True), read_volume(pair.ref, label=True)
             check_same_grid(ref_volume, pred)
             metrics = segmentation_metrics(pred.array, ref_volume.array, ref_volume.spacing, tolerance_mm)

@@ -12,12 +12,14 @@ from volgan.gan.trainer import CGanTrainer
 GENERATOR_FILE = "generator.pt"
 
 
-def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stats: dict, save_interval: int = 1):
+def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stats: dict,
+                         save_interval: int = 1) -> CGanTrainer:
     """Save every network, optimiser and the trainer's state each ``save_interval`` epochs to
     ``ckpt_dir/checkpoint_checkpoint_epoch=N.pt`` (:class:`volgan.training.CheckpointSaver`: a kill during the save
     leaves the previous one whole; older ones go once the new one is in place), resume from the newest such
     checkpoint when one exists, and export the EMA generators with ``config`` and ``stats`` to
-    ``ckpt_dir/generator.pt`` at each save."""
+    ``ckpt_dir/generator.pt`` at each save. In a distributed run every process resumes and the first one alone
+    writes (ignite's ``DiskSaver`` saves on rank 0 only, and so does the export)."""
     from pathlib import Path
 
     from ignite.engine import Events
@@ -41,6 +43,8 @@ def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stat
                     file_prefix="checkpoint", epoch_level=True).attach(trainer)
 
     def export(engine) -> None:
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return
         for _, older in checkpoints(ckpt_dir)[:-1]:  # left by the run before a resume
             older.unlink(missing_ok=True)
         state = {"config": config, "stats": stats, "epoch": engine.state.epoch,

@@ -48,10 +48,10 @@ class LabelGenerator(nn.Module):
         self.classes = classes
 
     def forward(self, z: torch.Tensor, tumor_type: torch.Tensor) -> torch.Tensor:
-        x = self.project(torch.cat([z, self.embed(tumor_type)], dim=1)).view(len(z), self.widths[0], 4, 4, 4)
+        x = self.project(torch.cat([z, self.embed(tumor_type)], dim=1)).view(z.shape[0], self.widths[0], 4, 4, 4)
         onehot = F.one_hot(tumor_type, self.classes).float()
         for block in self.blocks:
-            cond = onehot[:, :, None, None, None].expand(-1, -1, *x.shape[2:])
+            cond = onehot[:, :, None, None, None].expand(-1, -1, x.shape[2], x.shape[3], x.shape[4])
             x = block(torch.cat([x, cond], dim=1))
         return self.out(x)
 
@@ -90,7 +90,7 @@ class SPADE(nn.Module):
         self.beta = nn.Conv3d(hidden, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        label = F.interpolate(label, size=x.shape[2:], mode="nearest")
+        label = F.interpolate(label, size=[x.shape[2], x.shape[3], x.shape[4]], mode="nearest")
         h = self.shared(label)
         return self.norm(x) * (1 + self.gamma(h)) + self.beta(h)
 
@@ -125,13 +125,18 @@ class ImageGenerator(nn.Module):
         self.texture = nn.Conv3d(1, base, 1)
         self.out = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv3d(base, 1, 3, padding=1))
 
-    def forward(self, label: torch.Tensor, z: torch.Tensor, texture: torch.Tensor | None = None) -> torch.Tensor:
-        """``texture`` (B, 1, S, S, S) is the per-voxel noise; drawn from the global generator when None."""
-        x = self.project(z).view(len(z), self.base * 4, self.start, self.start, self.start)
+    def forward(self, label: torch.Tensor, z: torch.Tensor | None = None,
+                texture: torch.Tensor | None = None) -> torch.Tensor:
+        """Image (B, 1, S, S, S) for one-hot maps ``label`` (B, 6, S, S, S); ``z`` (B, z_dim) is the global noise
+        and ``texture`` (B, 1, S, S, S) the per-voxel noise, each drawn from the global random generator when
+        None."""
+        if z is None:
+            z = torch.randn(label.shape[0], self.z_dim, device=label.device, dtype=label.dtype)
+        x = self.project(z).view(z.shape[0], self.base * 4, self.start, self.start, self.start)
         for block in self.blocks:
-            x = block(F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False), label)
+            x = block(F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=False), label)
         if texture is None:
-            texture = torch.randn(len(z), 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+            texture = torch.randn(z.shape[0], 1, x.shape[2], x.shape[3], x.shape[4], device=x.device, dtype=x.dtype)
         return self.out(x + self.texture(texture))
 
 

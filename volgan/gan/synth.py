@@ -81,7 +81,20 @@ class Synthesizer:
 
 
 def load_synthesizer(path: str | os.PathLike, device: str | torch.device | None = None) -> Synthesizer:
-    """Load ``generator.pt`` (or the one in a bundle folder's ``models/``)."""
+    """Load a trained spine_cgan's generators.
+
+    Args:
+        path: ``generator.pt``, or a bundle folder (its ``models/generator.pt``).
+        device: where the generators run (None: CUDA when available, else the CPU).
+
+    Returns:
+        The EMA generators in eval mode with the training data's config and statistics (grid, spacing in mm,
+        orientation, intensity scale, pose spread, tumor sizes).
+
+    Raises:
+        VolganInputError: naming the file, when it is missing, not a generator checkpoint, holds non-finite
+            weights, or does not fit the generators.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "models" / GENERATOR_FILE if (path / "models").is_dir() else path / GENERATOR_FILE
@@ -202,26 +215,52 @@ def _generator(seed: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, index]).generate_state(1)[0]))
 
 
-@torch.no_grad()
-def paint(synth: Synthesizer, label: np.ndarray, noise: torch.Generator) -> np.ndarray:
-    """Image (S³ float32, training intensity units) for a label map on the generators' grid."""
+def paint_inputs(synth: Synthesizer, label: np.ndarray, noise: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the image generator takes for a label map on its grid, on the CPU.
+
+    Args:
+        synth: the synthesizer whose image generator paints.
+        label: (S, S, S) integer label map.
+        noise: the case's random generator; the global noise is drawn from it, then the per-voxel texture.
+
+    Returns:
+        The one-hot map (1, 6, S, S, S) float32, the global noise (1, z_dim) and the texture (1, 1, S, S, S).
+    """
     onehot = F.one_hot(torch.from_numpy(label.astype(np.int64)), NUM_LABELS).permute(3, 0, 1, 2)[None].float()
     z = torch.randn(1, synth.image_generator.z_dim, generator=noise)
     texture = torch.randn(1, 1, *label.shape, generator=noise)
-    image = synth.image_generator(onehot.to(synth.device), z.to(synth.device), texture.to(synth.device))
-    image = image[0, 0].float().cpu().numpy()
-    scaled = image * synth.stats["intensity_std"] + synth.stats["intensity_mean"]
+    return onehot, z, texture
+
+
+def training_intensity(stats: dict, image: np.ndarray) -> np.ndarray:
+    """The image generator's z-normalised output in the training data's intensity units (float32, ≥ 0)."""
+    scaled = image * stats["intensity_std"] + stats["intensity_mean"]
     return np.clip(scaled, 0, None).astype(np.float32)
 
 
 @torch.no_grad()
-def synthesize_case(synth: Synthesizer, tumor_type: int, seed: int, index: int, max_tries: int = 8,
-                    pose: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(image, label, info) on the generators' RAS grid for case ``index`` of class ``tumor_type``. The tumor's
-    size in voxels is drawn from the training maps' sizes for the class (``stats["tumor_voxels"]``, when the
-    checkpoint has them; :func:`_enforce_class`); with ``pose`` the generated label map is given a random
-    pose (:func:`volgan.gan.pose.random_pose`) with the synthesizer's :attr:`~Synthesizer.pose_spread` before
-    painting."""
+def paint(synth: Synthesizer, label: np.ndarray, noise: torch.Generator) -> np.ndarray:
+    """Image (S³ float32, training intensity units) for a label map on the generators' grid."""
+    onehot, z, texture = paint_inputs(synth, label, noise)
+    image = synth.image_generator(onehot.to(synth.device), z.to(synth.device), texture.to(synth.device))
+    return training_intensity(synth.stats, image[0, 0].float().cpu().numpy())
+
+
+@torch.no_grad()
+def draw_label_map(synth: Synthesizer, tumor_type: int, seed: int, index: int, max_tries: int = 8,
+                   pose: bool = True) -> tuple[np.ndarray, dict, torch.Generator]:
+    """The label map of case ``index`` of class ``tumor_type``, drawn by the label generator.
+
+    The tumor's size in voxels is drawn from the training maps' sizes for the class (``stats["tumor_voxels"]``,
+    when the checkpoint has them; :func:`_enforce_class`); with ``pose`` the map is given a random pose
+    (:func:`volgan.gan.pose.random_pose`) with the synthesizer's :attr:`~Synthesizer.pose_spread`. A map whose
+    tumor's site does not fit its class (:func:`tumor_site`) is drawn again, up to ``max_tries`` times.
+
+    Returns:
+        The (S, S, S) uint8 map on the generators' RAS grid, what was drawn (tries, whether the site was
+        verified, the pose, the tumor's size), and the case's random generator, to paint the image with.
+    """
     noise = _generator(seed, index)
     classes = torch.tensor([tumor_type], device=synth.device)
     sizes = synth.stats.get("tumor_voxels", {}).get(str(tumor_type))
@@ -242,6 +281,14 @@ def synthesize_case(synth: Synthesizer, tumor_type: int, seed: int, index: int, 
         if site == tumor_type or tries == max_tries:
             break
     info = {"tries": tries, "site_verified": bool(site == tumor_type), "pose": drawn, "tumor_voxels": size}
+    return label, info, noise
+
+
+def synthesize_case(synth: Synthesizer, tumor_type: int, seed: int, index: int, max_tries: int = 8,
+                    pose: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(image, label, info) on the generators' RAS grid for case ``index`` of class ``tumor_type``: the map of
+    :func:`draw_label_map`, painted (:func:`paint`)."""
+    label, info, noise = draw_label_map(synth, tumor_type, seed, index, max_tries, pose)
     return paint(synth, label, noise), label, info
 
 
@@ -407,7 +454,10 @@ def read_pool(synth: Synthesizer, datalist: str | os.PathLike) -> tuple[list[np.
     return [to_generator_grid(synth, read_volume(c.label, label=True))[0] for c in cases], [c.name for c in cases]
 
 
-def _write(out: Path, name: str, image: np.ndarray, label: np.ndarray, affine: np.ndarray, code: str):
+def write_case(out: Path, name: str, image: np.ndarray, label: np.ndarray, affine: np.ndarray,
+               code: str) -> tuple[Path, Path]:
+    """Write a case's image and map (S³, RAS, ``affine``) as ``imagesTr/NAME.nii.gz`` and ``labelsTr/NAME.nii.gz``
+    under ``out``, stored in axis order ``code`` (the training data's); returns their paths."""
     image_path, label_path = layout_paths(out, name, "training", "msd")
     image, label, affine = reorient(image, label, affine, code)
     write_nifti(Volume(image, affine), image_path)
@@ -415,15 +465,42 @@ def _write(out: Path, name: str, image: np.ndarray, label: np.ndarray, affine: n
     return image_path, label_path
 
 
+def synthesis_meta(synth: Synthesizer, seed: int, posed: bool, label_source: str, cases: list[Case],
+                   infos: list[dict]) -> dict:
+    """The ``volgan`` entry of a synthetic datalist: generator, seed, the checkpoint's config and statistics, the
+    pose spread given to generated maps (None unless ``posed``), the label source, and what was drawn per case."""
+    spread = dict(zip(POSE_FIELDS, synth.pose_spread, strict=True)) if posed and synth.pose_spread else None
+    return {"volgan": {"generator": "volgan.gan.synth", "seed": seed, "config": synth.config, "stats": synth.stats,
+                       "pose_spread": spread, "label_source": label_source,
+                       "cases": {c.name: i for c, i in zip(cases, infos, strict=True)}}}
+
+
 def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None = None, types: str | None = None,
                labels: str | os.PathLike | None = None, seed: int = 0, overwrite: bool = False,
                progress: bool = False, pose: bool = True, label_source: str = "gan",
                pool: str | os.PathLike | None = None, placement: str = DEFAULT_PLACEMENT) -> list[Case]:
-    """Write synthetic image/label pairs and their datalist under ``out``; returns the cases. ``pose``: a
-    random rigid pose for each generated label map (given label maps are kept as they are). ``label_source``:
-    ``"gan"`` (the label generator) or ``"real-deformed"`` (:func:`deformed_real_label` from the real training
-    cases of the datalist ``pool``, with ``placement`` as :func:`deformed_real_label` takes it); each case's
-    ``label_source`` is recorded in the datalist."""
+    """Write synthetic image/label pairs and their datalist under ``out``.
+
+    Args:
+        synth: the generators (:func:`load_synthesizer`).
+        out: the output folder (``imagesTr``, ``labelsTr``, ``dataset.json``), built in a staging folder and
+            moved in at the end.
+        n_cases: volumes to draw from noise (or give ``labels``).
+        types: exact class shares (``"none=0.5,vertebral=0.5"``; None: equal shares).
+        labels: a folder of label maps to paint images for (instead of ``n_cases``).
+        seed: case ``i`` depends only on ``(seed, i)`` and its class.
+        overwrite: replace a synthetic set already in ``out``.
+        progress: show a progress bar.
+        pose: a random rigid pose for each generated label map (given label maps are kept as they are).
+        label_source: ``"gan"`` (the label generator) or ``"real-deformed"`` (:func:`deformed_real_label` from
+            the real training cases of the datalist ``pool``).
+        pool: the GAN's real training datalist, with ``label_source="real-deformed"``.
+        placement: where a real-deformed map's new tumor goes, as :func:`deformed_real_label` takes it.
+
+    Returns:
+        The cases written (``source: synthetic``), in the training data's spacing, orientation and intensity
+        units; each case's ``label_source`` and what was drawn are recorded in the datalist.
+    """
     from tqdm import tqdm
 
     if (n_cases is None) == (labels is None):
@@ -459,25 +536,21 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
                 info["from"] = pool_names[info.pop("from_pool_index")]
                 image = paint(synth, label, noise)
                 name = f"synth_{index:05d}"
-                image_path, label_path = _write(staging, name, image, label, synth.affine, code)
+                image_path, label_path = write_case(staging, name, image, label, synth.affine, code)
                 tumor_type = item
             elif kind == "class":
                 image, label, info = synthesize_case(synth, item, seed, index, pose=pose)
                 info["label_source"] = "gan"
                 name = f"synth_{index:05d}"
-                image_path, label_path = _write(staging, name, image, label, synth.affine, code)
+                image_path, label_path = write_case(staging, name, image, label, synth.affine, code)
                 tumor_type = item
             else:
                 image_path, label_path, tumor_type, info = _paint_given(synth, item, staging, seed, index)
                 name = volume_stem(Path(item.path).name)
             cases.append(Case(name, image_path, label_path, tumor_type, "synthetic", "training"))
             infos.append(info)
-        spread = (dict(zip(POSE_FIELDS, synth.pose_spread, strict=True)) if pose and synth.pose_spread
-                  and not pool_maps else None)
-        meta = {"volgan": {"generator": "volgan.gan.synth", "seed": seed, "config": synth.config, "stats": synth.stats,
-                           "pose_spread": spread, "label_source": label_source if n_cases else "given",
-                           "cases": {c.name: i for c, i in zip(cases, infos, strict=True)}}}
-        write_datalist(cases, staging, "msd", meta)
+        write_datalist(cases, staging, "msd", synthesis_meta(synth, seed, pose and not pool_maps,
+                                                             label_source if n_cases else "given", cases, infos))
     for case in cases:
         case.image, case.label = out / case.image.relative_to(staging), out / case.label.relative_to(staging)
     return cases

@@ -100,19 +100,29 @@ class CGanTrainer(Trainer):
                  rec_blur: float = 0.0, rec_label_weights: bool = False, kl_weight: float = 0.02,
                  r1_weight: float = 1.0, r1_interval: int = 4,
                  ema_decay: float = 0.995, monitor_interval: int = 5, seed: int = 0, amp: bool = False,
-                 train_handlers=None, inferer: Inferer | None = None, **kwargs):
+                 train_handlers=None, inferer: Inferer | None = None, distributed: bool = False, **kwargs):
         super().__init__(device=device, max_epochs=max_epochs, data_loader=train_data_loader,
                          prepare_batch=prepare_batch, handlers=None, decollate=False, **kwargs)
         self.label_generator, self.image_generator = label_generator, image_generator
         self.label_discriminator, self.image_discriminator = label_discriminator, image_discriminator
+        self.label_encoder = label_encoder
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.distributed = distributed
+        rank = 0
+        if distributed:  # every process starts from rank 0's weights and averages its gradients with the others
+            import torch.distributed as dist
+
+            rank = dist.get_rank()
+            for network in self.networks().values():
+                for tensor in network.state_dict().values():
+                    dist.broadcast(tensor, 0)
         self.label_ema, self.image_ema = EMA(label_generator, ema_decay), EMA(image_generator, ema_decay)
         self.rec_weight, self.r1_weight, self.r1_interval = rec_weight, r1_weight, r1_interval
         self.rec_blur = GaussianFilter(3, rec_blur, truncated=3.0, approx="sampled").to(device) if rec_blur > 0 \
             else nn.Identity()
         self.rec_label_weights = rec_label_weights
-        self.label_encoder, self.label_rec_weight, self.kl_weight = label_encoder, label_rec_weight, kl_weight
-        self.noise = torch.Generator(device="cpu").manual_seed(seed)
+        self.label_rec_weight, self.kl_weight = label_rec_weight, kl_weight
+        self.noise = torch.Generator(device="cpu").manual_seed(seed + 7919 * rank)  # each process its own noise
         self.monitor_seed = seed + 1  # the monitor's fixed noise batch, apart from the training noise
         self.device_type, self.bf16 = torch.device(device).type, amp  # not MONAI's amp: no float16 GradScaler
         if amp:  # oneDNN's bf16 conv gradients are wrong on inputs smaller than the kernel (the S/8 maps at 16³)
@@ -163,6 +173,7 @@ class CGanTrainer(Trainer):
                 d_loss = d_loss + self.r1_weight / 2 * self.r1_interval * r1
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
+        self.average_gradients(("label_discriminator", "image_discriminator"))
         self.check_finite({"d_loss": d_loss, "r1": r1}, ("label_discriminator", "image_discriminator"))
         self.d_optimizer.step()
 
@@ -187,6 +198,7 @@ class CGanTrainer(Trainer):
                 g_loss = g_loss + self.label_rec_weight * label_rec + self.kl_weight * kl
         self.g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward()
+        self.average_gradients(("label_generator", "image_generator", "label_encoder"))
         self.check_finite({"g_adv_label": adv_l, "g_adv_image": adv_i, "rec_l1": rec, "label_ce": label_rec,
                            "kl": kl, "g_loss": g_loss}, ("label_generator", "image_generator", "label_encoder"))
         self.g_optimizer.step()
@@ -205,6 +217,24 @@ class CGanTrainer(Trainer):
         if self.label_encoder is not None:
             nets["label_encoder"] = self.label_encoder
         return nets
+
+    def average_gradients(self, names: tuple[str, ...]) -> None:
+        """With ``distributed``, each gradient of the networks ``names`` becomes its mean over the processes
+        (``torch.distributed.all_reduce``), so that every process takes the same step; a no-op otherwise. Done by
+        hand rather than by ``DistributedDataParallel``: the R1 penalty's double backward and the generator step
+        through the discriminators each backward a network more than once an iteration, and the EMA copies and
+        checkpoints keep the plain networks."""
+        if not self.distributed:
+            return
+        import torch.distributed as dist
+
+        world = dist.get_world_size()
+        nets = self.networks()
+        for name in names:
+            for parameter in nets[name].parameters() if name in nets else ():
+                if parameter.grad is not None:
+                    dist.all_reduce(parameter.grad)
+                    parameter.grad /= world
 
     def check_finite(self, terms: dict[str, torch.Tensor], names: tuple[str, ...]) -> None:
         """Stop training (:class:`volgan.errors.NonFiniteTraining`) before the optimiser step when a loss term or a

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from monai.visualize import GradCAM
 
 from volgan.data.io import Volume
-from volgan.segcls.network import ClassifierOnly
+from volgan.errors import VolganInputError
+from volgan.segcls.network import ClassifierOnly, SegClsNet
 from volgan.segcls.predict import LoadedModel, Prediction
 from volgan.transforms import resample
 
@@ -34,6 +35,8 @@ def gradcam_volume(model: LoadedModel, prediction: Prediction, volume: Volume, c
     ``precision="bf16"`` runs the forward and backward passes under bfloat16 autocast (0.07 s against 0.37 s a
     32³ volume on a CPU with native bfloat16), the map itself in float32."""
     network = model.network
+    if not isinstance(network, SegClsNet):
+        raise VolganInputError(None, "Grad-CAM needs the model's checkpoint (model.pt), not a TorchScript export")
     if class_index is None:
         class_index = 1 + int(np.argmax(prediction.type_probabilities[1:]))
     layer = layer or f"network.encoders.{len(network.encoders) - 2}"

@@ -27,6 +27,7 @@ from volgan.data.io import (
 from volgan.errors import VolganInputError
 from volgan.labels import TUMOR_TYPES
 from volgan.segcls.predict import LoadedModel, predict
+from volgan.training import progress_of
 
 TABLE_FIELDS = ["input", "output", "gradcam", "tumor_probability", "predicted_tumor_type",
                 *[f"p_{name}" for name in TUMOR_TYPES.values()], "error"]
@@ -90,14 +91,28 @@ def _previous_rows(table_json: Path) -> list[dict]:
 def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str | os.PathLike,
                   gradcam: bool = False, overlap: float = 0.25, overwrite: bool = False,
                   progress: bool = False, precision: str = "fp32", output_ext: str | None = None) -> list[dict]:
-    """Predict every input, write ``<name>_seg<ext>`` (and ``<name>_gradcam<ext>``) into ``out`` and the
-    table ``predictions.csv`` / ``predictions.json``. ``<ext>`` is ``output_ext`` or the input's own format
-    (:func:`output_suffix`); every output has its input's shape and affine. A bad input (unreadable, not 3D,
-    constant intensity…) is listed with a one-line error and gets no output file; the others go on. Existing
-    outputs are never replaced without ``overwrite``; with it, rows of the earlier table whose outputs this run
-    did not replace are kept, so the table lists every output in the folder. Returns this run's rows."""
-    from tqdm import tqdm
+    """Predict every input and write the label maps and a table.
 
+    A bad input (unreadable, not 3D, constant intensity…) is listed with a one-line error and gets no output
+    file; the others go on. Existing outputs are never replaced without ``overwrite``; with it, rows of the
+    earlier table whose outputs this run did not replace are kept, so the table lists every output in the folder.
+
+    Args:
+        model: the network and its preprocessing (:func:`volgan.segcls.predict.load_model`).
+        inputs: volume files (NIfTI, MetaImage, NRRD) and folders of them or of DICOM series.
+        out: the output folder.
+        gradcam: also write each volume's Grad-CAM heat map (``<name>_gradcam<ext>``, in [0, 1]).
+        overlap: the sliding windows' overlap, in [0, 1).
+        overwrite: replace outputs of these inputs already in ``out``.
+        progress: a bar on a terminal, log lines elsewhere (:func:`volgan.training.progress_of`).
+        precision: ``"fp32"`` or ``"bf16"``.
+        output_ext: the outputs' suffix (None: the input's own format, :func:`output_suffix`).
+
+    Returns:
+        This run's rows of ``predictions.csv`` / ``predictions.json``: input, output, tumor probability,
+        predicted type, the four type probabilities and the error, if any. Each ``<name>_seg<ext>`` has its
+        input's shape and affine.
+    """
     from volgan.data.io import check_writable_dir
 
     out = Path(out)
@@ -123,7 +138,7 @@ def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str 
                                             f"{out}); pass --overwrite to replace")
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for path, stem, series, ext in tqdm(outputs, desc="infer", unit="volume", disable=not progress):
+    for path, stem, series, ext in progress_of(outputs, "infer", "volume", progress):
         row = {"input": str(path), "output": "", "gradcam": "", "error": ""}
         try:
             volume = read_volume(path, series=series)

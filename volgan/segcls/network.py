@@ -46,6 +46,13 @@ class SegClsNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Segmentation logits (B, 6, X, Y, Z) and tumor_type logits (B, 4) for images (B, 1, X, Y, Z)."""
+        return self.segment_and_classify(x)
+
+    @torch.jit.export
+    def segment_and_classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both outputs, as :meth:`forward` gives them; kept by TorchScript whatever the forward is, so a model
+        exported from :class:`SegmentationNet` still classifies."""
         skips = []
         for encoder in self.encoders:
             x = encoder(x)
@@ -63,16 +70,28 @@ class SegClsNet(nn.Module):
         return seg, self.cls_head(features)
 
 
-class SegmentationOnly(nn.Module):
-    """The network's segmentation logits alone, (B, 6, X, Y, Z): the one spatial output that MONAI's sliding-window
-    inferer and bundle checks expect (the classification head's (B, 4) logits have no spatial axes)."""
+class SegmentationNet(SegClsNet):
+    """:class:`SegClsNet` whose forward gives the segmentation logits alone, (B, 6, X, Y, Z): the one spatial output
+    that MONAI's sliding-window inferer, ``verify_net_in_out`` and ``ckpt_export`` expect. Same weights (a
+    ``SegClsNet`` checkpoint loads as it is); :meth:`~SegClsNet.segment_and_classify` still gives both outputs,
+    also from its TorchScript export."""
 
-    def __init__(self, network: SegClsNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.segment_and_classify(x)[0]
+
+
+class SegmentationOnly(nn.Module):
+    """The segmentation logits alone, (B, 6, X, Y, Z), of a network that gives (segmentation, classification) as
+    :class:`SegClsNet` does, or of one that gives the segmentation alone (:class:`SegmentationNet` or its
+    TorchScript export), which passes through."""
+
+    def __init__(self, network: nn.Module):
         super().__init__()
         self.network = network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x)[0]
+        output = self.network(x)
+        return output[0] if isinstance(output, (tuple, list)) else output
 
 
 class ClassifierOnly(nn.Module):

@@ -64,13 +64,48 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+class ScriptedSegCls(torch.nn.Module):
+    """A TorchScript export of :class:`~volgan.segcls.network.SegClsNet` or
+    :class:`~volgan.segcls.network.SegmentationNet` (``ckpt_export``'s ``model.ts``) called as a ``SegClsNet``:
+    (B, 1, X, Y, Z) → (segmentation logits (B, 6, X, Y, Z), tumor_type logits (B, 4))."""
+
+    def __init__(self, module: torch.jit.ScriptModule):
+        super().__init__()
+        self.module = module
+        self.divisor = int(module.divisor)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.module.segment_and_classify(x)
+
+
+def _load_torchscript(path: Path, device: torch.device) -> ScriptedSegCls:
+    try:
+        module = torch.jit.load(str(path), map_location=device)
+    except Exception as exc:
+        raise VolganInputError(path, f"not a TorchScript model ({type(exc).__name__})") from None
+    if not hasattr(module, "segment_and_classify") or not hasattr(module, "divisor"):
+        raise VolganInputError(path, "not a spine_segcls export (no segment_and_classify); export it with "
+                                     "monai.bundle ckpt_export from configs/inference.json")
+    return ScriptedSegCls(module)
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device | None = None, network: SegClsNet | None = None,
                prep: Preprocessing | None = None) -> LoadedModel:
-    """Load a checkpoint file, or a bundle folder's ``models/model.pt``.
+    """Load a checkpoint file, a TorchScript export (``.ts``, from ``monai.bundle ckpt_export``), or a bundle
+    folder's ``models/model.pt``.
 
-    The network width and preprocessing come from ``model.json`` beside the checkpoint (written by training)
-    unless given; without one, the defaults. A checkpoint whose weights do not fit the network raises
-    :class:`VolganInputError` naming the file.
+    Args:
+        path: ``model.pt`` (a state dict, or a dict with its ``model``), ``model.ts``, or a bundle folder.
+        device: where the network runs (None: CUDA when available, else the CPU).
+        network: the network to load the weights into (default: a :class:`SegClsNet` of the card's widths).
+        prep: the preprocessing (default: the card's spacing in mm and patch in voxels).
+
+    Returns:
+        The network in eval mode on ``device`` with its preprocessing. The widths, spacing and patch come from
+        ``model.json`` beside the file (written by training), or the defaults without one.
+
+    Raises:
+        VolganInputError: naming the file, when it is missing, unreadable, or does not fit the network.
     """
     path = Path(path)
     device = resolve_device(device)
@@ -80,10 +115,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         path = path / "models" / "model.pt"
     if not path.is_file():
         raise VolganInputError(path, "no such checkpoint")
-    if network is None or prep is None:
-        card = read_model_card(path.parent / "model.json")  # the defaults without one
-        network = network or SegClsNet(channels=tuple(card["channels"]))
-        prep = prep or Preprocessing(tuple(card["spacing"]), tuple(card["patch"]))
+    card = read_model_card(path.parent / "model.json")  # the defaults without one
+    prep = prep or Preprocessing(tuple(card["spacing"]), tuple(card["patch"]))
+    if path.suffix == ".ts":
+        return LoadedModel(_load_torchscript(path, device).eval(), prep, device)
+    network = network or SegClsNet(channels=tuple(card["channels"]))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -202,10 +238,19 @@ class TumorProbabilityd(MapTransform):
 @torch.inference_mode()
 def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_size: int = 2,
             precision: str = "fp32") -> Prediction:
-    """Segment and classify one volume; the label map has the input's shape and affine.
+    """Segment and classify one volume.
 
-    ``precision="bf16"`` runs the network under bfloat16 autocast (faster on CPUs with AVX512-BF16 and on
-    GPUs; labels differ from fp32 in a small share of boundary voxels). Resampling stays in float32.
+    Args:
+        model: the network and its preprocessing (:func:`load_model`).
+        volume: the image, any orientation and spacing.
+        overlap: the sliding windows' overlap, in [0, 1).
+        sw_batch_size: windows per forward pass.
+        precision: ``"fp32"``, or ``"bf16"`` for bfloat16 autocast (faster on CPUs with AVX512-BF16 and on GPUs;
+            labels differ from fp32 in a small share of boundary voxels). Resampling stays in float32.
+
+    Returns:
+        The label map in the input's shape and affine, the four tumor_type probabilities, the model-grid input
+        (1, 1, X, Y, Z) and its affine, the head's probabilities and the tumor evidence in mm³.
     """
     if precision not in PRECISIONS:
         raise VolganInputError(None, f"precision must be one of {PRECISIONS}, got {precision!r}")

@@ -221,10 +221,23 @@ def _prune(out: Path, keep: set[str], manifest: Manifest) -> None:
 def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", seeds: int | None = None,
               real: str | os.PathLike | None = None, quiet: bool = False, label_source: str | None = None,
               size: int | None = None, spacing: float | None = None, jobs: int | None = None) -> Path:
-    """Run (or resume) the study under ``out``; returns the path of ``report.html``. ``label_source`` (None: the
-    profile's) says where synthetic label maps come from (:data:`volgan.gan.synth.LABEL_SOURCES`); ``size`` (voxels
-    per side, a power of two ≥ 16) and ``spacing`` (mm) override the profile's field, for phantoms and real data.
-    ``jobs``: stages built at a time (None: :func:`default_jobs`; 1 builds every stage in this process)."""
+    """Run (or resume) the study under ``out``.
+
+    Args:
+        out: the study folder; stages already built there with the same settings are kept.
+        profile: ``"tiny"``, ``"quick"``, ``"standard"`` or ``"paper"``, or a :class:`StudyProfile`.
+        seeds: training seeds per arm (None: the profile's).
+        real: a datalist of the user's real data (None: generated phantoms).
+        quiet: no progress on stderr.
+        label_source: where synthetic label maps come from (:data:`volgan.gan.synth.LABEL_SOURCES`; None: the
+            profile's).
+        size: voxels per side of the field, a power of two ≥ 16 (None: the profile's).
+        spacing: mm per voxel (None: the profile's).
+        jobs: stages built at a time (None: :func:`default_jobs`; 1 builds every stage in this process).
+
+    Returns:
+        The path of ``report.html``.
+    """
     from volgan.gan.synth import check_label_source
 
     out = Path(out)
