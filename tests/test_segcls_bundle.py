@@ -95,12 +95,14 @@ def test_inference_evaluate_and_export(trained, phantom_dir, tmp_path):
     n = len(outputs)
     assert f"infer: {n}/{n} volumes" in log and f"evaluate: {n}/{n} cases" in log  # lines, not \r bars
     assert f"evaluation: {n} cases, foreground Dice" in log and "\r" not in log
-    bundle("ckpt_export", "network_def", "--filepath", root / "models" / "model.ts", "--ckpt_file",
-           root / "models" / "model.pt", "--meta_file", "configs/metadata.json", "--config_file",
-           "configs/inference.json", "--bundle_root", root)
-    out = bundle("verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file",
-                 "configs/inference.json", "--bundle_root", root, "--device", "cpu")
-    assert "data shape of network is verified with no error" in out
+    # in this process (each command in its own takes some 10 s of start-up); each raises on a failure
+    from monai.bundle import ckpt_export, run, verify_net_in_out
+
+    configs = {"meta_file": str(BUNDLE / "configs" / "metadata.json"),
+               "config_file": str(BUNDLE / "configs" / "inference.json"), "bundle_root": str(root)}
+    ckpt_export("network_def", filepath=str(root / "models" / "model.ts"), ckpt_file=str(root / "models" / "model.pt"),
+                **configs)
+    verify_net_in_out("network_def", device="cpu", **configs)
     scripted = torch.jit.load(str(root / "models" / "model.ts"))
     eager = load_model(root, "cpu").network
     assert eager.encoders[0].conv1.conv.out_channels == 8  # the trained widths, not the defaults
@@ -118,9 +120,9 @@ def test_inference_evaluate_and_export(trained, phantom_dir, tmp_path):
     for ts_row, pt_row in zip(ts_rows, pt_rows, strict=True):
         for key in ("tumor_probability", "p_intramedullary"):
             assert abs(float(ts_row[key]) - float(pt_row[key])) < 1e-4, (key, ts_row, pt_row)
-    bundle("run", "--config_file", "configs/inference.json", "--bundle_root", root, "--dataset_dir",
-           phantom_dir / "imagesTs", "--network_def", f"$torch.jit.load('{root / 'models' / 'model.ts'}')",
-           "--handlers#0#_disabled_", "true", "--output_dir", tmp_path / "bundle_ts")
+    run(**configs, logging_file=False, dataset_dir=str(phantom_dir / "imagesTs"),
+        network_def=f"$torch.jit.load('{root / 'models' / 'model.ts'}')", output_dir=str(tmp_path / "bundle_ts"),
+        **{"handlers#0#_disabled_": True})
     for path in outputs:
         assert np.array_equal(np.asarray(nib.load(path).dataobj),
                               np.asarray(nib.load(tmp_path / "bundle_ts" / path.name).dataobj))

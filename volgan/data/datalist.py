@@ -70,16 +70,23 @@ def dataset_file(path: str | os.PathLike) -> Path:
 def read_datalist(path: str | os.PathLike, *, check_files: bool = True) -> Datalist:
     """Read an MSD or nnU-Net ``dataset.json`` (or the folder holding it).
 
-    Args:
-        path: the ``dataset.json`` or its folder.
-        check_files: raise when a listed image or label file is missing.
+    Parameters
+    ----------
+    path : str | os.PathLike
+        the ``dataset.json`` or its folder.
+    check_files : bool
+        raise when a listed image or label file is missing.
 
-    Returns:
+    Returns
+    -------
+    Datalist
         The :class:`Datalist`: its path, form and cases (image and label paths, ``tumor_type``, ``source``,
         ``split``).
 
-    Raises:
-        VolganInputError: naming the file, when it is missing, not JSON, or not a datalist volgan reads.
+    Raises
+    ------
+    VolganInputError
+        naming the file, when it is missing, not JSON, or not a datalist volgan reads.
     """
     file = dataset_file(path)
     if not file.is_file():
@@ -222,13 +229,20 @@ def layout_paths(root: Path, name: str, split: str, fmt: str) -> tuple[Path, Pat
 def write_datalist(cases: list[Case], root: str | os.PathLike, fmt: str = "msd", meta: dict | None = None) -> Path:
     """Write ``root/dataset.json`` for cases whose files already lie under ``root``.
 
-    Args:
-        cases: the cases, their paths under ``root``.
-        root: the dataset folder.
-        fmt: ``"msd"`` or ``"nnunet"``.
-        meta: extra entries of the document (such as ``{"volgan": {...}}``).
+    Parameters
+    ----------
+    cases : list[Case]
+        the cases, their paths under ``root``.
+    root : str | os.PathLike
+        the dataset folder.
+    fmt : str
+        ``"msd"`` or ``"nnunet"``.
+    meta : dict | None
+        extra entries of the document (such as ``{"volgan": {...}}``).
 
-    Returns:
+    Returns
+    -------
+    Path
         The path written (atomically).
     """
     root = Path(root)

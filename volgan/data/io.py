@@ -323,7 +323,20 @@ def check_same_grid(image: Volume, label: Volume) -> None:
 def write_nifti(volume: Volume | np.ndarray, path: str | os.PathLike, affine: np.ndarray | None = None) -> Path:
     """Write a volume to ``path`` (``.nii.gz`` or ``.nii``) atomically: a temporary file, then a rename.
 
-    uint8 arrays (label maps) are stored as uint8, everything else as float32.
+    Parameters
+    ----------
+    volume : Volume | np.ndarray
+        The array (X, Y, Z) with its affine, or a bare array with ``affine``. uint8 arrays (label maps) are
+        stored as uint8, everything else as float32.
+    path : str | os.PathLike
+        The file to write; its folder is made when missing.
+    affine : np.ndarray | None
+        4×4 voxel-to-world matrix (mm, RAS), for a bare array.
+
+    Returns
+    -------
+    Path
+        The path written.
     """
     if isinstance(volume, Volume):
         array, affine = volume.array, volume.affine
@@ -470,8 +483,24 @@ def strict_json(value):
 
 
 def reorient(image: np.ndarray, label: np.ndarray, affine: np.ndarray, code: str):
-    """Re-store RAS arrays in axis order ``code`` (such as ``"LPS"``); the affine keeps every voxel at its
-    world position. Returns (image, label, affine)."""
+    """Re-store RAS arrays in another axis order; the affine keeps every voxel at its world position.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        (X, Y, Z) image stored in RAS order.
+    label : np.ndarray
+        (X, Y, Z) label map on the same grid.
+    affine : np.ndarray
+        Their 4×4 affine (mm).
+    code : str
+        The axis order to store in, such as ``"LPS"``.
+
+    Returns
+    -------
+    tuple
+        (image, label, affine) in axis order ``code``.
+    """
     if code == "RAS":
         return image, label, affine
     ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),

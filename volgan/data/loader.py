@@ -46,13 +46,20 @@ def segcls_dataset(cases: list[Case], prep: Preprocessing = Preprocessing(), aug
     With ``cache`` the deterministic preprocessing runs once per case and its output is kept in memory;
     the random augmentation still runs on every draw.
 
-    Args:
-        cases: the cases to read (image, label map, ``tumor_type``).
-        prep: the preprocessing (RAS, spacing in mm, z-normalisation, crop or pad to the patch in voxels).
-        augment: an augmentation preset of :mod:`volgan.transforms`, or ``"none"``.
-        cache: keep each case's deterministic preprocessing in memory.
+    Parameters
+    ----------
+    cases : list[Case]
+        the cases to read (image, label map, ``tumor_type``).
+    prep : Preprocessing
+        the preprocessing (RAS, spacing in mm, z-normalisation, crop or pad to the patch in voxels).
+    augment : str
+        an augmentation preset of :mod:`volgan.transforms`, or ``"none"``.
+    cache : bool
+        keep each case's deterministic preprocessing in memory.
 
-    Returns:
+    Returns
+    -------
+    tio.SubjectsDataset
         A ``tio.SubjectsDataset`` whose subjects hold ``image`` (1, X, Y, Z) float32 and ``label``
         (1, X, Y, Z) integer maps on the patch grid, and ``tumor_type`` (-1 when unknown).
     """
@@ -71,16 +78,26 @@ def subjects_loader(dataset: tio.SubjectsDataset, batch_size: int = 2, shuffle: 
                     num_workers: int = 0, sampler=None, seed: int = 0, batch_sampler=None) -> tio.SubjectsLoader:
     """A batch loader for subjects.
 
-    Args:
-        dataset: the subjects (:func:`segcls_dataset`).
-        batch_size: subjects per batch (unused with a ``batch_sampler``).
-        shuffle: draw in a random order, fixed by ``seed`` (unused with a ``sampler`` or ``batch_sampler``).
-        num_workers: loader processes.
-        sampler: a sampler of indices (such as ``DistributedSampler``).
-        seed: fixes the shuffled order.
-        batch_sampler: makes the batches itself (such as :class:`~volgan.data.mixing.RatioBatchSampler`).
+    Parameters
+    ----------
+    dataset : tio.SubjectsDataset
+        the subjects (:func:`segcls_dataset`).
+    batch_size : int
+        subjects per batch (unused with a ``batch_sampler``).
+    shuffle : bool
+        draw in a random order, fixed by ``seed`` (unused with a ``sampler`` or ``batch_sampler``).
+    num_workers : int
+        loader processes.
+    sampler
+        a sampler of indices (such as ``DistributedSampler``).
+    seed : int
+        fixes the shuffled order.
+    batch_sampler
+        makes the batches itself (such as :class:`~volgan.data.mixing.RatioBatchSampler`).
 
-    Returns:
+    Returns
+    -------
+    tio.SubjectsLoader
         A ``tio.SubjectsLoader``; its batches hold (B, 1, X, Y, Z) images and label maps.
     """
     if batch_sampler is not None:

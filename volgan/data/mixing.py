@@ -25,20 +25,31 @@ def mix_cases(real: list[Case], synthetic: list[Case], synthetic_share: float | 
     each pool drawn without replacement in a seeded order. Additive: every real case plus ``extra``
     synthetic ones.
 
-    Args:
-        real: the real training cases.
-        synthetic: the synthetic pool.
-        synthetic_share: the synthetic fraction of the set, in [0, 1] (with ``size``).
-        size: the number of cases of a fixed-size mix.
-        extra: the number of synthetic cases added to every real one (instead of ``synthetic_share``).
-        seed: fixes which cases are drawn.
+    Parameters
+    ----------
+    real : list[Case]
+        the real training cases.
+    synthetic : list[Case]
+        the synthetic pool.
+    synthetic_share : float | None
+        the synthetic fraction of the set, in [0, 1] (with ``size``).
+    size : int | None
+        the number of cases of a fixed-size mix.
+    extra : int | None
+        the number of synthetic cases added to every real one (instead of ``synthetic_share``).
+    seed : int
+        fixes which cases are drawn.
 
-    Returns:
+    Returns
+    -------
+    list[Case]
         The drawn cases, real ones first.
 
-    Raises:
-        ValueError: when both or neither of ``synthetic_share`` and ``extra`` are given, or a pool is too small
-            for the asked mix.
+    Raises
+    ------
+    ValueError
+        when both or neither of ``synthetic_share`` and ``extra`` are given, or a pool is too small
+        for the asked mix.
     """
     rng = np.random.default_rng([seed, 0x313])
     if (synthetic_share is None) == (extra is None):
@@ -102,16 +113,25 @@ def mixed_loader(cases: list[Case], batch_size: int = 2, prep: Preprocessing = P
                  augment: str = "none", cache: bool = False, seed: int = 0, num_workers: int = 0):
     """A torchio loader over mixed cases whose batches keep the real:synthetic ratio (:class:`RatioBatchSampler`).
 
-    Args:
-        cases: the mixed training set (:func:`mix_cases`); ``Case.source`` tells real from synthetic.
-        batch_size: volumes per batch.
-        prep: the preprocessing (spacing in mm, patch in voxels).
-        augment: an augmentation preset of :mod:`volgan.transforms`, or ``"none"``.
-        cache: keep each case's deterministic preprocessing in memory.
-        seed: fixes the batches' order and composition.
-        num_workers: loader processes.
+    Parameters
+    ----------
+    cases : list[Case]
+        the mixed training set (:func:`mix_cases`); ``Case.source`` tells real from synthetic.
+    batch_size : int
+        volumes per batch.
+    prep : Preprocessing
+        the preprocessing (spacing in mm, patch in voxels).
+    augment : str
+        an augmentation preset of :mod:`volgan.transforms`, or ``"none"``.
+    cache : bool
+        keep each case's deterministic preprocessing in memory.
+    seed : int
+        fixes the batches' order and composition.
+    num_workers : int
+        loader processes.
 
-    Returns:
+    Returns
+    -------
         A ``tio.SubjectsLoader`` of batches with ``image`` (B, 1, X, Y, Z), ``label`` (B, 1, X, Y, Z) and
         ``tumor_type`` (B,).
     """

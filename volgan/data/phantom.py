@@ -407,19 +407,32 @@ def make_dataset(out: str | os.PathLike, n_cases: int, config: PhantomConfig = P
     The test split (``test_fraction`` of the cases, the same number of each class) never changes with
     ``workers``. Everything is built in a staging folder and moved into ``out`` at the end.
 
-    Args:
-        out: the dataset folder.
-        n_cases: how many cases.
-        config: the phantom's field (voxels, spacing in mm), contrast and tumor shares.
-        seed: the dataset; case ``i`` depends only on ``(seed, i)`` and ``config``.
-        fmt: the datalist's form, ``"msd"`` or ``"nnunet"``.
-        test_fraction: the share of cases in the test split.
-        workers: processes that draw the cases.
-        overwrite: replace a dataset already in ``out``.
-        start: the first case's index.
-        progress: show a progress bar.
+    Parameters
+    ----------
+    out : str | os.PathLike
+        the dataset folder.
+    n_cases : int
+        how many cases.
+    config : PhantomConfig
+        the phantom's field (voxels, spacing in mm), contrast and tumor shares.
+    seed : int
+        the dataset; case ``i`` depends only on ``(seed, i)`` and ``config``.
+    fmt : str
+        the datalist's form, ``"msd"`` or ``"nnunet"``.
+    test_fraction : float
+        the share of cases in the test split.
+    workers : int
+        processes that draw the cases.
+    overwrite : bool
+        replace a dataset already in ``out``.
+    start : int
+        the first case's index.
+    progress : bool
+        show a progress bar.
 
-    Returns:
+    Returns
+    -------
+    tuple[Path, list[Case], list[dict]]
         The datalist path, the cases, and each case's statistics (see :func:`case_stats`).
     """
     if n_cases < 1:

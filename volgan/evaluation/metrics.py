@@ -35,7 +35,22 @@ COUNT_KEYS = ("TP", "FP", "FN", "TN", "n_pred", "n_ref")
 
 
 def confusion_counts(pred: np.ndarray, ref: np.ndarray, labels=FOREGROUND) -> dict[int, dict[str, int]]:
-    """Voxel counts per label from one pass: {label: {TP, FP, FN, TN, n_pred, n_ref}}."""
+    """Voxel counts per label from one pass over the maps.
+
+    Parameters
+    ----------
+    pred : np.ndarray
+        Predicted label map (X, Y, Z), integers.
+    ref : np.ndarray
+        Reference label map on the same grid.
+    labels
+        The labels to count.
+
+    Returns
+    -------
+    dict[int, dict[str, int]]
+        ``{label: {TP, FP, FN, TN, n_pred, n_ref}}``, voxels.
+    """
     n = NUM_LABELS
     matrix = np.bincount(pred.astype(np.int64).ravel() * n + ref.astype(np.int64).ravel(),
                          minlength=n * n).reshape(n, n)  # [pred, ref]
@@ -50,6 +65,18 @@ def confusion_counts(pred: np.ndarray, ref: np.ndarray, labels=FOREGROUND) -> di
 
 
 def dice_iou(counts: dict[str, int]) -> tuple[float, float]:
+    """Dice and IoU of one label from its voxel counts.
+
+    Parameters
+    ----------
+    counts : dict[str, int]
+        ``TP``, ``FP`` and ``FN`` (:func:`confusion_counts`).
+
+    Returns
+    -------
+    tuple[float, float]
+        (Dice, IoU), each in [0, 1]; NaN when the label is empty in both maps.
+    """
     tp, fp, fn = counts["TP"], counts["FP"], counts["FN"]
     if tp + fp + fn == 0:
         return math.nan, math.nan
@@ -73,9 +100,24 @@ KDTREE_WORKERS = -1  # threads of the surface-distance queries (scipy's ``worker
 
 
 def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
-    """Distances (mm, float32) from each surface voxel of ``pred`` to the surface of ``ref`` and back.
+    """Distances from each surface voxel of ``pred`` to the surface of ``ref``, and back.
 
     Both masks must be non-empty. The work is cropped to their joint bounding box with a 1-voxel margin.
+
+    Parameters
+    ----------
+    pred : np.ndarray
+        (X, Y, Z) bool mask.
+    ref : np.ndarray
+        (X, Y, Z) bool mask on the same grid.
+    spacing
+        Voxel size in mm, (3,).
+
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray]
+        The distances (mm, float32) of ``pred``'s surface voxels to ``ref``'s surface, and of ``ref``'s to
+        ``pred``'s.
     """
     both = pred | ref
     box = tuple(slice(max(int(idx.min()) - 1, 0), int(idx.max()) + 2) for idx in np.nonzero(both))
@@ -100,14 +142,22 @@ def segmentation_metrics(pred: np.ndarray, ref: np.ndarray, spacing, tolerance_m
                          labels=FOREGROUND) -> dict[int, dict]:
     """Every segmentation figure of one case, per label.
 
-    Args:
-        pred: the predicted label map (X, Y, Z), integers.
-        ref: the reference label map on the same grid.
-        spacing: voxel size in mm, (3,).
-        tolerance_mm: the NSD's tolerance, mm.
-        labels: the labels to score.
+    Parameters
+    ----------
+    pred : np.ndarray
+        the predicted label map (X, Y, Z), integers.
+    ref : np.ndarray
+        the reference label map on the same grid.
+    spacing
+        voxel size in mm, (3,).
+    tolerance_mm : float
+        the NSD's tolerance, mm.
+    labels
+        the labels to score.
 
-    Returns:
+    Returns
+    -------
+    dict[int, dict]
         Per label: ``Dice``, ``IoU``, ``HD95`` (mm), ``NSD``, the voxel counts and ``flags`` (list of strings);
         a figure that is undefined for the case (an empty label) is NaN and flagged.
     """
@@ -153,14 +203,22 @@ def _clean(x: float) -> float | None:
 def bootstrap(values_fn, n: int, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
     """Percentile bootstrap of a statistic over cases.
 
-    Args:
-        values_fn: the statistic of the cases at the given indices, ``values_fn(indices) -> float``.
-        n: the number of cases.
-        resamples: seeded resamples (those giving NaN are skipped).
-        seed: fixes the resamples.
-        level: the interval's coverage.
+    Parameters
+    ----------
+    values_fn
+        the statistic of the cases at the given indices, ``values_fn(indices) -> float``.
+    n : int
+        the number of cases.
+    resamples : int
+        seeded resamples (those giving NaN are skipped).
+    seed : int
+        fixes the resamples.
+    level : float
+        the interval's coverage.
 
-    Returns:
+    Returns
+    -------
+    Interval
         The full-sample value and its ``level`` interval.
     """
     value = values_fn(np.arange(n))
@@ -180,7 +238,20 @@ def nan_mean(values: np.ndarray) -> float:
 
 
 def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
-    """ROC AUC of binary ``truth`` (0/1) from ``scores``; NaN when only one class is present."""
+    """ROC AUC of binary ``truth`` from ``scores``.
+
+    Parameters
+    ----------
+    scores : np.ndarray
+        (N,) scores, higher meaning class 1.
+    truth : np.ndarray
+        (N,) classes, 0 or 1.
+
+    Returns
+    -------
+    float
+        The AUC in [0, 1] (ties count half); NaN when only one class is present.
+    """
     from monai.metrics import compute_roc_auc
 
     if truth.min() == truth.max():
@@ -189,13 +260,39 @@ def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
 
 
 def macro_auc(probabilities: np.ndarray, truth: np.ndarray) -> float:
-    """One-vs-rest macro ROC AUC over the classes present in ``truth`` (probabilities: N × 4)."""
+    """One-vs-rest macro ROC AUC over the classes present in ``truth``.
+
+    Parameters
+    ----------
+    probabilities : np.ndarray
+        N × 4 probabilities over ``tumor_type``.
+    truth : np.ndarray
+        (N,) true tumor types.
+
+    Returns
+    -------
+    float
+        The mean of the per-class AUCs that are defined; NaN when none is.
+    """
     aucs = [roc_auc(probabilities[:, k], (truth == k).astype(np.int64)) for k in range(NUM_TUMOR_TYPES)]
     return nan_mean(np.array(aucs))
 
 
 def binary_rates(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Accuracy, precision, recall (sensitivity), specificity and F1 of 0/1 predictions."""
+    """Accuracy, precision, recall (sensitivity), specificity and F1 of 0/1 predictions.
+
+    Parameters
+    ----------
+    predicted : np.ndarray
+        (N,) predicted classes, 0 or 1.
+    truth : np.ndarray
+        (N,) true classes, 0 or 1.
+
+    Returns
+    -------
+    dict[str, float]
+        Each rate in [0, 1] by name; NaN where its denominator is 0.
+    """
     tp = float(((predicted == 1) & (truth == 1)).sum())
     tn = float(((predicted == 0) & (truth == 0)).sum())
     fp = float(((predicted == 1) & (truth == 0)).sum())
@@ -218,13 +315,20 @@ def classification_metrics(probabilities: np.ndarray, truth: np.ndarray, resampl
                            seed: int = 0) -> dict[str, Interval]:
     """Every classification figure with its bootstrap CI.
 
-    Args:
-        probabilities: N × 4 probabilities over ``tumor_type``.
-        truth: the N true tumor types.
-        resamples: bootstrap resamples.
-        seed: fixes the resamples.
+    Parameters
+    ----------
+    probabilities : np.ndarray
+        N × 4 probabilities over ``tumor_type``.
+    truth : np.ndarray
+        the N true tumor types.
+    resamples : int
+        bootstrap resamples.
+    seed : int
+        fixes the resamples.
 
-    Returns:
+    Returns
+    -------
+    dict[str, Interval]
         Each figure's :class:`Interval` by name: the tumor-vs-none ones (``tumor`` is ``tumor_type != 0``, its
         probability ``1 - p(none)``) and the four-class ones.
     """
@@ -248,5 +352,20 @@ def classification_metrics(probabilities: np.ndarray, truth: np.ndarray, resampl
 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int = NUM_TUMOR_TYPES) -> np.ndarray:
-    """classes × classes counts, rows = truth, columns = prediction."""
+    """Counts of predicted against true classes.
+
+    Parameters
+    ----------
+    truth : np.ndarray
+        (N,) true classes in ``0 .. classes - 1``.
+    predicted : np.ndarray
+        (N,) predicted classes.
+    classes : int
+        The number of classes.
+
+    Returns
+    -------
+    np.ndarray
+        classes × classes counts, rows = truth, columns = prediction.
+    """
     return np.bincount(truth * classes + predicted, minlength=classes * classes).reshape(classes, classes)

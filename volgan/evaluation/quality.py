@@ -267,16 +267,25 @@ def quality_report(real: str | os.PathLike, synthetic: str | os.PathLike, out: s
                    model: str | os.PathLike | None = None, seed: int = 0, overwrite: bool = False) -> dict:
     """Compute the synthetic-quality report and write ``quality.json``, ``quality.md`` and ``quality.png``.
 
-    Args:
-        real: the real datalist (its real training and test cases).
-        synthetic: the synthetic datalist.
-        out: the report folder, built in a staging folder and moved in at the end.
-        model: a trained spine_segcls (bundle folder or ``model.pt``) as the judge: its own Fréchet distance and
-            the label consistency of the synthetic volumes.
-        seed: fixes the real halves and the synthetic sample.
-        overwrite: replace a report already in ``out``.
+    Parameters
+    ----------
+    real : str | os.PathLike
+        the real datalist (its real training and test cases).
+    synthetic : str | os.PathLike
+        the synthetic datalist.
+    out : str | os.PathLike
+        the report folder, built in a staging folder and moved in at the end.
+    model : str | os.PathLike | None
+        a trained spine_segcls (bundle folder or ``model.pt``) as the judge: its own Fréchet distance and
+        the label consistency of the synthetic volumes.
+    seed : int
+        fixes the real halves and the synthetic sample.
+    overwrite : bool
+        replace a report already in ``out``.
 
-    Returns:
+    Returns
+    -------
+    dict
         The report: Fréchet distances against the real-vs-real floor, MS-SSIM diversity with intervals, the
         memorization test and, with ``model``, the label consistency per label and class.
     """

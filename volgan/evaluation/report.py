@@ -151,21 +151,34 @@ def evaluate(pred_dir, ref, out, classes: str | os.PathLike | None = None, image
              resamples: int = 1000, seed: int = 0, overwrite: bool = False, progress: bool = False) -> dict:
     """Compute every metric and write the report into ``out``.
 
-    Args:
-        pred_dir: the predicted label maps, matched to the references by case name.
-        ref: the reference datalist (its test split) or a folder of label maps.
-        out: the report folder (``report.html``, ``report.md``, ``summary.json``, ``per_case.csv``,
-            ``figures/``), built in a staging folder and moved in at the end.
-        classes: ``predictions.csv`` of :func:`volgan.segcls.inference.run_inference`, for the classification
-            figures.
-        images: the images, for the figures' backgrounds.
-        tolerance_mm: the NSD's tolerance, mm.
-        resamples: bootstrap resamples of each CI.
-        seed: fixes the resamples.
-        overwrite: replace a report already in ``out``.
-        progress: a bar on a terminal, log lines elsewhere.
+    Parameters
+    ----------
+    pred_dir
+        the predicted label maps, matched to the references by case name.
+    ref
+        the reference datalist (its test split) or a folder of label maps.
+    out
+        the report folder (``report.html``, ``report.md``, ``summary.json``, ``per_case.csv``,
+        ``figures/``), built in a staging folder and moved in at the end.
+    classes : str | os.PathLike | None
+        ``predictions.csv`` of :func:`volgan.segcls.inference.run_inference`, for the classification
+        figures.
+    images
+        the images, for the figures' backgrounds.
+    tolerance_mm : float
+        the NSD's tolerance, mm.
+    resamples : int
+        bootstrap resamples of each CI.
+    seed : int
+        fixes the resamples.
+    overwrite : bool
+        replace a report already in ``out``.
+    progress : bool
+        a bar on a terminal, log lines elsewhere.
 
-    Returns:
+    Returns
+    -------
+    dict
         The summary (``summary.json``'s content): per-label and foreground means with their CIs, and the
         classification figures when ``classes`` is given.
     """

@@ -83,17 +83,24 @@ class Synthesizer:
 def load_synthesizer(path: str | os.PathLike, device: str | torch.device | None = None) -> Synthesizer:
     """Load a trained spine_cgan's generators.
 
-    Args:
-        path: ``generator.pt``, or a bundle folder (its ``models/generator.pt``).
-        device: where the generators run (None: CUDA when available, else the CPU).
+    Parameters
+    ----------
+    path : str | os.PathLike
+        ``generator.pt``, or a bundle folder (its ``models/generator.pt``).
+    device : str | torch.device | None
+        where the generators run (None: CUDA when available, else the CPU).
 
-    Returns:
+    Returns
+    -------
+    Synthesizer
         The EMA generators in eval mode with the training data's config and statistics (grid, spacing in mm,
         orientation, intensity scale, pose spread, tumor sizes).
 
-    Raises:
-        VolganInputError: naming the file, when it is missing, not a generator checkpoint, holds non-finite
-            weights, or does not fit the generators.
+    Raises
+    ------
+    VolganInputError
+        naming the file, when it is missing, not a generator checkpoint, holds non-finite
+        weights, or does not fit the generators.
     """
     path = Path(path)
     if path.is_dir():
@@ -124,8 +131,25 @@ def load_synthesizer(path: str | os.PathLike, device: str | torch.device | None 
 
 
 def exact_counts(spec: str | None, n: int) -> dict[int, int]:
-    """``"none=0.5,intramedullary=0.2,..."`` → exact counts per class summing to ``n`` (largest remainder).
-    Without a spec, the four classes in equal shares."""
+    """Exact counts per class for ``n`` cases from class shares (largest remainder).
+
+    Parameters
+    ----------
+    spec : str | None
+        ``"none=0.5,intramedullary=0.2,..."``, shares adding up to 1; None: the four classes in equal shares.
+    n : int
+        The number of cases.
+
+    Returns
+    -------
+    dict[int, int]
+        The count of each ``tumor_type`` (0-3), summing to ``n``.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``--types``, for an unknown class, a bad or negative share, or shares not adding up to 1.
+    """
     if spec is None:
         shares = {k: 1.0 for k in TUMOR_TYPES}
     else:
@@ -152,8 +176,19 @@ def exact_counts(spec: str | None, n: int) -> dict[int, int]:
 
 
 def tumor_site(label: np.ndarray) -> int:
-    """Where the tumor sits, judged by the labels touching it (6-connectivity): 3 vertebral (mostly bone),
-    1 intramedullary (more cord than CSF around it), 2 intradural extramedullary (more CSF); 0 no tumor."""
+    """Where the tumor sits, judged by the labels touching it (6-connectivity).
+
+    Parameters
+    ----------
+    label : np.ndarray
+        (X, Y, Z) label map.
+
+    Returns
+    -------
+    int
+        3 vertebral (mostly bone around it), 1 intramedullary (more cord than CSF), 2 intradural
+        extramedullary (more CSF); 0 when the map has no tumor.
+    """
     tumor = label == TUMOR_LABEL
     if not tumor.any():
         return 0
@@ -219,12 +254,18 @@ def paint_inputs(synth: Synthesizer, label: np.ndarray, noise: torch.Generator
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What the image generator takes for a label map on its grid, on the CPU.
 
-    Args:
-        synth: the synthesizer whose image generator paints.
-        label: (S, S, S) integer label map.
-        noise: the case's random generator; the global noise is drawn from it, then the per-voxel texture.
+    Parameters
+    ----------
+    synth : Synthesizer
+        the synthesizer whose image generator paints.
+    label : np.ndarray
+        (S, S, S) integer label map.
+    noise : torch.Generator
+        the case's random generator; the global noise is drawn from it, then the per-voxel texture.
 
-    Returns:
+    Returns
+    -------
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor]
         The one-hot map (1, 6, S, S, S) float32, the global noise (1, z_dim) and the texture (1, 1, S, S, S).
     """
     onehot = F.one_hot(torch.from_numpy(label.astype(np.int64)), NUM_LABELS).permute(3, 0, 1, 2)[None].float()
@@ -257,7 +298,9 @@ def draw_label_map(synth: Synthesizer, tumor_type: int, seed: int, index: int, m
     (:func:`volgan.gan.pose.random_pose`) with the synthesizer's :attr:`~Synthesizer.pose_spread`. A map whose
     tumor's site does not fit its class (:func:`tumor_site`) is drawn again, up to ``max_tries`` times.
 
-    Returns:
+    Returns
+    -------
+    tuple[np.ndarray, dict, torch.Generator]
         The (S, S, S) uint8 map on the generators' RAS grid, what was drawn (tries, whether the site was
         verified, the pose, the tumor's size), and the case's random generator, to paint the image with.
     """
@@ -320,7 +363,18 @@ def to_generator_grid(synth: Synthesizer, label: Volume) -> tuple[np.ndarray, np
 
 
 def remove_tumor(label: np.ndarray) -> np.ndarray:
-    """The map with each tumor voxel given the label of its nearest non-tumor voxel (the host tissue)."""
+    """The map with its tumor removed.
+
+    Parameters
+    ----------
+    label : np.ndarray
+        (X, Y, Z) label map.
+
+    Returns
+    -------
+    np.ndarray
+        The map with each tumor voxel given the label of its nearest non-tumor voxel (the host tissue).
+    """
     tumor = label == TUMOR_LABEL
     if not tumor.any() or tumor.all():
         return np.where(tumor, 0, label).astype(np.uint8)
@@ -443,8 +497,20 @@ def deformed_real_label(synth: Synthesizer, pool: list[np.ndarray], tumor_type: 
 
 
 def read_pool(synth: Synthesizer, datalist: str | os.PathLike) -> tuple[list[np.ndarray], list[str]]:
-    """The label maps of a datalist's real ``training`` cases on the generators' grid, and their names: the pool
-    that real-deformed label maps start from. Test cases are never read."""
+    """The label maps that real-deformed label maps start from.
+
+    Parameters
+    ----------
+    synth : Synthesizer
+        Gives the generators' grid (size in voxels, spacing in mm).
+    datalist : str | os.PathLike
+        The GAN's real training datalist; its real ``training`` cases are read, its test cases never.
+
+    Returns
+    -------
+    tuple[list[np.ndarray], list[str]]
+        Each case's (S, S, S) map on the generators' grid, and the cases' names.
+    """
     from volgan.data.datalist import read_datalist
 
     data = read_datalist(datalist)
@@ -481,23 +547,38 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
                pool: str | os.PathLike | None = None, placement: str = DEFAULT_PLACEMENT) -> list[Case]:
     """Write synthetic image/label pairs and their datalist under ``out``.
 
-    Args:
-        synth: the generators (:func:`load_synthesizer`).
-        out: the output folder (``imagesTr``, ``labelsTr``, ``dataset.json``), built in a staging folder and
-            moved in at the end.
-        n_cases: volumes to draw from noise (or give ``labels``).
-        types: exact class shares (``"none=0.5,vertebral=0.5"``; None: equal shares).
-        labels: a folder of label maps to paint images for (instead of ``n_cases``).
-        seed: case ``i`` depends only on ``(seed, i)`` and its class.
-        overwrite: replace a synthetic set already in ``out``.
-        progress: show a progress bar.
-        pose: a random rigid pose for each generated label map (given label maps are kept as they are).
-        label_source: ``"gan"`` (the label generator) or ``"real-deformed"`` (:func:`deformed_real_label` from
-            the real training cases of the datalist ``pool``).
-        pool: the GAN's real training datalist, with ``label_source="real-deformed"``.
-        placement: where a real-deformed map's new tumor goes, as :func:`deformed_real_label` takes it.
+    Parameters
+    ----------
+    synth : Synthesizer
+        the generators (:func:`load_synthesizer`).
+    out : str | os.PathLike
+        the output folder (``imagesTr``, ``labelsTr``, ``dataset.json``), built in a staging folder and
+        moved in at the end.
+    n_cases : int | None
+        volumes to draw from noise (or give ``labels``).
+    types : str | None
+        exact class shares (``"none=0.5,vertebral=0.5"``; None: equal shares).
+    labels : str | os.PathLike | None
+        a folder of label maps to paint images for (instead of ``n_cases``).
+    seed : int
+        case ``i`` depends only on ``(seed, i)`` and its class.
+    overwrite : bool
+        replace a synthetic set already in ``out``.
+    progress : bool
+        show a progress bar.
+    pose : bool
+        a random rigid pose for each generated label map (given label maps are kept as they are).
+    label_source : str
+        ``"gan"`` (the label generator) or ``"real-deformed"`` (:func:`deformed_real_label` from
+        the real training cases of the datalist ``pool``).
+    pool : str | os.PathLike | None
+        the GAN's real training datalist, with ``label_source="real-deformed"``.
+    placement : str
+        where a real-deformed map's new tumor goes, as :func:`deformed_real_label` takes it.
 
-    Returns:
+    Returns
+    -------
+    list[Case]
         The cases written (``source: synthetic``), in the training data's spacing, orientation and intensity
         units; each case's ``label_source`` and what was drawn are recorded in the datalist.
     """

@@ -38,11 +38,16 @@ from volgan.gan.synth import (
 def synthesis_cases(n_cases: int, types: str | None = None) -> list[dict]:
     """The cases to synthesize, in the order :func:`volgan.gan.synth.synthesize` makes them.
 
-    Args:
-        n_cases: how many, at least 1.
-        types: class shares as ``--types`` takes them (``"none=0.5,vertebral=0.5"``); None: equal shares.
+    Parameters
+    ----------
+    n_cases : int
+        how many, at least 1.
+    types : str | None
+        class shares as ``--types`` takes them (``"none=0.5,vertebral=0.5"``); None: equal shares.
 
-    Returns:
+    Returns
+    -------
+    list[dict]
         One dict per case: ``name`` (``synth_00000``…), ``tumor_type`` (0-3) and ``index`` (its noise stream).
     """
     from volgan.errors import VolganInputError
@@ -113,11 +118,16 @@ class SynthesisWriter:
     Everything is built in a staging folder and moved into ``output_dir`` when the run completes
     (:func:`volgan.data.io.staged_output_dir`): a run that fails leaves ``output_dir`` as it was.
 
-    Args:
-        output_dir: where the datalist and its folders go.
-        synthesizer: the checkpoint's generators and statistics (grid, orientation).
-        draw: the transform that drew the maps (its :attr:`DrawLabelMapd.drawn` goes into the datalist).
-        overwrite: replace a datalist already in ``output_dir``.
+    Parameters
+    ----------
+    output_dir
+        where the datalist and its folders go.
+    synthesizer
+        the checkpoint's generators and statistics (grid, orientation).
+    draw
+        the transform that drew the maps (its :attr:`DrawLabelMapd.drawn` goes into the datalist).
+    overwrite
+        replace a datalist already in ``output_dir``.
     """
 
     def __init__(self, output_dir: str | os.PathLike, synthesizer: Synthesizer, draw: DrawLabelMapd,

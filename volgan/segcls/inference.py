@@ -97,18 +97,30 @@ def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str 
     file; the others go on. Existing outputs are never replaced without ``overwrite``; with it, rows of the
     earlier table whose outputs this run did not replace are kept, so the table lists every output in the folder.
 
-    Args:
-        model: the network and its preprocessing (:func:`volgan.segcls.predict.load_model`).
-        inputs: volume files (NIfTI, MetaImage, NRRD) and folders of them or of DICOM series.
-        out: the output folder.
-        gradcam: also write each volume's Grad-CAM heat map (``<name>_gradcam<ext>``, in [0, 1]).
-        overlap: the sliding windows' overlap, in [0, 1).
-        overwrite: replace outputs of these inputs already in ``out``.
-        progress: a bar on a terminal, log lines elsewhere (:func:`volgan.training.progress_of`).
-        precision: ``"fp32"`` or ``"bf16"``.
-        output_ext: the outputs' suffix (None: the input's own format, :func:`output_suffix`).
+    Parameters
+    ----------
+    model : LoadedModel
+        the network and its preprocessing (:func:`volgan.segcls.predict.load_model`).
+    inputs : list[str | os.PathLike]
+        volume files (NIfTI, MetaImage, NRRD) and folders of them or of DICOM series.
+    out : str | os.PathLike
+        the output folder.
+    gradcam : bool
+        also write each volume's Grad-CAM heat map (``<name>_gradcam<ext>``, in [0, 1]).
+    overlap : float
+        the sliding windows' overlap, in [0, 1).
+    overwrite : bool
+        replace outputs of these inputs already in ``out``.
+    progress : bool
+        a bar on a terminal, log lines elsewhere (:func:`volgan.training.progress_of`).
+    precision : str
+        ``"fp32"`` or ``"bf16"``.
+    output_ext : str | None
+        the outputs' suffix (None: the input's own format, :func:`output_suffix`).
 
-    Returns:
+    Returns
+    -------
+    list[dict]
         This run's rows of ``predictions.csv`` / ``predictions.json``: input, output, tumor probability,
         predicted type, the four type probabilities and the error, if any. Each ``<name>_seg<ext>`` has its
         input's shape and affine.

@@ -94,18 +94,27 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     """Load a checkpoint file, a TorchScript export (``.ts``, from ``monai.bundle ckpt_export``), or a bundle
     folder's ``models/model.pt``.
 
-    Args:
-        path: ``model.pt`` (a state dict, or a dict with its ``model``), ``model.ts``, or a bundle folder.
-        device: where the network runs (None: CUDA when available, else the CPU).
-        network: the network to load the weights into (default: a :class:`SegClsNet` of the card's widths).
-        prep: the preprocessing (default: the card's spacing in mm and patch in voxels).
+    Parameters
+    ----------
+    path : str | os.PathLike
+        ``model.pt`` (a state dict, or a dict with its ``model``), ``model.ts``, or a bundle folder.
+    device : str | torch.device | None
+        where the network runs (None: CUDA when available, else the CPU).
+    network : SegClsNet | None
+        the network to load the weights into (default: a :class:`SegClsNet` of the card's widths).
+    prep : Preprocessing | None
+        the preprocessing (default: the card's spacing in mm and patch in voxels).
 
-    Returns:
+    Returns
+    -------
+    LoadedModel
         The network in eval mode on ``device`` with its preprocessing. The widths, spacing and patch come from
         ``model.json`` beside the file (written by training), or the defaults without one.
 
-    Raises:
-        VolganInputError: naming the file, when it is missing, unreadable, or does not fit the network.
+    Raises
+    ------
+    VolganInputError
+        naming the file, when it is missing, unreadable, or does not fit the network.
     """
     path = Path(path)
     device = resolve_device(device)
@@ -240,15 +249,23 @@ def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_
             precision: str = "fp32") -> Prediction:
     """Segment and classify one volume.
 
-    Args:
-        model: the network and its preprocessing (:func:`load_model`).
-        volume: the image, any orientation and spacing.
-        overlap: the sliding windows' overlap, in [0, 1).
-        sw_batch_size: windows per forward pass.
-        precision: ``"fp32"``, or ``"bf16"`` for bfloat16 autocast (faster on CPUs with AVX512-BF16 and on GPUs;
-            labels differ from fp32 in a small share of boundary voxels). Resampling stays in float32.
+    Parameters
+    ----------
+    model : LoadedModel
+        the network and its preprocessing (:func:`load_model`).
+    volume : Volume
+        the image, any orientation and spacing.
+    overlap : float
+        the sliding windows' overlap, in [0, 1).
+    sw_batch_size : int
+        windows per forward pass.
+    precision : str
+        ``"fp32"``, or ``"bf16"`` for bfloat16 autocast (faster on CPUs with AVX512-BF16 and on GPUs;
+        labels differ from fp32 in a small share of boundary voxels). Resampling stays in float32.
 
-    Returns:
+    Returns
+    -------
+    Prediction
         The label map in the input's shape and affine, the four tumor_type probabilities, the model-grid input
         (1, 1, X, Y, Z) and its affine, the head's probabilities and the tumor evidence in mm³.
     """

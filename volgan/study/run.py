@@ -223,19 +223,31 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
               size: int | None = None, spacing: float | None = None, jobs: int | None = None) -> Path:
     """Run (or resume) the study under ``out``.
 
-    Args:
-        out: the study folder; stages already built there with the same settings are kept.
-        profile: ``"tiny"``, ``"quick"``, ``"standard"`` or ``"paper"``, or a :class:`StudyProfile`.
-        seeds: training seeds per arm (None: the profile's).
-        real: a datalist of the user's real data (None: generated phantoms).
-        quiet: no progress on stderr.
-        label_source: where synthetic label maps come from (:data:`volgan.gan.synth.LABEL_SOURCES`; None: the
-            profile's).
-        size: voxels per side of the field, a power of two ≥ 16 (None: the profile's).
-        spacing: mm per voxel (None: the profile's).
-        jobs: stages built at a time (None: :func:`default_jobs`; 1 builds every stage in this process).
+    Parameters
+    ----------
+    out : str | os.PathLike
+        the study folder; stages already built there with the same settings are kept.
+    profile : StudyProfile | str
+        ``"tiny"``, ``"quick"``, ``"standard"`` or ``"paper"``, or a :class:`StudyProfile`.
+    seeds : int | None
+        training seeds per arm (None: the profile's).
+    real : str | os.PathLike | None
+        a datalist of the user's real data (None: generated phantoms).
+    quiet : bool
+        no progress on stderr.
+    label_source : str | None
+        where synthetic label maps come from (:data:`volgan.gan.synth.LABEL_SOURCES`; None: the
+        profile's).
+    size : int | None
+        voxels per side of the field, a power of two ≥ 16 (None: the profile's).
+    spacing : float | None
+        mm per voxel (None: the profile's).
+    jobs : int | None
+        stages built at a time (None: :func:`default_jobs`; 1 builds every stage in this process).
 
-    Returns:
+    Returns
+    -------
+    Path
         The path of ``report.html``.
     """
     from volgan.gan.synth import check_label_source

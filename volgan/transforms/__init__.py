@@ -29,7 +29,21 @@ class Preprocessing:
 def model_grid(affine: np.ndarray, shape: tuple[int, ...], spacing) -> tuple[np.ndarray, tuple[int, int, int]]:
     """The RAS grid of ``spacing`` mm whose voxel centres span those of the grid (``affine``, ``shape``).
 
-    Returns its affine (4×4) and shape. A RAS grid of that spacing maps onto itself.
+    A RAS grid of that spacing maps onto itself.
+
+    Parameters
+    ----------
+    affine : np.ndarray
+        4×4 voxel-to-world matrix of the input grid (mm).
+    shape : tuple[int, ...]
+        The input grid's shape (X, Y, Z).
+    spacing
+        The model grid's voxel size in mm, (3,).
+
+    Returns
+    -------
+    tuple[np.ndarray, tuple[int, int, int]]
+        The model grid's 4×4 affine and its shape.
     """
     spacing = np.asarray(spacing, dtype=np.float64)
     corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
@@ -44,10 +58,25 @@ def model_grid(affine: np.ndarray, shape: tuple[int, ...], spacing) -> tuple[np.
 
 def resample(data: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape: tuple[int, ...],
              mode: str = "bilinear") -> torch.Tensor:
-    """Resample ``data`` (C, X, Y, Z) from the grid ``src_affine`` onto (``dst_affine``, ``dst_shape``).
+    """Resample ``data`` from the grid ``src_affine`` onto (``dst_affine``, ``dst_shape``).
 
-    ``mode`` is ``"bilinear"`` (trilinear in 3D) or ``"nearest"``; outside the source the value is 0.
-    Identical grids return ``data`` unchanged.
+    Parameters
+    ----------
+    data : torch.Tensor
+        (C, X, Y, Z) values on the source grid.
+    src_affine : np.ndarray
+        4×4 voxel-to-world matrix of the source grid (mm).
+    dst_affine : np.ndarray
+        4×4 voxel-to-world matrix of the destination grid (mm).
+    dst_shape : tuple[int, ...]
+        The destination grid's shape (X', Y', Z').
+    mode : str
+        ``"bilinear"`` (trilinear in 3D) or ``"nearest"``.
+
+    Returns
+    -------
+    torch.Tensor
+        (C, X', Y', Z'), 0 outside the source; ``data`` itself when the grids are identical.
     """
     src_shape = tuple(data.shape[1:])
     if src_shape == tuple(dst_shape) and np.allclose(src_affine, dst_affine, atol=1e-5):
