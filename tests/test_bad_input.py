@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from volgan.data.io import read_volume
 
@@ -604,3 +605,21 @@ def test_ten_labeled_cases_without_a_test_split_are_enough(phantom_dir):
     pool, test = split_user_data(ten, PROFILES["quick"])
     assert len(pool) + len(test) == 10 and len(pool) >= 4
     assert len({c.tumor_type for c in test}) >= 2
+
+
+def test_quality_judge_as_torchscript(cli, tmp_path, phantom_dir):
+    from volgan.segcls.network import SegmentationNet
+
+    torch.jit.save(torch.jit.script(SegmentationNet().eval()), str(tmp_path / "model.ts"))
+    result = cli("quality", "--real", phantom_dir, "--synthetic", phantom_dir, "--out", tmp_path / "o",
+                 "--model", tmp_path / "model.ts")
+    assert_one_line_error(result, "model.ts", "not a TorchScript export")
+    assert not (tmp_path / "o").exists()
+
+
+def test_infer_torchscript_of_another_network(cli, tmp_path, phantom_dir):
+    torch.jit.save(torch.jit.script(torch.nn.Conv3d(1, 6, 1)), str(tmp_path / "other.ts"))
+    result = cli("infer", "--model", tmp_path / "other.ts", "--input", phantom_dir / "imagesTs", "--out",
+                 tmp_path / "o")
+    assert_one_line_error(result, "other.ts", "not a spine_segcls export")
+    assert not (tmp_path / "o").exists()

@@ -319,9 +319,13 @@ def _quality(train, test, synth, real_list, synth_list, model, seed: int) -> dic
     prep = Preprocessing(tuple(first.spacing), tuple(first.shape))
     loaded_model = None
     if model is not None:
+        from volgan.segcls.network import SegClsNet
         from volgan.segcls.predict import load_model
 
         loaded_model = load_model(model, "cpu")
+        if not isinstance(loaded_model.network, SegClsNet):
+            raise VolganInputError(model, "the judge's encoder is read from its checkpoint: give model.pt or the "
+                                          "bundle folder, not a TorchScript export")
 
     real_images, real_labels = load_arrays(train, prep)
     test_images, test_labels = load_arrays(test, prep) if test else (np.zeros((0, *prep.patch), np.float32), None)
