@@ -7,6 +7,7 @@ is what :func:`volgan.gan.synth.synthesize` writes for the same checkpoint, case
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import ExitStack
 from pathlib import Path
@@ -66,7 +67,8 @@ class DrawLabelMapd(MapTransform):
     ``texture``: the per-voxel noise (1, S, S, S). Case ``index`` depends only on (``seed``, ``index``) and its
     class. With a ``pool`` (a datalist of the GAN's real training cases) the map is a real one, deformed
     (:func:`volgan.gan.synth.deformed_real_label`); otherwise the label generator draws it
-    (:func:`volgan.gan.synth.draw_label_map`). What was drawn is kept in :attr:`drawn`, by case name.
+    (:func:`volgan.gan.synth.draw_label_map`). What was drawn goes with the case as JSON text, ``drawn``, so that
+    it reaches the writer from loader worker processes too.
     """
 
     def __init__(self, synthesizer: Synthesizer, seed: int = 0, pose: bool = True,
@@ -75,7 +77,6 @@ class DrawLabelMapd(MapTransform):
         self.synthesizer, self.seed, self.pose, self.placement = synthesizer, seed, pose, placement
         self.pool_maps, self.pool_names = read_pool(synthesizer, pool) if pool is not None else ([], [])
         self.pool_sites = [tumor_site(m) for m in self.pool_maps]
-        self.drawn: dict[str, dict] = {}
 
     def __call__(self, data: dict) -> dict:
         synth, item = self.synthesizer, dict(data)
@@ -87,7 +88,7 @@ class DrawLabelMapd(MapTransform):
         else:
             label, info, noise = draw_label_map(synth, tumor_type, self.seed, index, pose=self.pose)
             info["label_source"] = "gan"
-        self.drawn[item["name"]] = info
+        item["drawn"] = json.dumps(info)
         onehot, z, texture = paint_inputs(synth, label, noise)
         meta = {"affine": torch.as_tensor(synth.affine), "filename_or_obj": item["name"]}
         item["image"] = MetaTensor(onehot[0], meta=dict(meta))
@@ -125,7 +126,7 @@ class SynthesisWriter:
     synthesizer
         the checkpoint's generators and statistics (grid, orientation).
     draw
-        the transform that drew the maps (its :attr:`DrawLabelMapd.drawn` goes into the datalist).
+        the transform that drew the maps (its seed, pose switch and pool).
     overwrite
         replace a datalist already in ``output_dir``.
     """
@@ -134,6 +135,7 @@ class SynthesisWriter:
                  overwrite: bool = True):
         self.output_dir, self.synthesizer, self.draw, self.overwrite = Path(output_dir), synthesizer, draw, overwrite
         self.cases: list[Case] = []
+        self.drawn: dict[str, dict] = {}
         self._stack: ExitStack | None = None
         self.staging: Path | None = None
 
@@ -146,7 +148,7 @@ class SynthesisWriter:
         engine.add_event_handler(Events.EXCEPTION_RAISED, self.abandon)
 
     def start(self, engine: Workflow) -> None:
-        self._stack, self.cases = ExitStack(), []
+        self._stack, self.cases, self.drawn = ExitStack(), [], {}
         self.staging = self._stack.enter_context(staged_output_dir(self.output_dir, SYNTH_ENTRIES, self.overwrite))
 
     def write_iteration(self, engine: Workflow) -> None:
@@ -160,11 +162,12 @@ class SynthesisWriter:
                                                 code)
             self.cases.append(Case(case["name"], image_path, label_path, int(case["tumor_type"]), "synthetic",
                                    "training"))
+            self.drawn[case["name"]] = json.loads(case["drawn"])
 
     def finish(self, engine: Workflow) -> None:
         synth, draw = self.synthesizer, self.draw
         label_source = "real-deformed" if draw.pool_maps else "gan"
-        infos = [draw.drawn[c.name] for c in self.cases]
+        infos = [self.drawn[c.name] for c in self.cases]
         write_datalist(self.cases, self.staging, "msd",
                        synthesis_meta(synth, draw.seed, draw.pose and not draw.pool_maps, label_source, self.cases,
                                       infos))
