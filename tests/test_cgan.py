@@ -548,3 +548,8 @@ def test_frechet_distance_of_a_shifted_set_is_the_squared_shift():
     assert frechet_distance(features, features + shift) == pytest.approx(5.0, abs=1e-6)
     assert frechet_distance(features, features) == pytest.approx(0.0, abs=1e-6)
     assert np.isnan(frechet_distance(features[:1], features))
+    import warnings
+
+    with warnings.catch_warnings():  # fewer samples than features, as in a small study: no warning reaches the user
+        warnings.simplefilter("error")
+        assert np.isfinite(frechet_distance(features[:6], features[6:12]))

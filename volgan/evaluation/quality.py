@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -105,10 +106,17 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to feature sets (N × D each), by MONAI's
     :class:`~monai.metrics.FIDMetric` in float64; NaN when a set has fewer than two samples."""
     from monai.metrics import FIDMetric
+    from scipy.linalg import LinAlgWarning
 
     if len(a) < 2 or len(b) < 2:
         return math.nan
-    return float(FIDMetric()(torch.from_numpy(np.asarray(a, np.float64)), torch.from_numpy(np.asarray(b, np.float64))))
+    with warnings.catch_warnings():
+        # fewer samples than features: the covariance product is singular, and that is expected; MONAI's call of
+        # scipy.linalg.sqrtm also passes an argument that SciPy 1.17 deprecates
+        warnings.simplefilter("ignore", LinAlgWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return float(FIDMetric()(torch.from_numpy(np.asarray(a, np.float64)),
+                                 torch.from_numpy(np.asarray(b, np.float64))))
 
 
 def nearest_distances(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
