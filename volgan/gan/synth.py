@@ -327,14 +327,6 @@ def draw_label_map(synth: Synthesizer, tumor_type: int, seed: int, index: int, m
     return label, info, noise
 
 
-def synthesize_case(synth: Synthesizer, tumor_type: int, seed: int, index: int, max_tries: int = 8,
-                    pose: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(image, label, info) on the generators' RAS grid for case ``index`` of class ``tumor_type``: the map of
-    :func:`draw_label_map`, painted (:func:`paint`)."""
-    label, info, noise = draw_label_map(synth, tumor_type, seed, index, max_tries, pose)
-    return paint(synth, label, noise), label, info
-
-
 LABEL_SOURCES = ("gan", "real-deformed")
 
 
@@ -531,6 +523,66 @@ def write_case(out: Path, name: str, image: np.ndarray, label: np.ndarray, affin
     return image_path, label_path
 
 
+@dataclass
+class LabelPool:
+    """The real training maps that real-deformed label maps start from (:func:`label_pool`)."""
+
+    maps: list[np.ndarray]  # (S, S, S) each, on the generators' grid
+    names: list[str]  # the cases' names
+    sites: list[int]  # each map's :func:`tumor_site`
+
+
+def label_pool(synth: Synthesizer, datalist: str | os.PathLike) -> LabelPool:
+    """The maps of :func:`read_pool` with their names and tumor sites, each site measured once rather than once a
+    synthetic case."""
+    maps, names = read_pool(synth, datalist)
+    return LabelPool(maps, names, [tumor_site(m) for m in maps])
+
+
+def draw_case_label(synth: Synthesizer, tumor_type: int, seed: int, index: int, pose: bool = True,
+                    pool: LabelPool | None = None, placement: str = DEFAULT_PLACEMENT
+                    ) -> tuple[np.ndarray, dict, torch.Generator]:
+    """The label map of synthetic case ``index`` of class ``tumor_type``: a real map of ``pool``, deformed
+    (:func:`deformed_real_label`, with ``placement``), or without a pool the label generator's
+    (:func:`draw_label_map`, posed when ``pose``).
+
+    Returns
+    -------
+    tuple[np.ndarray, dict, torch.Generator]
+        The (S, S, S) uint8 map on the generators' RAS grid, what was drawn (with ``from``, the source map's
+        name, or ``label_source: gan``), and the case's random generator, to paint the image with.
+    """
+    if pool is not None:
+        label, info, noise = deformed_real_label(synth, pool.maps, tumor_type, seed, index, placement=placement,
+                                                 pool_sites=pool.sites)
+        info["from"] = pool.names[info.pop("from_pool_index")]
+    else:
+        label, info, noise = draw_label_map(synth, tumor_type, seed, index, pose=pose)
+        info["label_source"] = "gan"
+    return label, info, noise
+
+
+def synthesis_cases(n_cases: int, types: str | None = None) -> list[dict]:
+    """The cases to synthesize from classes, in order.
+
+    Parameters
+    ----------
+    n_cases : int
+        how many, at least 1.
+    types : str | None
+        class shares as ``--types`` takes them (``"none=0.5,vertebral=0.5"``); None: equal shares.
+
+    Returns
+    -------
+    list[dict]
+        One dict per case: ``name`` (``synth_00000``…), ``tumor_type`` (0-3) and ``index`` (its noise stream).
+    """
+    if n_cases < 1:
+        raise VolganInputError(None, f"num_cases must be at least 1, got {n_cases}")
+    classes = [t for t, count in exact_counts(types, n_cases).items() for _ in range(count)]
+    return [{"name": f"synth_{i:05d}", "tumor_type": t, "index": i} for i, t in enumerate(classes)]
+
+
 def synthesis_meta(synth: Synthesizer, seed: int, posed: bool, label_source: str, cases: list[Case],
                    infos: list[dict]) -> dict:
     """The ``volgan`` entry of a synthetic datalist: generator, seed, the checkpoint's config and statistics, the
@@ -590,16 +642,14 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
     if (label_source == "real-deformed") != (pool is not None) or (pool is not None and n_cases is None):
         raise VolganInputError(None, "--label-source real-deformed goes with --cases and needs --pool DATALIST "
                                      "(the GAN's real training pool); --pool goes with it only")
-    pool_maps, pool_names = read_pool(synth, pool) if pool is not None else ([], [])
-    pool_sites = [tumor_site(m) for m in pool_maps]  # once, not once a case
+    real_pool = label_pool(synth, pool) if pool is not None else None
     if n_cases is not None and n_cases < 1:
         raise VolganInputError(None, f"--cases must be at least 1, got {n_cases}")
     out = Path(out)
     code = synth.stats.get("orientation", "RAS")
     jobs = []
     if n_cases is not None:
-        counts = exact_counts(types, n_cases)
-        jobs = [("class", t) for t, c in counts.items() for _ in range(c)]
+        jobs = [("class", case) for case in synthesis_cases(n_cases, types)]
     else:
         folder = Path(labels)
         if not folder.is_dir():
@@ -611,26 +661,18 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
     cases, infos = [], []
     with staged_output_dir(out, SYNTH_ENTRIES, overwrite) as staging:
         for index, (kind, item) in enumerate(tqdm(jobs, desc="synth", unit="case", disable=not progress)):
-            if kind == "class" and pool_maps:
-                label, info, noise = deformed_real_label(synth, pool_maps, item, seed, index, placement=placement,
-                                                         pool_sites=pool_sites)
-                info["from"] = pool_names[info.pop("from_pool_index")]
-                image = paint(synth, label, noise)
-                name = f"synth_{index:05d}"
-                image_path, label_path = write_case(staging, name, image, label, synth.affine, code)
-                tumor_type = item
-            elif kind == "class":
-                image, label, info = synthesize_case(synth, item, seed, index, pose=pose)
-                info["label_source"] = "gan"
-                name = f"synth_{index:05d}"
-                image_path, label_path = write_case(staging, name, image, label, synth.affine, code)
-                tumor_type = item
+            if kind == "class":
+                name, tumor_type = item["name"], item["tumor_type"]
+                label, info, noise = draw_case_label(synth, tumor_type, seed, item["index"], pose, real_pool,
+                                                     placement)
+                image_path, label_path = write_case(staging, name, paint(synth, label, noise), label, synth.affine,
+                                                    code)
             else:
                 image_path, label_path, tumor_type, info = _paint_given(synth, item, staging, seed, index)
                 name = volume_stem(Path(item.path).name)
             cases.append(Case(name, image_path, label_path, tumor_type, "synthetic", "training"))
             infos.append(info)
-        write_datalist(cases, staging, "msd", synthesis_meta(synth, seed, pose and not pool_maps,
+        write_datalist(cases, staging, "msd", synthesis_meta(synth, seed, pose and real_pool is None,
                                                              label_source if n_cases else "given", cases, infos))
     for case in cases:
         case.image, case.label = out / case.image.relative_to(staging), out / case.label.relative_to(staging)

@@ -1,4 +1,5 @@
-"""spine_cgan's inference as MONAI workflow pieces: the cases to draw, a transform that draws each label map,
+"""spine_cgan's inference as MONAI workflow pieces (the cases to draw are
+:func:`volgan.gan.synth.synthesis_cases`): a transform that draws each label map,
 one that brings the painted image to the training intensities, and a handler that writes the volumes and
 their datalist. ``bundles/spine_cgan/configs/inference.json`` puts them around MONAI's ``SupervisedEvaluator``,
 ``SimpleInferer`` and ``CheckpointLoader``, with the image generator as its ``network_def``; what it writes
@@ -24,39 +25,13 @@ from volgan.gan.synth import (
     DEFAULT_PLACEMENT,
     SYNTH_ENTRIES,
     Synthesizer,
-    deformed_real_label,
-    draw_label_map,
-    exact_counts,
+    draw_case_label,
+    label_pool,
     paint_inputs,
-    read_pool,
     synthesis_meta,
     training_intensity,
-    tumor_site,
     write_case,
 )
-
-
-def synthesis_cases(n_cases: int, types: str | None = None) -> list[dict]:
-    """The cases to synthesize, in the order :func:`volgan.gan.synth.synthesize` makes them.
-
-    Parameters
-    ----------
-    n_cases : int
-        how many, at least 1.
-    types : str | None
-        class shares as ``--types`` takes them (``"none=0.5,vertebral=0.5"``); None: equal shares.
-
-    Returns
-    -------
-    list[dict]
-        One dict per case: ``name`` (``synth_00000``…), ``tumor_type`` (0-3) and ``index`` (its noise stream).
-    """
-    from volgan.errors import VolganInputError
-
-    if n_cases < 1:
-        raise VolganInputError(None, f"num_cases must be at least 1, got {n_cases}")
-    classes = [t for t, count in exact_counts(types, n_cases).items() for _ in range(count)]
-    return [{"name": f"synth_{i:05d}", "tumor_type": t, "index": i} for i, t in enumerate(classes)]
 
 
 class DrawLabelMapd(MapTransform):
@@ -75,22 +50,15 @@ class DrawLabelMapd(MapTransform):
                  pool: str | os.PathLike | None = None, placement: str = DEFAULT_PLACEMENT):
         super().__init__(keys=["tumor_type"])
         self.synthesizer, self.seed, self.pose, self.placement = synthesizer, seed, pose, placement
-        self.pool_maps, self.pool_names = read_pool(synthesizer, pool) if pool is not None else ([], [])
-        self.pool_sites = [tumor_site(m) for m in self.pool_maps]
+        self.pool = label_pool(synthesizer, pool) if pool is not None else None
 
     def __call__(self, data: dict) -> dict:
-        synth, item = self.synthesizer, dict(data)
-        tumor_type, index = int(item["tumor_type"]), int(item["index"])
-        if self.pool_maps:
-            label, info, noise = deformed_real_label(synth, self.pool_maps, tumor_type, self.seed, index,
-                                                     placement=self.placement, pool_sites=self.pool_sites)
-            info["from"] = self.pool_names[info.pop("from_pool_index")]
-        else:
-            label, info, noise = draw_label_map(synth, tumor_type, self.seed, index, pose=self.pose)
-            info["label_source"] = "gan"
+        item = dict(data)
+        label, info, noise = draw_case_label(self.synthesizer, int(item["tumor_type"]), self.seed, int(item["index"]),
+                                             self.pose, self.pool, self.placement)
         item["drawn"] = json.dumps(info)
-        onehot, z, texture = paint_inputs(synth, label, noise)
-        meta = {"affine": torch.as_tensor(synth.affine), "filename_or_obj": item["name"]}
+        onehot, z, texture = paint_inputs(self.synthesizer, label, noise)
+        meta = {"affine": torch.as_tensor(self.synthesizer.affine), "filename_or_obj": item["name"]}
         item["image"] = MetaTensor(onehot[0], meta=dict(meta))
         item["label"] = MetaTensor(torch.from_numpy(label[None].astype(np.uint8)), meta=dict(meta))
         item["z"], item["texture"] = z[0], texture[0]
@@ -166,10 +134,10 @@ class SynthesisWriter:
 
     def finish(self, engine: Workflow) -> None:
         synth, draw = self.synthesizer, self.draw
-        label_source = "real-deformed" if draw.pool_maps else "gan"
+        label_source = "gan" if draw.pool is None else "real-deformed"
         infos = [self.drawn[c.name] for c in self.cases]
         write_datalist(self.cases, self.staging, "msd",
-                       synthesis_meta(synth, draw.seed, draw.pose and not draw.pool_maps, label_source, self.cases,
+                       synthesis_meta(synth, draw.seed, draw.pose and draw.pool is None, label_source, self.cases,
                                       infos))
         self._stack.close()
         engine.logger.info(f"spine_cgan: {len(self.cases)} labeled volumes and their datalist in {self.output_dir}")
