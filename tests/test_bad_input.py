@@ -352,6 +352,7 @@ def test_infer_unwritable_out(cli, tmp_path, read_only, phantom_dir, segcls_mode
 @pytest.mark.parametrize("args, needle", [
     (["--overlap", "1.0"], "--overlap"),
     (["--overlap", "-0.5"], "--overlap"),
+    (["--sw-batch-size", "0"], "--sw-batch-size"),
     (["--device", "quantum"], "--device"),
 ])
 def test_infer_bad_options(cli, tmp_path, phantom_dir, segcls_model, args, needle):

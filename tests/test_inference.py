@@ -157,3 +157,37 @@ def test_prediction_keeps_the_head_and_the_evidence(model):
     assert head.shape == (4,) and abs(head.sum() - 1) < 1e-5 and prediction.tumor_evidence_mm3 >= 0
     p_tumor = 1 - prediction.type_probabilities[0]
     assert prediction.type_probabilities[1:] == pytest.approx(p_tumor * head[1:] / head[1:].sum(), abs=1e-6)
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_axis_aligned_resampling_equals_grid_sample(trial, monkeypatch):
+    """The one-axis-at-a-time path of resample (grids differing by flips, axis order, spacing and shift) gives
+    grid_sample's trilinear values, zero padding included."""
+    import volgan.transforms as transforms
+
+    rng = np.random.default_rng(trial)
+    src_shape, dst_shape = (tuple(int(n) for n in rng.integers(5, 20, 3)) for _ in range(2))
+    pairing = np.zeros((3, 3))
+    pairing[rng.permutation(3), range(3)] = rng.uniform(0.3, 2.0, 3) * rng.choice([-1, 1], 3)
+    src_affine = np.eye(4)
+    src_affine[:3, :3] = np.diag(rng.uniform(0.5, 2.0, 3))
+    src_affine[:3, 3] = rng.normal(0, 5, 3)
+    dst_affine = np.eye(4)
+    dst_affine[:3, :3] = src_affine[:3, :3] @ pairing
+    dst_affine[:3, 3] = src_affine[:3, 3] + src_affine[:3, :3] @ rng.normal(0, 3, 3)
+    data = torch.rand(2, *src_shape)
+    assert transforms._axis_pairing((np.linalg.inv(src_affine) @ dst_affine)[:3, :3]) is not None
+    by_axis = transforms.resample(data, src_affine, dst_affine, dst_shape)
+    monkeypatch.setattr(transforms, "_axis_pairing", lambda linear: None)
+    by_grid_sample = transforms.resample(data, src_affine, dst_affine, dst_shape)
+    assert by_axis.shape == by_grid_sample.shape == (2, *dst_shape)
+    torch.testing.assert_close(by_axis, by_grid_sample, atol=1e-5, rtol=1e-5)
+
+
+def test_oblique_grids_are_not_paired_by_axis():
+    import volgan.transforms as transforms
+
+    angle = np.deg2rad(10)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    assert transforms._axis_pairing(rotation) is None
+    assert transforms._axis_pairing(np.diag([1.0, -2.0, 0.5])[[2, 0, 1]]) == [1, 2, 0]

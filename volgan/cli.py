@@ -169,6 +169,7 @@ def add_infer_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--gradcam", action="store_true", help="also write a Grad-CAM heat map of the tumor class")
     p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (0.25)")
+    p.add_argument("--sw-batch-size", type=int, default=4, help="sliding windows per forward pass (4)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="network arithmetic; bf16 autocast is faster and differs in a few boundary voxels")
@@ -182,7 +183,8 @@ def run_infer(args) -> int:
 
     model = load_model(args.model, args.device)
     rows = run_inference(model, args.input, args.out, gradcam=args.gradcam, overlap=args.overlap,
-                         overwrite=args.overwrite, progress=sys.stderr.isatty(), precision=args.precision,
+                         sw_batch_size=args.sw_batch_size, overwrite=args.overwrite, progress=sys.stderr.isatty(),
+                         precision=args.precision,
                          output_ext=args.output_ext)
     failed = [r for r in rows if r["error"]]
     for row in rows:

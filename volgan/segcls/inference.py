@@ -80,6 +80,13 @@ def check_overlap(overlap: float) -> float:
     return overlap
 
 
+def check_sw_batch_size(sw_batch_size: int) -> int:
+    """The number of sliding windows per forward pass, refused unless a positive whole number."""
+    if isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, int) or sw_batch_size < 1:
+        raise VolganInputError(None, f"--sw-batch-size must be a whole number of at least 1, got {sw_batch_size}")
+    return sw_batch_size
+
+
 def _previous_rows(table_json: Path) -> list[dict]:
     try:
         rows = json.loads(table_json.read_text(encoding="utf-8"))
@@ -89,7 +96,7 @@ def _previous_rows(table_json: Path) -> list[dict]:
 
 
 def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str | os.PathLike,
-                  gradcam: bool = False, overlap: float = 0.25, overwrite: bool = False,
+                  gradcam: bool = False, overlap: float = 0.25, sw_batch_size: int = 4, overwrite: bool = False,
                   progress: bool = False, precision: str = "fp32", output_ext: str | None = None) -> list[dict]:
     """Predict every input and write the label maps and a table.
 
@@ -109,6 +116,8 @@ def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str 
         also write each volume's Grad-CAM heat map (``<name>_gradcam<ext>``, in [0, 1]).
     overlap : float
         the sliding windows' overlap, in [0, 1).
+    sw_batch_size : int
+        sliding windows per forward pass.
     overwrite : bool
         replace outputs of these inputs already in ``out``.
     progress : bool
@@ -129,6 +138,7 @@ def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str 
 
     out = Path(out)
     check_overlap(overlap)
+    check_sw_batch_size(sw_batch_size)
     check_writable_dir(out)
     table_csv, table_json = out / "predictions.csv", out / "predictions.json"
     if (table_csv.exists() or table_json.exists()) and not overwrite:
@@ -154,7 +164,8 @@ def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str 
         row = {"input": str(path), "output": "", "gradcam": "", "error": ""}
         try:
             volume = read_volume(path, series=series)
-            prediction = predict(model, volume, overlap=overlap, precision=precision)
+            prediction = predict(model, volume, overlap=overlap, sw_batch_size=sw_batch_size,
+                                 precision=precision)
             seg_path = out / f"{stem}_seg{ext}"
             cam_volume = None
             if gradcam:

@@ -244,8 +244,23 @@ class TumorProbabilityd(MapTransform):
         return d
 
 
+def channel_argmax(values: torch.Tensor) -> torch.Tensor:
+    """The index of the largest of C channels at each voxel, the first on ties: (C, X, Y, Z) → (X, Y, Z) uint8.
+
+    Equals ``values.argmax(0)``, which reduces across the strided channel axis slowly on the CPU: 0.76 s against
+    0.14 s this way for 6 × 256×256×64 values on 2 threads.
+    """
+    best = values[0].clone()
+    index = torch.zeros(values.shape[1:], dtype=torch.uint8, device=values.device)
+    for channel in range(1, values.shape[0]):
+        larger = values[channel] > best
+        best = torch.where(larger, values[channel], best)
+        index[larger] = channel
+    return index
+
+
 @torch.inference_mode()
-def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_size: int = 2,
+def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_size: int = 4,
             precision: str = "fp32") -> Prediction:
     """Segment and classify one volume.
 
@@ -258,7 +273,8 @@ def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_
     overlap : float
         the sliding windows' overlap, in [0, 1).
     sw_batch_size : int
-        windows per forward pass.
+        windows per forward pass (4: in bf16 a 137×137×127 grid of 32³ windows took 2.27 s at 4, 2.69 s at 2,
+        median of 5 on 2 threads).
     precision : str
         ``"fp32"``, or ``"bf16"`` for bfloat16 autocast (faster on CPUs with AVX512-BF16 and on GPUs;
         labels differ from fp32 in a small share of boundary voxels). Resampling stays in float32.
@@ -287,7 +303,7 @@ def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_
                                        mode="constant", cval=pad_value)
     probs = torch.softmax(seg[0].float(), dim=0)
     back = resample(probs, affine, volume.affine, volume.shape, "bilinear")
-    label = back.argmax(dim=0).to(torch.uint8).cpu().numpy()
+    label = channel_argmax(back).cpu().numpy()
     window_probs = torch.softmax(torch.cat(window_logits), dim=1)
     head = window_probs[int((1.0 - window_probs[:, 0]).argmax())].cpu().numpy()
     model_probs = probs.cpu().numpy()
