@@ -84,9 +84,9 @@ def resample(data: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarray,
     # voxel index in dst -> voxel index in src
     index_map = np.linalg.inv(src_affine) @ dst_affine
     work = data.float() if not data.is_floating_point() else data
-    axes = _axis_pairing(index_map[:3, :3])
-    if mode == "bilinear" and axes is not None:
-        out = _resample_by_axis(work, index_map, axes, tuple(dst_shape))
+    dst_axis_of = axis_permutation(index_map)  # each source axis' destination axis; None for oblique grids
+    if mode == "bilinear" and dst_axis_of is not None:
+        out = _resample_by_axis(work, index_map, [int(a) for a in np.argsort(dst_axis_of)], tuple(dst_shape))
         return out.to(data.dtype) if not data.is_floating_point() else out
     # normalised coordinates (align_corners=True): n = 2 i / (size - 1) - 1, axes in reversed order for grid_sample
     def to_norm(size):
@@ -105,15 +105,6 @@ def resample(data: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarray,
     return out.to(data.dtype) if not data.is_floating_point() else out
 
 
-def _axis_pairing(linear: np.ndarray) -> list[int] | None:
-    """For a 3×3 voxel-index map with one non-zero per row and column (grids that differ by flips, axis order,
-    spacing and shift only): the source axis of each destination axis; None otherwise."""
-    nonzero = np.abs(linear) > 1e-9 * np.abs(linear).max()
-    if not (nonzero.sum(axis=0) == 1).all() or not (nonzero.sum(axis=1) == 1).all():
-        return None
-    return [int(np.flatnonzero(nonzero[:, j])[0]) for j in range(3)]
-
-
 def _linear_weights(n_dst: int, n_src: int, step: float, offset: float, like: torch.Tensor) -> torch.Tensor:
     """(n_dst, n_src) matrix of linear interpolation at source positions ``offset + step * i``; neighbours outside
     the source weigh 0, as grid_sample's zero padding."""
@@ -129,7 +120,8 @@ def _linear_weights(n_dst: int, n_src: int, step: float, offset: float, like: to
 
 def _resample_by_axis(data: torch.Tensor, index_map: np.ndarray, axes: list[int],
                       dst_shape: tuple[int, ...]) -> torch.Tensor:
-    """Trilinear resampling as three one-axis interpolations (matrix products), for grids paired axis by axis.
+    """Trilinear resampling as three one-axis interpolations (matrix products), for grids paired axis by axis:
+    destination axis ``j`` runs along source axis ``axes[j]`` (``index_map``: destination index → source index).
 
     Trilinear interpolation is separable, so this equals grid_sample's (to float rounding: the positions are
     computed in float64 here). It is about 3× faster: 0.17 s against 0.49 s for 6 channels of 137×137×127 onto
