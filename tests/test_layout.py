@@ -42,3 +42,13 @@ def test_every_stage_is_a_sub_package_and_nothing_else_sits_flat():
         assert importlib.import_module(f"volgan.{name}").__doc__
     packages = {p.parent.name for p in (ROOT / "volgan").glob("*/__init__.py")}
     assert packages == set(volgan.SUBPACKAGES)
+
+
+def test_ignite_progress_bar_resolves_on_the_installed_ignite():
+    """ignite 0.4.11 (MONAI 1.4's pin, the declared lower bound) keeps ProgressBar in ignite.contrib.handlers."""
+    from ignite.engine import Engine
+
+    from volgan.training import ignite_progress_bar
+
+    bar = ignite_progress_bar()(persist=False)
+    bar.attach(Engine(lambda engine, batch: {"loss": 0.0}), output_transform=lambda out: {"loss": out["loss"]})

@@ -200,12 +200,26 @@ class ProgressBar:
         self.persist, self.enabled = persist, flag(enabled)
 
     def attach(self, engine) -> None:
-        from ignite.handlers import ProgressBar as IgniteProgressBar
-
         if not (self.enabled and sys.stderr.isatty()):
             return
+        ignite_progress_bar()(persist=self.persist).attach(engine,
+                                                           output_transform=lambda out: {"loss": loss_value(out)})
 
-        IgniteProgressBar(persist=self.persist).attach(engine, output_transform=lambda out: {"loss": loss_value(out)})
+
+def ignite_progress_bar() -> type:
+    """ignite's tqdm ``ProgressBar`` class: ``ignite.handlers`` from ignite 0.5, ``ignite.contrib.handlers`` in
+    0.4.11 (the version MONAI 1.4's ``ignite`` extra installs).
+
+    Returns
+    -------
+    type
+        The class.
+    """
+    try:
+        from ignite.handlers import ProgressBar as IgniteProgressBar
+    except ImportError:
+        from ignite.contrib.handlers import ProgressBar as IgniteProgressBar
+    return IgniteProgressBar
 
 
 class ProgressLog:
