@@ -62,7 +62,18 @@ class Datalist:
 
 
 def dataset_file(path: str | os.PathLike) -> Path:
-    """The ``dataset.json`` that ``path`` names, or the one inside the folder ``path``."""
+    """The ``dataset.json`` that ``path`` names, or the one inside the folder ``path``.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        a ``dataset.json`` file, or a folder holding one (an MSD data set or an nnU-Net raw folder).
+
+    Returns
+    -------
+    Path
+        the ``dataset.json`` file; it need not exist.
+    """
     path = Path(path)
     return path / DATASET_FILE if path.is_dir() else path
 
@@ -174,7 +185,23 @@ def _source(file: Path, name: str, value) -> str:
 
 
 def msd_document(cases: list[Case], root: Path, meta: dict | None = None) -> dict:
-    """The MSD ``dataset.json`` for ``cases`` with paths relative to ``root``."""
+    """The MSD ``dataset.json`` for ``cases`` with paths relative to ``root``.
+
+    Parameters
+    ----------
+    cases : list[Case]
+        the cases, each with its image, label map, split and ``tumor_type``.
+    root : Path
+        the folder the file paths are written relative to (the datalist's own folder).
+    meta : dict | None
+        extra top-level keys (name, description, the phantom configuration…), or None.
+
+    Returns
+    -------
+    dict
+        the MSD document: name, description, modality, the label and tumor_type tables, ``numTraining``/``numTest`` and
+        the ``training``/``test`` entries (name, image, label, tumor_type where known, source).
+    """
     doc = {
         "name": "volgan",
         "description": "Labeled spinal MRI volumes (volgan)",
@@ -202,7 +229,21 @@ def _msd_entry(case: Case, root: Path) -> dict:
 
 
 def nnunet_document(cases: list[Case], meta: dict | None = None) -> dict:
-    """The nnU-Net v2 ``dataset.json`` for ``cases`` (files laid out by :func:`nnunet_paths`)."""
+    """The nnU-Net v2 ``dataset.json`` for ``cases`` (files laid out by :func:`nnunet_paths`).
+
+    Parameters
+    ----------
+    cases : list[Case]
+        the cases, laid out by :func:`layout_paths` with ``fmt="nnunet"``.
+    meta : dict | None
+        extra top-level keys, or None.
+
+    Returns
+    -------
+    dict
+        the nnU-Net v2 document: ``channel_names``, ``labels``, ``numTraining``, ``file_ending``, and under ``volgan``
+        the tumor_type table and each case's tumor_type, source and split.
+    """
     return {
         "channel_names": {"0": "MR"},
         "labels": {v: k for k, v in LABELS.items()},
@@ -217,7 +258,29 @@ def nnunet_document(cases: list[Case], meta: dict | None = None) -> dict:
 
 
 def layout_paths(root: Path, name: str, split: str, fmt: str) -> tuple[Path, Path]:
-    """Where a case's image and label go under ``root`` in format ``fmt`` (``msd`` or ``nnunet``)."""
+    """Where a case's image and label go under ``root`` in format ``fmt`` (``msd`` or ``nnunet``).
+
+    Parameters
+    ----------
+    root : Path
+        the data set's folder.
+    name : str
+        the case name.
+    split : str
+        ``"training"`` or ``"test"``.
+    fmt : str
+        ``"msd"`` (``imagesTr/NAME.nii.gz``) or ``"nnunet"`` (``imagesTr/NAME_0000.nii.gz``).
+
+    Returns
+    -------
+    tuple[Path, Path]
+        the image path and the label map path.
+
+    Raises
+    ------
+    ValueError
+        for a format other than ``msd`` and ``nnunet``.
+    """
     suffix = "Tr" if split == "training" else "Ts"
     if fmt == "nnunet":
         return root / f"images{suffix}" / f"{name}_0000.nii.gz", root / f"labels{suffix}" / f"{name}.nii.gz"
@@ -256,7 +319,22 @@ def _rel(path: Path, root: Path) -> str:
 
 def balanced_test_split(tumor_types: list[int | None], n_test: int, seed: int) -> set[int]:
     """Indices of a test set with the same number of cases of every class present (``n_test // classes``
-    each, fewer if a class is short), drawn with ``seed``; the rest is the training pool."""
+    each, fewer if a class is short), drawn with ``seed``; the rest is the training pool.
+
+    Parameters
+    ----------
+    tumor_types : list[int | None]
+        each case's ``tumor_type`` (0–3), None where unknown.
+    n_test : int
+        the test set's size asked for.
+    seed : int
+        fixes the draw.
+
+    Returns
+    -------
+    set[int]
+        the indices of the test cases.
+    """
     classes = sorted({t for t in tumor_types}, key=lambda t: -1 if t is None else t)
     if n_test <= 0 or not classes:
         return set()
@@ -272,7 +350,25 @@ def balanced_test_split(tumor_types: list[int | None], n_test: int, seed: int) -
 
 def check_cases(cases: list[Case], datalist: Path | None = None) -> list[dict]:
     """Open every case and check it: a finite 3D image, a label map of values 0–5 on the same grid, and
-    label 5 present exactly when ``tumor_type`` ≠ 0. Returns :func:`volgan.data.summary.case_stats` per case."""
+    label 5 present exactly when ``tumor_type`` ≠ 0. Returns :func:`volgan.data.summary.case_stats` per case.
+
+    Parameters
+    ----------
+    cases : list[Case]
+        the cases to open.
+    datalist : Path | None
+        the datalist file, named in error messages (None: the case files are named).
+
+    Returns
+    -------
+    list[dict]
+        one dict per case, in order: its ``orientation`` (axis codes) and :func:`volgan.data.summary.case_stats`.
+
+    Raises
+    ------
+    VolganInputError
+        naming the file and what is wrong, at the first case that fails a check.
+    """
     from volgan.data.io import check_same_grid, read_volume
     from volgan.data.summary import case_stats
     from volgan.labels import TUMOR_LABEL

@@ -69,7 +69,24 @@ LABEL_MAP_PRESETS: dict[str, dict[int, int]] = {
 
 def load_label_map(spec: str | os.PathLike | None) -> dict[int, int] | None:
     """A preset's table (``"spider"``, ``"verse"``, ``"totalspineseg"``) or a JSON file's ``{their value: volgan
-    label}`` (labels as numbers 0-5 or names such as ``"disc"``); None means the values already are volgan's."""
+    label}`` (labels as numbers 0-5 or names such as ``"disc"``); None means the values already are volgan's.
+
+    Parameters
+    ----------
+    spec : str | os.PathLike | None
+        a preset name, a JSON file, or None.
+
+    Returns
+    -------
+    dict[int, int] | None
+        {source value: volgan label 0–5}, or None for volgan's own values.
+
+    Raises
+    ------
+    VolganInputError
+        naming the file, when it is missing, not a JSON object, has a key that is not an integer, or maps onto something
+        that is not a volgan label.
+    """
     if spec is None:
         return None
     if str(spec).lower() in LABEL_MAP_PRESETS:
@@ -103,7 +120,20 @@ def map_labels(values: np.ndarray, mapping: dict[int, int] | None) -> tuple[np.n
     """Translate a label array (X, Y, Z; integer values) through ``mapping`` (None: the values 0-5 are kept).
 
     Returns the uint8 volgan label map and a Counter {value: voxels} of the values not in the map, which become
-    background (0)."""
+    background (0).
+
+    Parameters
+    ----------
+    values : np.ndarray
+        the source label map (X, Y, Z), integer values.
+    mapping : dict[int, int] | None
+        {source value: volgan label}, or None.
+
+    Returns
+    -------
+    tuple[np.ndarray, Counter]
+        the label map (X, Y, Z, uint8, values 0–5) and {unmapped value: voxel count}.
+    """
     uniques, inverse = np.unique(values, return_inverse=True)
     table = np.zeros(len(uniques), dtype=np.uint8)
     missing = Counter()
@@ -136,7 +166,24 @@ def find_source_cases(src: str | os.PathLike) -> tuple[list[SourceCase], str]:
     ``src`` is a datalist (MSD ``dataset.json`` or nnU-Net raw folder, any ``file_ending``), a SPIDER-style
     folder (``images/`` with ``masks/`` or ``labels/`` of matching names), or a folder of pairs (``NAME.ext``
     with ``NAME_label.ext``, ``_seg``, ``_mask``, ``_labels`` or ``_gt``; images without a label are kept,
-    unlabeled, in the test split)."""
+    unlabeled, in the test split).
+
+    Parameters
+    ----------
+    src : str | os.PathLike
+        the source: a datalist file or folder, a SPIDER-style folder or a folder of image/label pairs.
+
+    Returns
+    -------
+    tuple[list[SourceCase], str]
+        the cases (name, image, label map and tumor_type where known, split, DICOM series) and the source's kind in
+        words (``"msd datalist"``, ``"images/ and masks/ folders"``, ``"folder of image/label pairs"``…).
+
+    Raises
+    ------
+    VolganInputError
+        naming ``src``, when it does not exist or a label map has no image of its name.
+    """
     src = Path(src)
     if not src.exists():
         raise VolganInputError(src, "no such file or folder")
@@ -170,7 +217,23 @@ def find_source_cases(src: str | os.PathLike) -> tuple[list[SourceCase], str]:
 
 
 def read_classes(path: str | os.PathLike) -> dict[str, int | None]:
-    """A CSV with columns ``name`` and ``tumor_type`` (a number or a class name; empty for unknown)."""
+    """A CSV with columns ``name`` and ``tumor_type`` (a number or a class name; empty for unknown).
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        the CSV file.
+
+    Returns
+    -------
+    dict[str, int | None]
+        {case name: tumor_type 0–3, or None where the cell is empty}.
+
+    Raises
+    ------
+    VolganInputError
+        naming the file, when it is missing, unreadable, lacks a column, or names an unknown class.
+    """
     path = Path(path)
     if not path.is_file():
         raise VolganInputError(path, "no such class table")
@@ -295,5 +358,20 @@ def import_dataset(src: str | os.PathLike, out: str | os.PathLike, label_map: st
 
 
 def out_path(out: str | os.PathLike, staging: Path, path: Path) -> Path:
-    """Where a file written at ``path`` inside the staging folder lies once the output folder is in place."""
+    """Where a file written at ``path`` inside the staging folder lies once the output folder is in place.
+
+    Parameters
+    ----------
+    out : str | os.PathLike
+        the output folder.
+    staging : Path
+        the staging folder it is built in.
+    path : Path
+        a path inside ``staging``.
+
+    Returns
+    -------
+    Path
+        the same path under ``out`` (absolute).
+    """
     return Path(out).resolve() / path.relative_to(staging)

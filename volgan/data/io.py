@@ -58,11 +58,34 @@ class Volume:
 
 
 def is_nifti(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a NIfTI file (``.nii`` or ``.nii.gz``, any case), by its name alone.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        a file name or path.
+
+    Returns
+    -------
+    bool
+        True for a NIfTI name.
+    """
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
 def strip_nifti_suffix(name: str) -> str:
-    """``"case_001.nii.gz"`` → ``"case_001"``."""
+    """``"case_001.nii.gz"`` → ``"case_001"``.
+
+    Parameters
+    ----------
+    name : str
+        a file name.
+
+    Returns
+    -------
+    str
+        the name without ``.nii.gz`` or ``.nii`` (unchanged without either).
+    """
     for suffix in NIFTI_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -70,24 +93,68 @@ def strip_nifti_suffix(name: str) -> str:
 
 
 def is_volume_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a volume file volgan reads (:data:`VOLUME_SUFFIXES`), by its name alone."""
+    """Whether ``path`` names a volume file volgan reads (:data:`VOLUME_SUFFIXES`), by its name alone.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        a file name or path.
+
+    Returns
+    -------
+    bool
+        True when its suffix is one of :data:`VOLUME_SUFFIXES`.
+    """
     return str(path).lower().endswith(VOLUME_SUFFIXES)
 
 
 def volume_suffix(name: str | os.PathLike) -> str:
-    """The volume suffix of a file name (``".nii.gz"``, ``".mha"``…), ``""`` for anything else."""
+    """The volume suffix of a file name (``".nii.gz"``, ``".mha"``…), ``""`` for anything else.
+
+    Parameters
+    ----------
+    name : str | os.PathLike
+        a file name or path.
+
+    Returns
+    -------
+    str
+        the suffix, lower case.
+    """
     lower = str(name).lower()
     return next((s for s in VOLUME_SUFFIXES if lower.endswith(s)), "")
 
 
 def volume_stem(name: str) -> str:
-    """A volume file's name without its suffix: ``"case_001.nii.gz"`` → ``"case_001"``, ``"t2.mha"`` → ``"t2"``."""
+    """A volume file's name without its suffix: ``"case_001.nii.gz"`` → ``"case_001"``, ``"t2.mha"`` → ``"t2"``.
+
+    Parameters
+    ----------
+    name : str
+        a file name.
+
+    Returns
+    -------
+    str
+        the stem.
+    """
     suffix = volume_suffix(name)
     return name[: -len(suffix)] if suffix else name
 
 
 def volume_files(folder: str | os.PathLike) -> list[Path]:
-    """The volume files directly in ``folder``, sorted, hidden files and ``.raw`` companions left out."""
+    """The volume files directly in ``folder``, sorted, hidden files and ``.raw`` companions left out.
+
+    Parameters
+    ----------
+    folder : str | os.PathLike
+        the folder to list (not its subfolders).
+
+    Returns
+    -------
+    list[Path]
+        the volume files' paths.
+    """
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_volume_file(p) and not p.name.startswith("."))
 
 
@@ -123,7 +190,23 @@ def read_volume(path: str | os.PathLike, *, label: bool = False, series: DicomSe
 
 def read_array(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """The stored array (X, Y, Z, any numeric type) and RAS affine (4×4, mm) of a volume file or of the one
-    DICOM series in a folder, checked to be 3D with a usable affine; values are not checked."""
+    DICOM series in a folder, checked to be 3D with a usable affine; values are not checked.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        a volume file, or a folder holding one DICOM series.
+
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray]
+        the array (X, Y, Z) as stored and its voxel-to-RAS affine (4×4, mm).
+
+    Raises
+    ------
+    VolganInputError
+        naming the file, when it is unreadable, not 3D, or its affine is singular or not finite.
+    """
     path = Path(path)
     if not path.exists():
         raise VolganInputError(path, "no such file or folder")
@@ -166,7 +249,18 @@ class DicomSeries:
 
 def find_dicom_series(root: str | os.PathLike) -> list[DicomSeries]:
     """Every DICOM series in ``root`` and the folders below it (patient/study/series trees included), in
-    folder order, then series UID order."""
+    folder order, then series UID order.
+
+    Parameters
+    ----------
+    root : str | os.PathLike
+        the top folder.
+
+    Returns
+    -------
+    list[DicomSeries]
+        the series found (uid, folder, files in slice order); empty when there is none.
+    """
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
@@ -191,7 +285,18 @@ def find_volumes(folder: str | os.PathLike) -> list[tuple[str, Path, DicomSeries
     """(name, path, series) of every volume file directly in ``folder`` (series None) and of every DICOM series
     at any depth below it (path: the series' folder). A file is named by its stem; a series by its folder's path
     from ``folder`` with ``/`` written ``_`` (``folder``'s own name for a series in ``folder`` itself), numbered
-    when one folder holds several series."""
+    when one folder holds several series.
+
+    Parameters
+    ----------
+    folder : str | os.PathLike
+        the folder to search.
+
+    Returns
+    -------
+    list[tuple[str, Path, DicomSeries | None]]
+        (name, path, series) per volume, files first, then series.
+    """
     folder = Path(folder)
     found: list[tuple[str, Path, DicomSeries | None]] = [(volume_stem(p.name), p, None) for p in volume_files(folder)]
     series = find_dicom_series(folder)
@@ -205,7 +310,23 @@ def find_volumes(folder: str | os.PathLike) -> list[tuple[str, Path, DicomSeries
 
 
 def read_dicom_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
-    """Array (X, Y, Z) and RAS affine of one series found by :func:`find_dicom_series`."""
+    """Array (X, Y, Z) and RAS affine of one series found by :func:`find_dicom_series`.
+
+    Parameters
+    ----------
+    series : DicomSeries
+        the series.
+
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray]
+        the array (X, Y, Z) and its voxel-to-RAS affine (4×4, mm).
+
+    Raises
+    ------
+    VolganInputError
+        naming the series' folder, when its slices cannot be read as one volume.
+    """
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
@@ -294,7 +415,25 @@ def _as_3d(path: Path, array: np.ndarray) -> np.ndarray:
 
 
 def integer_labels(path: str | os.PathLike, array: np.ndarray) -> np.ndarray:
-    """A label array's values as int64, refused (naming ``path``) when any is NaN, Inf or not an integer."""
+    """A label array's values as int64, refused (naming ``path``) when any is NaN, Inf or not an integer.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        the file the array came from, named in the error.
+    array : np.ndarray
+        the label values (any shape, any numeric type).
+
+    Returns
+    -------
+    np.ndarray
+        the values as int64, same shape.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``path``, for a NaN, an infinity or a fractional value.
+    """
     if not np.isfinite(array).all():
         raise VolganInputError(path, "label map holds NaN or Inf voxels")
     rounded = np.rint(array)
@@ -313,7 +452,20 @@ def _as_label_map(path: Path, array: np.ndarray) -> np.ndarray:
 
 
 def check_same_grid(image: Volume, label: Volume) -> None:
-    """Raise if an image and its label map do not share shape and affine."""
+    """Raise if an image and its label map do not share shape and affine.
+
+    Parameters
+    ----------
+    image : Volume
+        the image.
+    label : Volume
+        its label map.
+
+    Raises
+    ------
+    VolganInputError
+        naming the label map, when the shapes differ or the affines differ by more than 1e-4 mm.
+    """
     if image.shape != label.shape:
         raise VolganInputError(label.path, f"label shape {label.shape} differs from image shape {image.shape}")
     if not np.allclose(image.affine, label.affine, atol=AFFINE_TOLERANCE):
@@ -364,7 +516,25 @@ def write_nifti(volume: Volume | np.ndarray, path: str | os.PathLike, affine: np
 def write_volume(volume: Volume, path: str | os.PathLike) -> Path:
     """Write a volume atomically in the format its name ends in: NIfTI (:func:`write_nifti`), ``.mha`` or
     ``.nrrd`` (SimpleITK, LPS geometry converted from ``volume.affine``). uint8 arrays stay uint8, everything
-    else is written as float32; non-finite voxels are refused."""
+    else is written as float32; non-finite voxels are refused.
+
+    Parameters
+    ----------
+    volume : Volume
+        the array (X, Y, Z) and its voxel-to-RAS affine (4×4, mm).
+    path : str | os.PathLike
+        the output file; its suffix picks the format.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``path``, for an unknown suffix or non-finite voxels.
+    """
     import SimpleITK as sitk
 
     path = Path(path)
@@ -385,7 +555,20 @@ def write_volume(volume: Volume, path: str | os.PathLike) -> Path:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error remove it."""
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error remove it.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        the file to write.
+    suffix : str
+        appended to the temporary file's name, for writers that pick the format by the suffix.
+
+    Yields
+    ------
+    Path
+        the temporary path to write to.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
@@ -400,21 +583,56 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file atomically."""
+    """Write a text file atomically.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        the file.
+    text : str
+        its content, written as UTF-8.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
 def first_line(exc: BaseException) -> str:
-    """An exception's message as one line of at most 120 characters (its type name when it has no message)."""
+    """An exception's message as one line of at most 120 characters (its type name when it has no message).
+
+    Parameters
+    ----------
+    exc : BaseException
+        the exception.
+
+    Returns
+    -------
+    str
+        the message's first line, cut to 120 characters.
+    """
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text if len(text) < 120 else text[:117] + "..."
 
 
 def check_writable_dir(out: str | os.PathLike) -> None:
     """Raise :class:`VolganInputError` naming ``out`` unless it is a folder (or can become one) that this process
-    can write: not a file, not under a file, not in a read-only place. Creates nothing but ``out``'s parents."""
+    can write: not a file, not under a file, not in a read-only place. Creates nothing but ``out``'s parents.
+
+    Parameters
+    ----------
+    out : str | os.PathLike
+        the output folder.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``out``, when it is a file, under a file, or cannot be written.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise VolganInputError(out, "output path exists and is not a folder")
@@ -440,6 +658,25 @@ def staged_output_dir(out: str | os.PathLike, names: tuple[str, ...], overwrite:
     (a file, a path under a file, a read-only place). On an error the staging folder is removed and ``out`` is
     left as it was; other files in ``out`` are never touched. An OS error while writing (a full disk, say)
     becomes a :class:`VolganInputError` naming ``out``.
+
+    Parameters
+    ----------
+    out : str | os.PathLike
+        the output folder (made if missing).
+    names : tuple[str, ...]
+        the entries the run will write.
+    overwrite : bool
+        replace entries of ``names`` already in ``out``.
+
+    Yields
+    ------
+    Path
+        the staging folder to write the entries into.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``out``, before any work, when an entry exists without ``overwrite`` or ``out`` cannot be written.
     """
     import shutil
 
@@ -470,7 +707,18 @@ def staged_output_dir(out: str | os.PathLike, names: tuple[str, ...], overwrite:
 
 
 def strict_json(value):
-    """NaN and ±Inf → None, numpy scalars → Python, keys starting with '_' dropped (strict JSON)."""
+    """NaN and ±Inf → None, numpy scalars → Python, keys starting with '_' dropped (strict JSON).
+
+    Parameters
+    ----------
+    value : object
+        any nesting of dicts, lists, tuples, numbers, numpy scalars, strings and None.
+
+    Returns
+    -------
+    object
+        the same structure (tuples as lists), fit for ``json.dumps(..., allow_nan=False)``.
+    """
     if isinstance(value, dict):
         return {k: strict_json(v) for k, v in value.items() if not str(k).startswith("_")}
     if isinstance(value, (list, tuple)):

@@ -27,7 +27,19 @@ def _read_label(path) -> tuple[torch.Tensor, np.ndarray]:
 
 
 def subject_for(case: Case) -> tio.Subject:
-    """The torchio subject of one case (volumes are read lazily, when a transform needs them)."""
+    """The torchio subject of one case (volumes are read lazily, when a transform needs them).
+
+    Parameters
+    ----------
+    case : Case
+        the case (image, optional label map and ``tumor_type``).
+
+    Returns
+    -------
+    tio.Subject
+        a subject with ``image`` (ScalarImage), ``label`` (LabelMap, when the case has one) and ``tumor_type`` (int; −1
+        where unknown).
+    """
     fields = {
         "image": tio.ScalarImage(case.image, reader=_read_image),
         "name": case.name,
@@ -111,7 +123,22 @@ def train_val_split(cases: list[Case], val_fraction: float = 0.2, seed: int = 0)
     """Split training cases into (train, validation), stratified by ``tumor_type``, fixed by ``seed``.
 
     ``val_fraction = 0`` holds nothing out: every case trains (an exact training set, as the study needs), and
-    the validation set is the training cases themselves, a monitor of the fit rather than of generalisation."""
+    the validation set is the training cases themselves, a monitor of the fit rather than of generalisation.
+
+    Parameters
+    ----------
+    cases : list[Case]
+        the training cases.
+    val_fraction : float
+        the share held out for validation, in [0, 1).
+    seed : int
+        fixes the split.
+
+    Returns
+    -------
+    tuple[list[Case], list[Case]]
+        the training cases and the validation cases.
+    """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
     if val_fraction == 0.0:

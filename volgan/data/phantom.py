@@ -107,7 +107,24 @@ class PhantomCase:
 
 def tumor_type_for(seed: int, index: int, tumor_fraction: float, types: tuple[int, ...]) -> int:
     """The class of case ``index``: a golden-ratio sequence, so every prefix of a dataset holds the
-    asked fractions to within a case or two, and the class depends only on ``(seed, index)``."""
+    asked fractions to within a case or two, and the class depends only on ``(seed, index)``.
+
+    Parameters
+    ----------
+    seed : int
+        the data set's seed.
+    index : int
+        the case's index.
+    tumor_fraction : float
+        the share of cases with a tumor, in [0, 1].
+    types : tuple[int, ...]
+        the tumor types drawn among (1–3).
+
+    Returns
+    -------
+    int
+        the case's tumor_type (0 for none).
+    """
     offset = np.random.default_rng([seed, 0x7A3B]).random()
     u = (offset + index * GOLDEN) % 1.0
     if u >= tumor_fraction:
@@ -116,7 +133,22 @@ def tumor_type_for(seed: int, index: int, tumor_fraction: float, types: tuple[in
 
 
 def generate_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()) -> PhantomCase:
-    """Make case ``index`` of the dataset ``seed``."""
+    """Make case ``index`` of the dataset ``seed``.
+
+    Parameters
+    ----------
+    seed : int
+        the data set's seed.
+    index : int
+        the case's index; the case depends on ``(seed, index, config)`` alone.
+    config : PhantomConfig
+        the phantom's size, spacing, orientation, contrast and tumor settings.
+
+    Returns
+    -------
+    PhantomCase
+        the image (X, Y, Z, float32), label map (X, Y, Z, uint8, labels 0–5), tumor_type and affine (4×4, mm).
+    """
     rng = np.random.default_rng([seed, index])
     tumor_type = tumor_type_for(seed, index, config.tumor_fraction, config.types)
     shape = tuple(int(s) for s in config.size)
@@ -376,7 +408,18 @@ def _bias_field(rng, shape, strength: float) -> np.ndarray:
 
 
 def config_dict(config: PhantomConfig) -> dict:
-    """The configuration as JSON-ready values, recorded in the datalist."""
+    """The configuration as JSON-ready values, recorded in the datalist.
+
+    Parameters
+    ----------
+    config : PhantomConfig
+        the configuration.
+
+    Returns
+    -------
+    dict
+        its fields as lists, numbers and strings.
+    """
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
 
 
@@ -384,6 +427,18 @@ DATASET_ENTRIES = ("dataset.json", "imagesTr", "labelsTr", "imagesTs", "labelsTs
 
 
 def case_name(index: int) -> str:
+    """The name of phantom case ``index``: ``phantom_00007`` for 7.
+
+    Parameters
+    ----------
+    index : int
+        the case's index.
+
+    Returns
+    -------
+    str
+        the name.
+    """
     return f"phantom_{index:05d}"
 
 

@@ -10,7 +10,23 @@ from volgan.labels import LABELS, TUMOR_LABEL, TUMOR_TYPES
 
 
 def case_stats(image: np.ndarray, label: np.ndarray, spacing: tuple[float, float, float]) -> dict:
-    """Shape, spacing (mm), voxels per label, tumor volume (mm³) and the image's 1st/99th percentiles."""
+    """Shape, spacing (mm), voxels per label, tumor volume (mm³) and the image's 1st/99th percentiles.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        the image (X, Y, Z).
+    label : np.ndarray
+        its label map (X, Y, Z), labels 0–5.
+    spacing : tuple[float, float, float]
+        the voxel size in mm.
+
+    Returns
+    -------
+    dict
+        ``shape``, ``spacing`` (mm), ``label_voxels`` (per label name), ``tumor_mm3``, ``intensity_p1`` and
+        ``intensity_p99``.
+    """
     counts = np.bincount(label.ravel(), minlength=len(LABELS))
     voxel_mm3 = float(np.prod(spacing))
     p1, p99 = np.percentile(image, [1, 99])
@@ -25,7 +41,22 @@ def case_stats(image: np.ndarray, label: np.ndarray, spacing: tuple[float, float
 
 
 def format_summary(cases: list, stats: list[dict], header: str) -> str:
-    """A plain-text table: cases per split and class, geometry, tumor sizes, intensity range."""
+    """A plain-text table: cases per split and class, geometry, tumor sizes, intensity range.
+
+    Parameters
+    ----------
+    cases : list
+        the cases (:class:`~volgan.data.datalist.Case`).
+    stats : list[dict]
+        their :func:`case_stats`, in the same order.
+    header : str
+        the first line (the data set's name and path).
+
+    Returns
+    -------
+    str
+        the table, lines joined by newlines.
+    """
     lines = [header]
     names = [TUMOR_TYPES[k] for k in TUMOR_TYPES] + ["unknown"]
     counts = Counter((c.split, TUMOR_TYPES.get(c.tumor_type, "unknown")) for c in cases)
@@ -63,7 +94,18 @@ def readiness(cases: list) -> list[str]:
 
     Segmentation training needs training cases with a label map; tumor classification needs a tumor_type on
     them, of two or more classes (cases without one train the segmentation only); ``volgan evaluate`` scores a
-    test split with label maps."""
+    test split with label maps.
+
+    Parameters
+    ----------
+    cases : list
+        the cases (:class:`~volgan.data.datalist.Case`).
+
+    Returns
+    -------
+    list[str]
+        one sentence per task: ready, or what is missing.
+    """
     training = [c for c in cases if c.split == "training"]
     labeled = [c for c in training if c.label is not None]
     typed = [c for c in labeled if c.tumor_type is not None]

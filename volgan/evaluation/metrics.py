@@ -84,7 +84,18 @@ def dice_iou(counts: dict[str, int]) -> tuple[float, float]:
 
 
 def surface(mask: np.ndarray) -> np.ndarray:
-    """Surface voxels: the mask minus its erosion by the 6-connected cross (outside counts as background)."""
+    """Surface voxels: the mask minus its erosion by the 6-connected cross (outside counts as background).
+
+    Parameters
+    ----------
+    mask : np.ndarray
+        (X, Y, Z) bool mask.
+
+    Returns
+    -------
+    np.ndarray
+        (X, Y, Z) bool mask of its surface voxels.
+    """
     inner = mask.copy()
     inner[0], inner[-1] = False, False
     inner[:, 0], inner[:, -1] = False, False
@@ -130,11 +141,38 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing) -> tuple[np.nd
 
 
 def percentile(distances: np.ndarray, q: float) -> float:
-    """The q-th percentile with linear interpolation, in float32 as MONAI computes it."""
+    """The q-th percentile with linear interpolation, in float32 as MONAI computes it.
+
+    Parameters
+    ----------
+    distances : np.ndarray
+        (N,) float32 distances in mm.
+    q : float
+        the percentile, in [0, 100].
+
+    Returns
+    -------
+    float
+        the percentile, in mm.
+    """
     return float(torch.quantile(torch.from_numpy(distances), q / 100.0))
 
 
 def diagonal_mm(shape, spacing) -> float:
+    """The length in mm of a grid's diagonal: the distance given when a mask is empty on one side only.
+
+    Parameters
+    ----------
+    shape : tuple[int, int, int]
+        the grid's shape (X, Y, Z).
+    spacing : tuple[float, float, float]
+        its voxel size in mm.
+
+    Returns
+    -------
+    float
+        the diagonal in mm.
+    """
     return float(np.linalg.norm(np.asarray(shape, dtype=np.float64) * np.asarray(spacing, dtype=np.float64)))
 
 
@@ -233,6 +271,18 @@ def bootstrap(values_fn, n: int, resamples: int = 1000, seed: int = 0, level: fl
 
 
 def nan_mean(values: np.ndarray) -> float:
+    """The mean of the finite values, NaN when there is none.
+
+    Parameters
+    ----------
+    values : np.ndarray
+        the values (any shape).
+
+    Returns
+    -------
+    float
+        the mean.
+    """
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else math.nan
 

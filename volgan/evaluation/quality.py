@@ -54,7 +54,20 @@ FEATURE_NETWORK = "MONAI resnet10 (3D), random weights with torch seed 0, global
 
 
 def load_arrays(cases: list[Case], prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, S, S, S) z-normalised and label maps (N, S, S, S) on the common grid."""
+    """Images (N, S, S, S) z-normalised and label maps (N, S, S, S) on the common grid.
+
+    Parameters
+    ----------
+    cases : list[Case]
+        the cases (images, label maps where they have one).
+    prep : Preprocessing
+        the common grid: ``spacing`` in mm and ``patch`` (S, S, S) in voxels.
+
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray]
+        images (N, S, S, S) float32 and label maps (N, S, S, S) uint8, zeros for a case without one.
+    """
     pipeline = preprocessing(prep)
     images, labels = [], []
     for case in cases:
@@ -66,6 +79,14 @@ def load_arrays(cases: list[Case], prep: Preprocessing) -> tuple[np.ndarray, np.
 
 
 def feature_network() -> torch.nn.Module:
+    """MONAI's 3D ResNet-10, randomly initialised with seed 0 (torch's random state is left as it was), without its
+    classifier: the fixed encoder of the report's "random features" Fréchet distance.
+
+    Returns
+    -------
+    torch.nn.Module
+        the network in eval mode: (B, 1, S, S, S) → (B, 512) features.
+    """
     from monai.networks.nets import resnet10
 
     state = torch.random.get_rng_state()
@@ -77,6 +98,20 @@ def feature_network() -> torch.nn.Module:
 
 @torch.no_grad()
 def features(images: np.ndarray, net: torch.nn.Module) -> np.ndarray:
+    """The features of ``net`` for every image, in batches of 8, without gradients.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        (N, S, S, S) z-normalised images.
+    net : torch.nn.Module
+        a network giving (B, D) features for (B, 1, S, S, S) images (:func:`feature_network`).
+
+    Returns
+    -------
+    np.ndarray
+        (N, D) float64 features.
+    """
     out = [net(torch.from_numpy(images[i: i + 8, None])).numpy() for i in range(0, len(images), 8)]
     return np.concatenate(out).astype(np.float64)
 
@@ -92,7 +127,20 @@ WHY_NOT_PRETRAINED = ("No pretrained extractor: MONAI's FIDMetric docs recommend
 @torch.no_grad()
 def judge_features(network: torch.nn.Module, images: np.ndarray) -> np.ndarray:
     """(N, C) features of (N, S, S, S) z-normalised images: the global average of a
-    :class:`~volgan.segcls.network.SegClsNet`'s bottleneck (C = its last width), the network in eval mode."""
+    :class:`~volgan.segcls.network.SegClsNet`'s bottleneck (C = its last width), the network in eval mode.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        the judge (a :class:`~volgan.segcls.network.SegClsNet`).
+    images : np.ndarray
+        (N, S, S, S) z-normalised images.
+
+    Returns
+    -------
+    np.ndarray
+        (N, C) float64 features.
+    """
     out = []
     for i in range(0, len(images), 8):
         x = torch.from_numpy(images[i: i + 8, None]).float().to(next(network.parameters()).device)
@@ -104,7 +152,20 @@ def judge_features(network: torch.nn.Module, images: np.ndarray) -> np.ndarray:
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to feature sets (N × D each), by MONAI's
-    :class:`~monai.metrics.FIDMetric` in float64; NaN when a set has fewer than two samples."""
+    :class:`~monai.metrics.FIDMetric` in float64; NaN when a set has fewer than two samples.
+
+    Parameters
+    ----------
+    a : np.ndarray
+        (N, D) features of one set.
+    b : np.ndarray
+        (M, D) features of the other.
+
+    Returns
+    -------
+    float
+        the squared Fréchet distance (feature units squared).
+    """
     from monai.metrics import FIDMetric
     from scipy.linalg import LinAlgWarning
 
@@ -120,7 +181,20 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def nearest_distances(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
-    """RMS distance of each query volume to its nearest volume in ``bank``."""
+    """RMS distance of each query volume to its nearest volume in ``bank``.
+
+    Parameters
+    ----------
+    queries : np.ndarray
+        (N, S, S, S) volumes.
+    bank : np.ndarray
+        (M, S, S, S) volumes on the same grid.
+
+    Returns
+    -------
+    np.ndarray
+        (N,) root-mean-square voxel differences to the nearest volume of ``bank`` (intensity units).
+    """
     q = queries.reshape(len(queries), -1).astype(np.float64)
     b = bank.reshape(len(bank), -1).astype(np.float64)
     d2 = (q**2).sum(1)[:, None] + (b**2).sum(1)[None] - 2 * q @ b.T
@@ -128,7 +202,20 @@ def nearest_distances(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
 
 
 def smoothed(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """Every volume of (N, S, S, S) blurred alike with a Gaussian of ``sigma`` voxels."""
+    """Every volume of (N, S, S, S) blurred alike with a Gaussian of ``sigma`` voxels.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        (N, S, S, S) volumes.
+    sigma : float
+        the Gaussian's standard deviation in voxels.
+
+    Returns
+    -------
+    np.ndarray
+        (N, S, S, S) blurred volumes.
+    """
     from scipy import ndimage
 
     return np.stack([ndimage.gaussian_filter(v, sigma) for v in images]) if len(images) else images
@@ -137,7 +224,22 @@ def smoothed(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
 def chance_of_at_least(k: int, n_synthetic: int, n_test: int) -> float:
     """P(at least ``k`` of ``n_synthetic`` volumes fall below the least of ``n_test`` distances) when synthetic
     and test distances are exchangeable (synthetic volumes as far from the training set as test volumes are):
-    the first ``k`` of a random order of all distances are synthetic, C(n_s, k) / C(n_s + n_t, k)."""
+    the first ``k`` of a random order of all distances are synthetic, C(n_s, k) / C(n_s + n_t, k).
+
+    Parameters
+    ----------
+    k : int
+        the count observed.
+    n_synthetic : int
+        the number of synthetic volumes.
+    n_test : int
+        the number of test volumes.
+
+    Returns
+    -------
+    float
+        the probability, in [0, 1] (1 for ``k`` = 0).
+    """
     return math.comb(n_synthetic, k) / math.comb(n_synthetic + n_test, k)
 
 
@@ -148,7 +250,23 @@ def memorization_figures(synth: np.ndarray, test: np.ndarray, train: np.ndarray)
     distances with probability 1 / (n + 1)), and the chance of a count at least as high
     (:func:`chance_of_at_least`, a one-sided exact test of "nearer than test volumes are"), kept as ``p_value``
     with its ``verdict`` ("not beyond chance" when p ≥ :data:`MEMORIZATION_ALPHA`), and the ratio of the median
-    nearest-training distances, synthetic to test (below 1: synthetic volumes sit nearer the training set)."""
+    nearest-training distances, synthetic to test (below 1: synthetic volumes sit nearer the training set).
+
+    Parameters
+    ----------
+    synth : np.ndarray
+        (N, S, S, S) synthetic volumes.
+    test : np.ndarray
+        (T, S, S, S) real test volumes (may be empty: the counts are then None).
+    train : np.ndarray
+        (M, S, S, S) real training volumes.
+
+    Returns
+    -------
+    dict
+        ``synthetic_to_train`` and ``test_to_train`` (distance summaries), ``synthetic_nearer_than_nearest_test``,
+        ``expected_by_chance``, ``chance_of_as_many``, ``p_value``, ``verdict`` and ``median_distance_ratio``.
+    """
     synth_nn = nearest_distances(synth, train)
     test_nn = nearest_distances(test, train) if len(test) else np.array([])
     if not test_nn.size:
@@ -183,7 +301,25 @@ def diversity_figures(synth: np.ndarray, real: np.ndarray, seed: int = 0,
                       resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
     """MS-SSIM diversity of synthetic and real (N, S, S, S) volumes (up to :data:`DIVERSITY_PAIRS` pairs each)
     and the gap |synthetic − real| / real, each with a 95% percentile-bootstrap interval over volumes (the two
-    sets resampled independently, ``resamples`` seeded draws). Values are None below two volumes."""
+    sets resampled independently, ``resamples`` seeded draws). Values are None below two volumes.
+
+    Parameters
+    ----------
+    synth : np.ndarray
+        (N, S, S, S) synthetic volumes.
+    real : np.ndarray
+        (M, S, S, S) real volumes.
+    seed : int
+        fixes the pairs and the bootstrap draws.
+    resamples : int
+        the bootstrap draws.
+
+    Returns
+    -------
+    dict
+        ``msssim_synthetic``, ``msssim_real`` and ``diversity_gap``, each with its ``_ci`` ([low, high], None when
+        undefined).
+    """
     rng = np.random.default_rng(seed)
     out, draws = {}, {}
     for name, volumes in (("synthetic", synth), ("real", real)):
@@ -206,7 +342,24 @@ def _interval(draws: np.ndarray | None) -> list[float] | None:
 def label_consistency(model, images: np.ndarray, labels: np.ndarray, affine: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Dice (N × 5, labels 1–5) between each label map and the model's prediction on its image, and whether
-    the model calls a tumor in each (N, bool; :attr:`volgan.segcls.predict.Prediction.tumor_probability` ≥ 0.5)."""
+    the model calls a tumor in each (N, bool; :attr:`volgan.segcls.predict.Prediction.tumor_probability` ≥ 0.5).
+
+    Parameters
+    ----------
+    model : LoadedModel
+        the judge (:func:`volgan.segcls.predict.load_model`).
+    images : np.ndarray
+        (N, S, S, S) images.
+    labels : np.ndarray
+        (N, S, S, S) label maps, labels 0–5.
+    affine : np.ndarray
+        the grid's 4×4 voxel-to-RAS affine (mm).
+
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray]
+        Dice (N, 5) and tumor calls (N,) bool.
+    """
     from volgan.data.io import Volume
     from volgan.evaluation.metrics import segmentation_metrics
     from volgan.segcls.predict import predict
@@ -228,7 +381,27 @@ def tumor_consistency(synth_dice: np.ndarray, synth_calls: np.ndarray, synth_lab
     """The judge's tumor figures: ``real_test.tumor_dice`` (mean tumor Dice on the tumor-bearing real test
     volumes, its yardstick), ``tumor_bearing.tumor_dice`` (the same on the tumor-bearing synthetic volumes),
     ``tumor_free`` (synthetic volumes whose map holds no tumor, and how many of them the judge calls a tumor in),
-    and each target of :data:`CONSISTENCY_TARGETS` with its verdict. Dice arrays: N × 5 (labels 1–5)."""
+    and each target of :data:`CONSISTENCY_TARGETS` with its verdict. Dice arrays: N × 5 (labels 1–5).
+
+    Parameters
+    ----------
+    synth_dice : np.ndarray
+        (N, 5) judge Dice on the synthetic volumes (:func:`label_consistency`).
+    synth_calls : np.ndarray
+        (N,) the judge's tumor calls on them.
+    synth_labels : np.ndarray
+        (N, S, S, S) their label maps.
+    test_dice : np.ndarray | None
+        (T, 5) judge Dice on the real test volumes, or None.
+    test_labels : np.ndarray | None
+        (T, S, S, S) their label maps, or None.
+
+    Returns
+    -------
+    dict
+        ``real_test`` and ``tumor_bearing`` (mean tumor Dice and n), ``tumor_free`` (tumors found, of how many) and
+        ``targets`` (each target's value, bar and whether it is met, anatomy Dice included).
+    """
     from volgan.labels import TUMOR_LABEL
 
     def mean_tumor_dice(dice, labels):
@@ -316,7 +489,18 @@ def quality_report(real: str | os.PathLike, synthetic: str | os.PathLike, out: s
 
 def summary_line(report: dict) -> str:
     """The report's headline: the Fréchet distance against the real-vs-real floor, and the MS-SSIM diversity of
-    the synthetic volumes against the real ones."""
+    the synthetic volumes against the real ones.
+
+    Parameters
+    ----------
+    report : dict
+        the quality report (:func:`quality_report`).
+
+    Returns
+    -------
+    str
+        one line.
+    """
     o = {k: v if v is None else f"{v:.3f}" for k, v in report["overall"].items() if isinstance(v, (float, type(None)))}
     return (f"Fréchet {o['frechet_synthetic_vs_real']} (real floor {o['frechet_real_vs_real']}), "
             f"MS-SSIM synthetic {o['msssim_synthetic']} vs real {o['msssim_real']}")
@@ -409,6 +593,19 @@ def _quality(train, test, synth, real_list, synth_list, model, seed: int) -> dic
 
 
 def render_markdown(report: dict) -> str:
+    """The quality report as a Markdown page: the Fréchet and MS-SSIM table per group, the memorization test, the
+    judge's label consistency and the definitions.
+
+    Parameters
+    ----------
+    report : dict
+        the quality report (:func:`quality_report`).
+
+    Returns
+    -------
+    str
+        the page.
+    """
     lines = ["# Synthetic-quality report", "",
              f"{report['n']['synthetic']} synthetic volumes against {report['n']['real_train']} real training and "
              f"{report['n']['real_test']} real test volumes, on a {report['grid']['shape']} grid at "

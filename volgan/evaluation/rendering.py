@@ -23,12 +23,44 @@ from volgan.labels import TUMOR_LABEL, TUMOR_TYPES
 
 
 def fmt(x, digits: int = 3) -> str:
-    """A number with ``digits`` decimals; ``–`` for None, NaN and infinities."""
+    """A number with ``digits`` decimals; ``–`` for None, NaN and infinities.
+
+    Parameters
+    ----------
+    x : float | None
+        the number.
+    digits : int
+        decimals shown.
+
+    Returns
+    -------
+    str
+        the text.
+    """
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
 
 def markdown_page(title: str, header: list[str], tables, figures: dict[str, str], definitions: list[str]) -> str:
-    """A Markdown report: header lines, (title, header, rows) tables, figures under ``figures/``, definitions."""
+    """A Markdown report: header lines, (title, header, rows) tables, figures under ``figures/``, definitions.
+
+    Parameters
+    ----------
+    title : str
+        the page's title.
+    header : list[str]
+        lines under the title.
+    tables : list[tuple[str, list[str], list[list[str]]]]
+        (title, column names, rows of cells).
+    figures : dict[str, str]
+        {file name under ``figures/``: title}.
+    definitions : list[str]
+        the metric definitions, one per line.
+
+    Returns
+    -------
+    str
+        the page.
+    """
     lines = [f"# {title}", "", *header, ""]
     for name, head, rows in tables:
         lines += [f"## {name}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -42,7 +74,28 @@ def markdown_page(title: str, header: list[str], tables, figures: dict[str, str]
 
 def html_page(title: str, header: list[str], tables, figures: dict[str, str], figure_dir: Path,
               definitions: list[str]) -> str:
-    """The same report as one self-contained HTML file (figures embedded as base64 PNG)."""
+    """The same report as one self-contained HTML file (figures embedded as base64 PNG).
+
+    Parameters
+    ----------
+    title : str
+        the page's title.
+    header : list[str]
+        lines under the title.
+    tables : list[tuple[str, list[str], list[list[str]]]]
+        (title, column names, rows of cells).
+    figures : dict[str, str]
+        {file name: title}.
+    figure_dir : Path
+        the folder holding the figures' PNG files.
+    definitions : list[str]
+        the metric definitions, one per line.
+
+    Returns
+    -------
+    str
+        the page.
+    """
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
              "margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}th{background:#eee}"
@@ -64,7 +117,22 @@ def html_page(title: str, header: list[str], tables, figures: dict[str, str], fi
 
 
 def make_figures(per_case: list[dict], summary: dict, folder: Path) -> dict[str, str]:
-    """Write PNG figures into ``folder``; returns {file name: title}."""
+    """Write PNG figures into ``folder``; returns {file name: title}.
+
+    Parameters
+    ----------
+    per_case : list[dict]
+        the report's per-case rows.
+    summary : dict
+        the report's summary (:func:`volgan.evaluation.report.summarize`, with the classification).
+    folder : Path
+        where the PNG files go.
+
+    Returns
+    -------
+    dict[str, str]
+        {file name: title} of the figures written.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,6 +206,15 @@ def _overlay(ax, row: dict, title: str) -> None:
 
 
 def save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure as a PNG (90 dpi, tight layout) and close it.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        the figure.
+    path : Path
+        the PNG file.
+    """
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     import matplotlib.pyplot as plt

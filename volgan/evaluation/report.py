@@ -73,7 +73,28 @@ class Pair:
 
 def find_pairs(pred_dir: str | os.PathLike, ref: str | os.PathLike,
                images: str | os.PathLike | None = None) -> list[Pair]:
-    """Match predictions to references by case name; a reference without a prediction is an error."""
+    """Match predictions to references by case name; a reference without a prediction is an error.
+
+    Parameters
+    ----------
+    pred_dir : str | os.PathLike
+        the folder of predictions (``NAME_seg.ext`` or ``NAME.ext``).
+    ref : str | os.PathLike
+        the references: a datalist (the labeled cases of its test split) or a folder of label maps.
+    images : str | os.PathLike | None
+        a folder of the images, for the overlay figures (None: the datalist's, or none).
+
+    Returns
+    -------
+    list[Pair]
+        the matched cases (name, prediction, reference, image, tumor_type).
+
+    Raises
+    ------
+    VolganInputError
+        naming the folder or file, when it is missing, a datalist has no test split, there is no reference, or a
+        reference has no prediction.
+    """
     pred_dir, ref = Path(pred_dir), Path(ref)
     if not pred_dir.is_dir():
         raise VolganInputError(pred_dir, "prediction folder does not exist")
@@ -109,7 +130,23 @@ def find_pairs(pred_dir: str | os.PathLike, ref: str | os.PathLike,
 
 
 def read_class_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """``volgan infer``'s table (CSV or JSON) → {case name: probabilities over tumor_type (4,)}."""
+    """``volgan infer``'s table (CSV or JSON) → {case name: probabilities over tumor_type (4,)}.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        ``predictions.csv`` or ``predictions.json``.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        {case name: probabilities (4,)}.
+
+    Raises
+    ------
+    VolganInputError
+        naming the file, when it is unreadable or lacks the probability columns.
+    """
     path = Path(path)
     if not path.is_file():
         raise VolganInputError(path, "no such classification table")
@@ -136,7 +173,18 @@ def read_class_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def summary_line(summary: dict) -> str:
-    """The report's headline: the number of cases, the foreground Dice and HD95 (mm) averaged over labels."""
+    """The report's headline: the number of cases, the foreground Dice and HD95 (mm) averaged over labels.
+
+    Parameters
+    ----------
+    summary : dict
+        the report's summary (:func:`summarize`).
+
+    Returns
+    -------
+    str
+        one line.
+    """
     fm = summary["foreground_mean"]
 
     def shown(value, digits: int) -> str:
@@ -207,7 +255,25 @@ def evaluate(pred_dir, ref, out, classes: str | os.PathLike | None = None, image
 
 
 def summarize(per_case: list[dict], tolerance_mm: float, resamples: int, seed: int) -> dict:
-    """nnU-Net's ``metric_per_case``/``mean``/``foreground_mean`` plus volgan's CIs, flags and definitions."""
+    """nnU-Net's ``metric_per_case``/``mean``/``foreground_mean`` plus volgan's CIs, flags and definitions.
+
+    Parameters
+    ----------
+    per_case : list[dict]
+        the per-case rows (the case pair and its per-label metrics).
+    tolerance_mm : float
+        the NSD tolerance in mm.
+    resamples : int
+        the bootstrap draws of the confidence intervals.
+    seed : int
+        fixes the draws.
+
+    Returns
+    -------
+    dict
+        ``metric_per_case``, ``mean`` and ``foreground_mean`` (as nnU-Net writes them), with 95% intervals, flags and
+        the definitions.
+    """
     metric_per_case = []
     for row in per_case:
         metric_per_case.append({
@@ -256,7 +322,20 @@ def summarize(per_case: list[dict], tolerance_mm: float, resamples: int, seed: i
 def classification_note(per_case: list[dict], classes) -> str | None:
     """Why the report holds segmentation alone, or None when classification figures are computed: they need
     ``classes`` (``volgan infer``'s table) and a reference with tumor_type for every case or, without it, cases
-    both with and without tumor label 5 (segmentation-only data sets have neither)."""
+    both with and without tumor label 5 (segmentation-only data sets have neither).
+
+    Parameters
+    ----------
+    per_case : list[dict]
+        the per-case rows.
+    classes : dict | None
+        the tumor-probability table (:func:`read_class_table`), or None.
+
+    Returns
+    -------
+    str | None
+        the reason, or None.
+    """
     if classes is None:
         return "segmentation only: no --classes table of tumor probabilities was given"
     if all(row["pair"].tumor_type is not None for row in per_case):
@@ -269,6 +348,33 @@ def classification_note(per_case: list[dict], classes) -> str | None:
 
 
 def classify(per_case: list[dict], table: dict[str, np.ndarray], resamples: int, seed: int, source) -> dict:
+    """The classification figures of ``volgan infer``'s probabilities against the references' tumor types (or, without
+    them, against whether the reference holds tumor label 5).
+
+    Parameters
+    ----------
+    per_case : list[dict]
+        the per-case rows.
+    table : dict[str, np.ndarray]
+        {case name: probabilities (4,)} (:func:`read_class_table`).
+    resamples : int
+        the bootstrap draws of the confidence intervals.
+    seed : int
+        fixes the draws.
+    source : str | os.PathLike
+        the table's file, named in errors.
+
+    Returns
+    -------
+    dict
+        ``n_cases``, ``tumor_type_known``, ``metrics`` (value and 95% interval each), ``confusion_matrix`` (4 × 4, None
+        without tumor types) and ``per_case`` probabilities.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``source``, when a case has no probabilities.
+    """
     names = [row["pair"].name for row in per_case]
     missing = [n for n in names if n not in table]
     if missing:
@@ -298,6 +404,18 @@ def classify(per_case: list[dict], table: dict[str, np.ndarray], resamples: int,
 
 
 def per_case_csv(per_case: list[dict]) -> str:
+    """The per-case table as CSV: one row per case and label, every segmentation metric, the voxel counts and the flags.
+
+    Parameters
+    ----------
+    per_case : list[dict]
+        the per-case rows.
+
+    Returns
+    -------
+    str
+        the CSV text; undefined values are empty cells.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["case", "label", "label_name", *SEG_METRICS, *COUNT_KEYS, "flags"])
@@ -310,7 +428,18 @@ def per_case_csv(per_case: list[dict]) -> str:
 
 
 def report_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) tables shared by the Markdown and HTML reports."""
+    """(title, header, rows) tables shared by the Markdown and HTML reports.
+
+    Parameters
+    ----------
+    summary : dict
+        the report's summary.
+
+    Returns
+    -------
+    list[tuple[str, list[str], list[list[str]]]]
+        (title, column names, rows of cells) per table.
+    """
     v = summary["volgan"]
     rows = []
     for k in FOREGROUND:
