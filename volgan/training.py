@@ -65,6 +65,26 @@ def bf16_autocast(value: bool | str, device: torch.device | str) -> bool:
         return False
 
 
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type``, on every torch from 2.2 (``torch.is_autocast_enabled`` takes a
+    device type from torch 2.4; before, the CPU has ``torch.is_autocast_cpu_enabled``).
+
+    Parameters
+    ----------
+    device_type : str
+        ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    bool
+        True inside an enabled ``torch.autocast`` of that device type.
+    """
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 class SmallInputFp32Conv3d(nn.Conv3d):
     """A :class:`~torch.nn.Conv3d` that leaves autocast and computes in float32 when its input is smaller than its
     kernel along any spatial axis (an S/8 map of 2³ under a 3³ kernel, say), and is a plain Conv3d otherwise.
@@ -76,7 +96,7 @@ class SmallInputFp32Conv3d(nn.Conv3d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         device_type = x.device.type
-        if torch.is_autocast_enabled(device_type) and any(
+        if autocast_enabled(device_type) and any(
                 n < k for n, k in zip(x.shape[2:], self.kernel_size, strict=True)):
             with torch.autocast(device_type, enabled=False):
                 return super().forward(x.float())

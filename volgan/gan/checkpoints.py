@@ -19,7 +19,26 @@ def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stat
     leaves the previous one whole; older ones go once the new one is in place), resume from the newest such
     checkpoint when one exists, and export the EMA generators with ``config`` and ``stats`` to
     ``ckpt_dir/generator.pt`` at each save. In a distributed run every process resumes and the first one alone
-    writes (ignite's ``DiskSaver`` saves on rank 0 only, and so does the export)."""
+    writes (ignite's ``DiskSaver`` saves on rank 0 only, and so does the export).
+
+    Parameters
+    ----------
+    trainer : CGanTrainer
+        the trainer (a MONAI engine) to attach to.
+    ckpt_dir : str
+        the checkpoint folder.
+    config : dict
+        the generators' configuration (size, widths, z sizes…), exported with them.
+    stats : dict
+        the training data's statistics (:func:`volgan.gan.trainer.training_stats`), exported with them.
+    save_interval : int
+        epochs between saves.
+
+    Returns
+    -------
+    CGanTrainer
+        ``trainer``, with the handlers attached.
+    """
     from pathlib import Path
 
     from ignite.engine import Events
@@ -61,7 +80,18 @@ def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stat
 
 
 def checkpoints(ckpt_dir: str) -> list:
-    """``(epoch, path)`` of each ``checkpoint_*.pt`` in ``ckpt_dir``, oldest first."""
+    """``(epoch, path)`` of each ``checkpoint_*.pt`` in ``ckpt_dir``, oldest first.
+
+    Parameters
+    ----------
+    ckpt_dir : str
+        the checkpoint folder.
+
+    Returns
+    -------
+    list[tuple[int, Path
+        ]] (epoch, path) pairs, by epoch.
+    """
     import re
     from pathlib import Path
 
@@ -74,6 +104,17 @@ def checkpoints(ckpt_dir: str) -> list:
 
 
 def latest_checkpoint(ckpt_dir: str):
-    """The newest ``checkpoint_*.pt`` in ``ckpt_dir`` by epoch, or None."""
+    """The newest ``checkpoint_*.pt`` in ``ckpt_dir`` by epoch, or None.
+
+    Parameters
+    ----------
+    ckpt_dir : str
+        the checkpoint folder.
+
+    Returns
+    -------
+    Path | None
+        the newest checkpoint's path.
+    """
     found = checkpoints(ckpt_dir)
     return found[-1][1] if found else None

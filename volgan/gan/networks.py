@@ -158,12 +158,36 @@ class PatchDiscriminator(nn.Module):
 
 
 def class_planes(tumor_type: torch.Tensor, shape) -> torch.Tensor:
-    """One-hot class broadcast to (B, 4, *shape), the condition the label discriminator sees."""
+    """One-hot class broadcast to (B, 4, *shape), the condition the label discriminator sees.
+
+    Parameters
+    ----------
+    tumor_type : torch.Tensor
+        (B,) int64 classes 0–3.
+    shape : tuple[int, int, int]
+        the spatial size (X, Y, Z).
+
+    Returns
+    -------
+    torch.Tensor
+        (B, 4, X, Y, Z) float planes (an expanded view).
+    """
     return F.one_hot(tumor_type, NUM_TUMOR_TYPES).float()[:, :, None, None, None].expand(-1, -1, *shape)
 
 
 def one_hot_labels(label: torch.Tensor) -> torch.Tensor:
-    """(B, 1, X, Y, Z) integer labels → (B, 6, X, Y, Z) float one-hot."""
+    """(B, 1, X, Y, Z) integer labels → (B, 6, X, Y, Z) float one-hot.
+
+    Parameters
+    ----------
+    label : torch.Tensor
+        (B, 1, X, Y, Z) labels 0–5.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, 6, X, Y, Z) float one-hot.
+    """
     return F.one_hot(label[:, 0].long(), NUM_LABELS).permute(0, 4, 1, 2, 3).float()
 
 @torch.no_grad()
@@ -171,7 +195,26 @@ def sample(label_generator: LabelGenerator, image_generator: ImageGenerator, tum
            generator: torch.Generator, inferer: Inferer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Label logits (N, 6, S³) and images (N, 1, S³) for classes (N,), noise drawn from ``generator``; each
     generator runs through ``inferer`` (a MONAI ``Inferer``, called as ``inferer(inputs, network, *args)``;
-    default :class:`~monai.inferers.SimpleInferer`)."""
+    default :class:`~monai.inferers.SimpleInferer`).
+
+    Parameters
+    ----------
+    label_generator : LabelGenerator
+        the label-map generator.
+    image_generator : ImageGenerator
+        the image generator.
+    tumor_type : torch.Tensor
+        (N,) int64 classes 0–3.
+    generator : torch.Generator
+        the random source of the noise.
+    inferer : Inferer | None
+        how each generator is run (None: MONAI's SimpleInferer).
+
+    Returns
+    -------
+    tuple[torch.Tensor, torch.Tensor]
+        label logits (N, 6, S, S, S) and images (N, 1, S, S, S), z-normalised.
+    """
     inferer = inferer or SimpleInferer()
     device = next(label_generator.parameters()).device
     n = len(tumor_type)

@@ -28,7 +28,18 @@ POSE_FIELDS = ("tilt_about_r_deg", "tilt_about_a_deg", "turn_about_s_deg", "shif
 
 def label_pose(label: np.ndarray) -> np.ndarray:
     """The pose numbers (:data:`POSE_FIELDS`) of a (X, Y, Z) label map on a RAS grid; NaN where the labels they
-    need are absent."""
+    need are absent.
+
+    Parameters
+    ----------
+    label : np.ndarray
+        (X, Y, Z) label map, labels 0–5, on a RAS grid.
+
+    Returns
+    -------
+    np.ndarray
+        (len(POSE_FIELDS),) float64 pose numbers (angles in degrees, shifts and sizes in voxels).
+    """
     pose = np.full(len(POSE_FIELDS), np.nan)
     spine = np.argwhere((label >= 1) & (label <= 4)).astype(np.float64)
     if len(spine) < 3:
@@ -47,7 +58,18 @@ def label_pose(label: np.ndarray) -> np.ndarray:
 
 
 def pose_spread(labels: Iterable[np.ndarray]) -> list[float]:
-    """Standard deviation of each pose number over label maps (NaNs left out; 0 where none is known)."""
+    """Standard deviation of each pose number over label maps (NaNs left out; 0 where none is known).
+
+    Parameters
+    ----------
+    labels : Iterable[np.ndarray]
+        (X, Y, Z) label maps.
+
+    Returns
+    -------
+    list[float]
+        one standard deviation per pose number, in its units.
+    """
     poses = np.array([label_pose(label) for label in labels]).reshape(-1, len(POSE_FIELDS))
     known = np.isfinite(poses)
     return [round(float(poses[known[:, i], i].std()), 4) if known[:, i].sum() > 1 else 0.0
@@ -56,7 +78,20 @@ def pose_spread(labels: Iterable[np.ndarray]) -> list[float]:
 
 def missing_spread(target: list[float], own: list[float]) -> list[float]:
     """The spread a random move must add to ``own`` to reach ``target``: √max(target² − own², 0) each. A
-    ``target`` shorter than ``own`` (statistics recorded before the size numbers) adds nothing to the rest."""
+    ``target`` shorter than ``own`` (statistics recorded before the size numbers) adds nothing to the rest.
+
+    Parameters
+    ----------
+    target : list[float]
+        the spread to reach, per pose number.
+    own : list[float]
+        the spread already present, per pose number.
+
+    Returns
+    -------
+    list[float]
+        the spread to add, per pose number (as long as ``own``).
+    """
     target = list(target) + list(own[len(target):])
     return [float(np.sqrt(max(t * t - o * o, 0.0))) for t, o in zip(target, own, strict=True)]
 
@@ -65,7 +100,22 @@ def random_pose(label: np.ndarray, noise: torch.Generator, spread: list[float]) 
     """The (X, Y, Z) label map scaled along R and A, turned about R, A, S and shifted, about the grid centre
     (nearest neighbour; background comes in at the edges). Each number of :data:`POSE_FIELDS` is uniform with
     standard deviation ``spread`` (half-width √3 × spread), in its units; a ``spread`` of six numbers (rigid
-    moves only) scales nothing. Returns the map and the numbers drawn."""
+    moves only) scales nothing. Returns the map and the numbers drawn.
+
+    Parameters
+    ----------
+    label : np.ndarray
+        (X, Y, Z) label map, labels 0–5.
+    noise : torch.Generator
+        the random source.
+    spread : list[float]
+        the standard deviation of each pose number, in its units (6 or 8 numbers).
+
+    Returns
+    -------
+    tuple[np.ndarray, list[float]]
+        the moved (X, Y, Z) map and the numbers drawn.
+    """
     from scipy.spatial.transform import Rotation
 
     from volgan.transforms import resample

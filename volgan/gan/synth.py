@@ -205,7 +205,22 @@ TUMOR_HOSTS = {1: (3,), 2: (4,), 3: (1,)}  # docs/design.md: in the cord; in the
 def grow_region(score: np.ndarray, size: int, preferred: np.ndarray | None = None) -> np.ndarray:
     """A face-connected region of ``size`` voxels of an S³ grid, grown from the highest-``score`` voxel of
     ``preferred`` (bool, S³; everything when None or empty), each step taking the bordering voxel of highest
-    score among the preferred ones, and others only when no preferred voxel borders the region."""
+    score among the preferred ones, and others only when no preferred voxel borders the region.
+
+    Parameters
+    ----------
+    score : np.ndarray
+        (S, S, S) float scores.
+    size : int
+        the region's size in voxels.
+    preferred : np.ndarray | None
+        (S, S, S) bool voxels to grow through first, or None.
+
+    Returns
+    -------
+    np.ndarray
+        (S, S, S) bool region.
+    """
     preferred = np.ones(score.shape, bool) if preferred is None or not preferred.any() else preferred
     region, taken = np.zeros(score.shape, bool), 0
     start = np.unravel_index(int(np.where(preferred, score, -np.inf).argmax()), score.shape)
@@ -275,14 +290,42 @@ def paint_inputs(synth: Synthesizer, label: np.ndarray, noise: torch.Generator
 
 
 def training_intensity(stats: dict, image: np.ndarray) -> np.ndarray:
-    """The image generator's z-normalised output in the training data's intensity units (float32, ≥ 0)."""
+    """The image generator's z-normalised output in the training data's intensity units (float32, ≥ 0).
+
+    Parameters
+    ----------
+    stats : dict
+        the generators' training statistics (``intensity_mean``, ``intensity_std``).
+    image : np.ndarray
+        the generator's z-normalised output (any shape).
+
+    Returns
+    -------
+    np.ndarray
+        the image in training intensity units, same shape.
+    """
     scaled = image * stats["intensity_std"] + stats["intensity_mean"]
     return np.clip(scaled, 0, None).astype(np.float32)
 
 
 @torch.no_grad()
 def paint(synth: Synthesizer, label: np.ndarray, noise: torch.Generator) -> np.ndarray:
-    """Image (S³ float32, training intensity units) for a label map on the generators' grid."""
+    """Image (S³ float32, training intensity units) for a label map on the generators' grid.
+
+    Parameters
+    ----------
+    synth : Synthesizer
+        the loaded generators.
+    label : np.ndarray
+        (S, S, S) label map on the generators' grid.
+    noise : torch.Generator
+        the case's random source (its image noise and texture are drawn from it).
+
+    Returns
+    -------
+    np.ndarray
+        (S, S, S) float32 image, in training intensity units.
+    """
     onehot, z, texture = paint_inputs(synth, label, noise)
     image = synth.image_generator(onehot.to(synth.device), z.to(synth.device), texture.to(synth.device))
     return training_intensity(synth.stats, image[0, 0].float().cpu().numpy())
@@ -297,6 +340,21 @@ def draw_label_map(synth: Synthesizer, tumor_type: int, seed: int, index: int, m
     when the checkpoint has them; :func:`_enforce_class`); with ``pose`` the map is given a random pose
     (:func:`volgan.gan.pose.random_pose`) with the synthesizer's :attr:`~Synthesizer.pose_spread`. A map whose
     tumor's site does not fit its class (:func:`tumor_site`) is drawn again, up to ``max_tries`` times.
+
+    Parameters
+    ----------
+    synth : Synthesizer
+        the loaded generators and their training statistics.
+    tumor_type : int
+        the class, 0–3.
+    seed : int
+        the run's seed.
+    index : int
+        the case's index; the map depends on (seed, index) alone.
+    max_tries : int
+        draws at most, until the tumor's site fits the class.
+    pose : bool
+        give the map a random pose.
 
     Returns
     -------
@@ -331,7 +389,23 @@ LABEL_SOURCES = ("gan", "real-deformed")
 
 
 def check_label_source(label_source: str) -> str:
-    """``label_source`` if it is one of :data:`LABEL_SOURCES`; otherwise :class:`VolganInputError` naming the option."""
+    """``label_source`` if it is one of :data:`LABEL_SOURCES`; otherwise :class:`VolganInputError` naming the option.
+
+    Parameters
+    ----------
+    label_source : str
+        ``"gan"`` or ``"real-deformed"``.
+
+    Returns
+    -------
+    str
+        ``label_source``.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``--label-source``, for anything else.
+    """
     if label_source not in LABEL_SOURCES:
         raise VolganInputError(None, f"--label-source must be one of {', '.join(LABEL_SOURCES)}, got {label_source!r}")
     return label_source
@@ -340,7 +414,21 @@ def check_label_source(label_source: str) -> str:
 def to_generator_grid(synth: Synthesizer, label: Volume) -> tuple[np.ndarray, np.ndarray, tuple, list, list]:
     """A label map on the generators' grid: resampled (nearest) onto a RAS grid of the training spacing, then
     centre-cropped or padded to S³. Returns (S³ uint8 map, that RAS grid's affine and shape, and the slices
-    ``src`` of the grid and ``dst`` of the S³ map that correspond)."""
+    ``src`` of the grid and ``dst`` of the S³ map that correspond).
+
+    Parameters
+    ----------
+    synth : Synthesizer
+        the loaded generators (their grid: size S and training spacing).
+    label : Volume
+        a label map, any grid.
+
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray, tuple, list, list]
+        (S, S, S) uint8 map, the RAS grid's affine (4×4, mm) and shape, and the matching slices of that grid and of the
+        S³ map.
+    """
     affine, shape = model_grid(label.affine, label.shape, synth.config["spacing"])
     on_grid = resample(torch.from_numpy(label.array[None].astype(np.int64)), label.affine, affine, shape, "nearest")[0]
     s = synth.size
@@ -378,7 +466,26 @@ def elastic_deform(label: np.ndarray, spacing, noise: torch.Generator, max_displ
                    control_points: int = 5) -> np.ndarray:
     """(X, Y, Z) map under a smooth random deformation: volgan's :class:`~volgan.transforms.
     RandomElasticDeformation` (torchio's B-spline field, ``control_points`` per axis, displacements up to
-    ``max_displacement_vox`` voxels), nearest-neighbour, its random draws seeded from ``noise``."""
+    ``max_displacement_vox`` voxels), nearest-neighbour, its random draws seeded from ``noise``.
+
+    Parameters
+    ----------
+    label : np.ndarray
+        (X, Y, Z) label map.
+    spacing : tuple[float, float, float]
+        its voxel size in mm.
+    noise : torch.Generator
+        the random source.
+    max_displacement_vox : float
+        the largest displacement, in voxels.
+    control_points : int
+        B-spline control points per axis.
+
+    Returns
+    -------
+    np.ndarray
+        (X, Y, Z) deformed map, same dtype.
+    """
     import torchio as tio
 
     from volgan.transforms import RandomElasticDeformation
@@ -400,7 +507,26 @@ def place_tumor(label: np.ndarray, tumor_type: int, size: int, noise: torch.Gene
     with weight ∝ depth² in the host, and grown (:func:`grow_region`) through the host by distance from that
     centre bent by smooth noise, so its outline is irregular; an intramedullary tumor's cord widens by a voxel of
     CSF around it (not at the canal wall). With ``site`` ((X, Y, Z) bool) the centre is drawn from the host voxels
-    inside it, when it holds any. A map with no host voxel comes back unchanged."""
+    inside it, when it holds any. A map with no host voxel comes back unchanged.
+
+    Parameters
+    ----------
+    label : np.ndarray
+        (S, S, S) label map, labels 0–4 (its tumor removed).
+    tumor_type : int
+        the class, 1–3.
+    size : int
+        the tumor's size in voxels.
+    noise : torch.Generator
+        the random source.
+    site : np.ndarray | None
+        (S, S, S) bool voxels to centre the tumor among (the removed tumor's site, widened), or None.
+
+    Returns
+    -------
+    np.ndarray
+        (S, S, S) map with the tumor (label 5).
+    """
     host = np.isin(label, TUMOR_HOSTS[tumor_type])
     depth = ndimage.distance_transform_edt(host)
     lo, hi = int(0.15 * label.shape[2]), int(np.ceil(0.85 * label.shape[2]))
@@ -452,7 +578,38 @@ def deformed_real_label(synth: Synthesizer, pool: list[np.ndarray], tumor_type: 
     widened cord, the shape around the site), and the image generator, trained on a small pool, paints the tumor
     it saw there. From any map, tumor-free volumes showed the study's real-only judge a tumor in 2 to 3 of 6, and
     new tumors elsewhere were found at about half the judge's real-test Dice (BENCHMARKS.md, "Label maps from the
-    source's class and site")."""
+    source's class and site").
+
+    Parameters
+    ----------
+    synth : Synthesizer
+        the loaded generators and their training statistics.
+    pool : list[np.ndarray]
+        (S, S, S) real label maps on the generators' grid.
+    tumor_type : int
+        the class, 0–3.
+    seed : int
+        the run's seed.
+    index : int
+        the case's index; the map depends on (seed, index) alone.
+    max_tries : int
+        draws at most, until the tumor's site fits the class.
+    placement : str
+        ``"source"`` (a map of the class, the tumor at the old one's site) or ``"anywhere"``.
+    pool_sites : list[int] | None
+        each pool map's tumor site, or None.
+
+    Returns
+    -------
+    tuple[np.ndarray, dict, torch.Generator
+        ] the (S, S, S) uint8 map, what was drawn (source map, tries, site, size, pose), and the case's random
+        generator.
+
+    Raises
+    ------
+    VolganInputError
+        for an unknown ``placement``.
+    """
     noise = _generator(seed, index)
     sizes = synth.stats.get("tumor_voxels", {})
     own = [int(v) for v in sizes.get(str(tumor_type), [])]
@@ -515,7 +672,28 @@ def read_pool(synth: Synthesizer, datalist: str | os.PathLike) -> tuple[list[np.
 def write_case(out: Path, name: str, image: np.ndarray, label: np.ndarray, affine: np.ndarray,
                code: str) -> tuple[Path, Path]:
     """Write a case's image and map (S³, RAS, ``affine``) as ``imagesTr/NAME.nii.gz`` and ``labelsTr/NAME.nii.gz``
-    under ``out``, stored in axis order ``code`` (the training data's); returns their paths."""
+    under ``out``, stored in axis order ``code`` (the training data's); returns their paths.
+
+    Parameters
+    ----------
+    out : Path
+        the synthetic data set's folder.
+    name : str
+        the case's name.
+    image : np.ndarray
+        (S, S, S) float32 image, RAS.
+    label : np.ndarray
+        (S, S, S) uint8 label map, RAS.
+    affine : np.ndarray
+        the 4×4 voxel-to-RAS affine (mm).
+    code : str
+        the axis codes to store in (``"RAS"``, ``"LPS"``…).
+
+    Returns
+    -------
+    tuple[Path, Path]
+        the image path and the label map path.
+    """
     image_path, label_path = layout_paths(out, name, "training", "msd")
     image, label, affine = reorient(image, label, affine, code)
     write_nifti(Volume(image, affine), image_path)
@@ -534,7 +712,25 @@ class LabelPool:
 
 def label_pool(synth: Synthesizer, datalist: str | os.PathLike) -> LabelPool:
     """The maps of :func:`read_pool` with their names and tumor sites, each site measured once rather than once a
-    synthetic case."""
+    synthetic case.
+
+    Parameters
+    ----------
+    synth : Synthesizer
+        the loaded generators (their grid).
+    datalist : str | os.PathLike
+        the real data set whose training maps form the pool.
+
+    Returns
+    -------
+    LabelPool
+        the maps (S, S, S each), names and tumor sites.
+
+    Raises
+    ------
+    VolganInputError
+        naming the datalist, when it has no real training case with a label map.
+    """
     maps, names = read_pool(synth, datalist)
     return LabelPool(maps, names, [tumor_site(m) for m in maps])
 
@@ -545,6 +741,23 @@ def draw_case_label(synth: Synthesizer, tumor_type: int, seed: int, index: int, 
     """The label map of synthetic case ``index`` of class ``tumor_type``: a real map of ``pool``, deformed
     (:func:`deformed_real_label`, with ``placement``), or without a pool the label generator's
     (:func:`draw_label_map`, posed when ``pose``).
+
+    Parameters
+    ----------
+    synth : Synthesizer
+        the loaded generators and their training statistics.
+    tumor_type : int
+        the class, 0–3.
+    seed : int
+        the run's seed.
+    index : int
+        the case's index.
+    pose : bool
+        give a generated map a random pose.
+    pool : LabelPool | None
+        the real maps to deform, or None for generated maps.
+    placement : str
+        the tumor placement rule of real-deformed maps.
 
     Returns
     -------
@@ -586,7 +799,28 @@ def synthesis_cases(n_cases: int, types: str | None = None) -> list[dict]:
 def synthesis_meta(synth: Synthesizer, seed: int, posed: bool, label_source: str, cases: list[Case],
                    infos: list[dict]) -> dict:
     """The ``volgan`` entry of a synthetic datalist: generator, seed, the checkpoint's config and statistics, the
-    pose spread given to generated maps (None unless ``posed``), the label source, and what was drawn per case."""
+    pose spread given to generated maps (None unless ``posed``), the label source, and what was drawn per case.
+
+    Parameters
+    ----------
+    synth : Synthesizer
+        the loaded generators.
+    seed : int
+        the run's seed.
+    posed : bool
+        whether generated maps were given a random pose.
+    label_source : str
+        ``"gan"`` or ``"real-deformed"``.
+    cases : list[Case]
+        the synthetic cases.
+    infos : list[dict]
+        what was drawn per case, in order.
+
+    Returns
+    -------
+    dict
+        the entry (JSON-ready).
+    """
     spread = dict(zip(POSE_FIELDS, synth.pose_spread, strict=True)) if posed and synth.pose_spread else None
     return {"volgan": {"generator": "volgan.gan.synth", "seed": seed, "config": synth.config, "stats": synth.stats,
                        "pose_spread": spread, "label_source": label_source,

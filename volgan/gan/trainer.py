@@ -55,7 +55,22 @@ class EMA:
 def msssim_pairs(volumes: torch.Tensor, pairs: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """MS-SSIM of distinct pairs of (N, 1, S, S, S) volumes: every pair when there are at most ``pairs``, else
     ``pairs`` of them drawn without replacement. Returns the pairs' indices (P, 2) and their MS-SSIM (P,).
-    Volumes are min-max scaled to [0, 1] together."""
+    Volumes are min-max scaled to [0, 1] together.
+
+    Parameters
+    ----------
+    volumes : torch.Tensor
+        (N, 1, S, S, S) volumes.
+    pairs : int
+        the most pairs scored.
+    seed : int
+        fixes the pairs drawn.
+
+    Returns
+    -------
+    tuple[torch.Tensor, torch.Tensor
+        ] pair indices (P, 2) int64 and MS-SSIM (P,).
+    """
     from monai.metrics import MultiScaleSSIMMetric
 
     n = len(volumes)
@@ -76,7 +91,22 @@ def msssim_pairs(volumes: torch.Tensor, pairs: int = 16, seed: int = 0) -> tuple
 
 def msssim_diversity(volumes: torch.Tensor, pairs: int = 16, seed: int = 0) -> float:
     """Mean MS-SSIM over distinct pairs of (N, 1, S, S, S) volumes (:func:`msssim_pairs`); NaN below two volumes.
-    Lower means more diverse; mode collapse shows as synthetic MS-SSIM well above the real one."""
+    Lower means more diverse; mode collapse shows as synthetic MS-SSIM well above the real one.
+
+    Parameters
+    ----------
+    volumes : torch.Tensor
+        (N, 1, S, S, S) volumes.
+    pairs : int
+        the most pairs scored.
+    seed : int
+        fixes the pairs drawn.
+
+    Returns
+    -------
+    float
+        the mean MS-SSIM, in [0, 1], or NaN.
+    """
     _, values = msssim_pairs(volumes, pairs, seed)
     return float(values.mean()) if len(values) else math.nan
 
@@ -286,7 +316,21 @@ def training_stats(cases, prep=None) -> dict:
     sizes. With ``prep`` (a :class:`volgan.transforms.Preprocessing`) the label maps are brought to the
     generators' grid and measured there: the pose spread (:func:`volgan.gan.pose.pose_spread`) and
     ``tumor_voxels``, the tumor's voxel count in each training map, by ``tumor_type`` (``{"1": [...], ...}``);
-    without ``prep`` both are left out. Each case is read once."""
+    without ``prep`` both are left out. Each case is read once.
+
+    Parameters
+    ----------
+    cases : list[Case]
+        the training cases.
+    prep : Preprocessing | None
+        the generators' grid, or None.
+
+    Returns
+    -------
+    dict
+        ``intensity_mean`` and ``intensity_std`` (the cases' means of their own), ``orientation`` (the commonest axis
+        codes), ``n_training`` and, with ``prep``, ``pose_std`` and ``tumor_voxels``.
+    """
     from collections import Counter
 
     from volgan.data.loader import subject_for
