@@ -25,7 +25,23 @@ SOURCES = ("real", "synthetic")
 
 
 def tumor_type_from_name(name: str) -> int:
-    """Map a class name (``"vertebral"``), its prefix (``"intramed"``) or its number (``"3"``) to its number."""
+    """Map a class name (``"vertebral"``), its prefix (``"intramed"``) or its number (``"3"``) to its number.
+
+    Parameters
+    ----------
+    name : str
+        a class name, a prefix of one, or a number (text).
+
+    Returns
+    -------
+    int
+        the tumor_type, 0–3.
+
+    Raises
+    ------
+    ValueError
+        for a name that matches no class, or more than one.
+    """
     key = name.strip().lower().replace("-", "_")
     if key.isdigit() and int(key) in TUMOR_TYPES:
         return int(key)

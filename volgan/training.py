@@ -23,7 +23,24 @@ from volgan.errors import NonFiniteTraining
 
 
 def prepare_batch(batch: dict, device=None, non_blocking: bool = False, **kwargs):
-    """torchio batch → ``(image, (label, tumor_type))`` on ``device``: (B,1,X,Y,Z) float, (B,1,X,Y,Z) long, (B,)."""
+    """torchio batch → ``(image, (label, tumor_type))`` on ``device``: (B,1,X,Y,Z) float, (B,1,X,Y,Z) long, (B,).
+
+    Parameters
+    ----------
+    batch : dict
+        a torchio batch (``image``, ``label``, ``tumor_type``).
+    device : torch.device | str | None
+        where the tensors go.
+    non_blocking : bool
+        copy asynchronously where the device allows it.
+    **kwargs : dict
+        ignored (MONAI's engines pass more).
+
+    Returns
+    -------
+    tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor
+        ]] image (B, 1, X, Y, Z) float, and (label map (B, 1, X, Y, Z) int64, tumor_type (B,) int64, −1 where unknown).
+    """
     image = batch["image"][tio.DATA].to(device=device, non_blocking=non_blocking)
     label = batch["label"][tio.DATA].to(device=device, dtype=torch.long, non_blocking=non_blocking)
     tumor_type = torch.as_tensor(batch["tumor_type"]).to(device=device, dtype=torch.long)
@@ -31,14 +48,41 @@ def prepare_batch(batch: dict, device=None, non_blocking: bool = False, **kwargs
 
 
 def loss_value(output: dict | list[dict]) -> float:
-    """Engine output (a batch dict, or the per-sample dicts of a decollating engine) → the batch loss."""
+    """Engine output (a batch dict, or the per-sample dicts of a decollating engine) → the batch loss.
+
+    Parameters
+    ----------
+    output : dict | list[dict]
+        the engine's output of one iteration.
+
+    Returns
+    -------
+    float
+        the loss.
+    """
     first = output[0] if isinstance(output, list) else output
     return float(first[Keys.LOSS])
 
 
 def flag(value: bool | int | str) -> bool:
     """A bundle switch as a bool: the command line gives ``--amp true`` as the string ``"true"``, which plain
-    ``bool`` would take as True whatever it says. Accepts true/false, yes/no, on/off, 1/0 in any case."""
+    ``bool`` would take as True whatever it says. Accepts true/false, yes/no, on/off, 1/0 in any case.
+
+    Parameters
+    ----------
+    value : bool | int | str
+        a bool, 0/1, or a word.
+
+    Returns
+    -------
+    bool
+        the switch.
+
+    Raises
+    ------
+    ValueError
+        for a word that is not a switch.
+    """
     if not isinstance(value, str):
         return bool(value)
     word = value.strip().lower()
@@ -53,7 +97,20 @@ def bf16_autocast(value: bool | str, device: torch.device | str) -> bool:
     """Whether to train in bfloat16 autocast. ``"auto"`` picks it only on a device class where volgan's networks
     have been shown to train in it: a CPU that computes bfloat16 natively (AVX512-BF16 or AMX, as oneDNN reports;
     both oneDNN kernel paths are tested, with :func:`fp32_small_convs` in force). CUDA is not yet shown, so
-    ``"auto"`` gives fp32 there; ``true`` asks for bfloat16 anywhere. Otherwise :func:`flag` of ``value``."""
+    ``"auto"`` gives fp32 there; ``true`` asks for bfloat16 anywhere. Otherwise :func:`flag` of ``value``.
+
+    Parameters
+    ----------
+    value : bool | str
+        ``True``/``False`` (or their words), or ``"auto"``.
+    device : torch.device | str
+        the device the network trains on.
+
+    Returns
+    -------
+    bool
+        whether to use bfloat16 autocast.
+    """
     if not (isinstance(value, str) and value.strip().lower() == "auto"):
         return flag(value)
     device = torch.device(device)
@@ -122,7 +179,18 @@ class AutocastInferer(SimpleInferer):
 
 def fp32_small_convs(network: nn.Module) -> nn.Module:
     """Make every plain :class:`~torch.nn.Conv3d` of ``network`` a :class:`SmallInputFp32Conv3d`, in place
-    (same parameters, state-dict keys and hooks, spectral norm included). Returns ``network``."""
+    (same parameters, state-dict keys and hooks, spectral norm included). Returns ``network``.
+
+    Parameters
+    ----------
+    network : nn.Module
+        the network to change.
+
+    Returns
+    -------
+    nn.Module
+        ``network``.
+    """
     for module in network.modules():
         if type(module) is nn.Conv3d:
             module.__class__ = SmallInputFp32Conv3d
@@ -133,7 +201,26 @@ def check_finite(bundle: str, engine, terms: dict[str, torch.Tensor], networks: 
                  ckpt_dir: str | None = None) -> None:
     """Raise :class:`NonFiniteTraining` naming ``bundle``, the epoch and the first loss term of ``terms`` (name →
     scalar tensor) or the first network of ``networks`` (name → module, gradients checked) that is not finite.
-    Call it before the optimiser step, so that no update with a non-finite value is ever taken."""
+    Call it before the optimiser step, so that no update with a non-finite value is ever taken.
+
+    Parameters
+    ----------
+    bundle : str
+        the bundle's name, for the message.
+    engine : ignite.engine.Engine
+        the engine (its epoch and iteration are named).
+    terms : dict[str, torch.Tensor]
+        the loss terms of this iteration.
+    networks : dict[str, nn.Module] | None
+        networks whose gradients are checked, or None.
+    ckpt_dir : str | None
+        the checkpoint folder, named as where the last finite checkpoint lies, or None.
+
+    Raises
+    ------
+    NonFiniteTraining
+        at the first term or gradient that is NaN or infinite.
+    """
     bad = next((name for name, value in terms.items() if not bool(torch.isfinite(value).all())), None)
     if bad is None and networks:
         for name, network in networks.items():
@@ -157,7 +244,18 @@ def check_finite(bundle: str, engine, terms: dict[str, torch.Tensor], networks: 
 
 def all_finite(value) -> bool:
     """Whether every floating-point tensor in ``value`` (a tensor, module, state dict, or nested dicts, lists and
-    objects with ``state_dict``) is finite."""
+    objects with ``state_dict``) is finite.
+
+    Parameters
+    ----------
+    value : object
+        a tensor, a module, a state dict, or nested containers of them.
+
+    Returns
+    -------
+    bool
+        True when no floating-point value is NaN or infinite.
+    """
     if isinstance(value, torch.Tensor):
         return not value.is_floating_point() or bool(torch.isfinite(value).all())
     if isinstance(value, dict):
@@ -189,7 +287,24 @@ class StopOnNonFinite:
 def progress_of(items: list, desc: str, unit: str, enabled: bool | str = True) -> Iterator:
     """``items``, one by one, with their progress: a tqdm bar on a terminal; elsewhere (a log file, a bundle run)
     a line per item, ``DESC: 3/16 UNITs, 1.2 s``, through the ``volgan`` logger at INFO. Nothing when not
-    ``enabled``."""
+    ``enabled``.
+
+    Parameters
+    ----------
+    items : list
+        the items.
+    desc : str
+        what is being done (the line's start).
+    unit : str
+        what an item is called.
+    enabled : bool | str
+        show progress (a bool or its word).
+
+    Yields
+    ------
+    object
+        each item of ``items``.
+    """
     if not flag(enabled):
         yield from items
         return

@@ -22,7 +22,18 @@ from volgan.transforms import resample
 def unit_range(heat: torch.Tensor) -> torch.Tensor:
     """Each map of (N, 1, ...) scaled to [0, 1] in float32, its maximum (the strongest evidence) at 1; a constant
     map gives 0. MONAI's default post-processing maps the maximum to 0 (an inverted map) and cannot take
-    bfloat16."""
+    bfloat16.
+
+    Parameters
+    ----------
+    heat : torch.Tensor
+        (N, 1, ...) heat maps, any float dtype.
+
+    Returns
+    -------
+    torch.Tensor
+        (N, 1, ...) float32 maps in [0, 1].
+    """
     heat = heat.detach().float()
     low = heat.flatten(1).amin(1).view(-1, *[1] * (heat.dim() - 1))
     span = heat.flatten(1).amax(1).view(-1, *[1] * (heat.dim() - 1)) - low
@@ -33,7 +44,28 @@ def gradcam_volume(model: LoadedModel, prediction: Prediction, volume: Volume, c
                    layer: str | None = None, precision: str = "fp32") -> Volume:
     """Grad-CAM heat map of ``class_index`` (default: the most probable tumor class) on ``volume``'s grid;
     ``precision="bf16"`` runs the forward and backward passes under bfloat16 autocast (0.07 s against 0.37 s a
-    32³ volume on a CPU with native bfloat16), the map itself in float32."""
+    32³ volume on a CPU with native bfloat16), the map itself in float32.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        the network and its preprocessing (not a TorchScript export).
+    prediction : Prediction
+        :func:`volgan.segcls.predict.predict`'s output for ``volume`` (its model-grid input is reused).
+    volume : Volume
+        the input volume.
+    class_index : int | None
+        the tumor_type whose evidence is mapped (None: the most probable of 1–3).
+    layer : str | None
+        the network layer the map is taken at (None: the encoder block before the bottleneck).
+    precision : str
+        ``"fp32"`` or ``"bf16"``.
+
+    Returns
+    -------
+    Volume
+        the heat map in [0, 1] (float32, X, Y, Z) on the input's grid.
+    """
     network = model.network
     if not isinstance(network, SegClsNet):
         raise VolganInputError(None, "Grad-CAM needs the model's checkpoint (model.pt), not a TorchScript export")

@@ -37,7 +37,23 @@ def expand_inputs(inputs: list[str | os.PathLike]) -> list[tuple[Path, str, Dico
     """Every volume the inputs name: (path, the stem its outputs are named by, its DICOM series or None).
 
     A file stays a file (stem: its name less the suffix). A folder gives the volume files in it and every DICOM
-    series at any depth below it (:func:`volgan.data.io.find_volumes`)."""
+    series at any depth below it (:func:`volgan.data.io.find_volumes`).
+
+    Parameters
+    ----------
+    inputs : list[str | os.PathLike]
+        volume files, folders of them, and folders holding DICOM series.
+
+    Returns
+    -------
+    list[tuple[Path, str, DicomSeries | None
+        ]] (path, output stem, series) per volume, in order.
+
+    Raises
+    ------
+    VolganInputError
+        naming a folder that holds no volume file and no DICOM series.
+    """
     found: list[tuple[Path, str, DicomSeries | None]] = []
     for item in map(Path, inputs):
         if not item.is_dir():
@@ -53,7 +69,20 @@ def expand_inputs(inputs: list[str | os.PathLike]) -> list[tuple[Path, str, Dico
 
 def output_suffix(path: Path, output_ext: str | None) -> str:
     """The suffix of the outputs for input ``path``: ``output_ext`` when given, otherwise the input's own format
-    (``.mhd`` → ``.mha``, ``.nhdr`` → ``.nrrd``, a DICOM series → ``.nii.gz``)."""
+    (``.mhd`` → ``.mha``, ``.nhdr`` → ``.nrrd``, a DICOM series → ``.nii.gz``).
+
+    Parameters
+    ----------
+    path : Path
+        the input file (or a DICOM series' folder).
+    output_ext : str | None
+        the suffix asked for, or None.
+
+    Returns
+    -------
+    str
+        the suffix, such as ``".nii.gz"``.
+    """
     if output_ext:
         ext = output_ext if output_ext.startswith(".") else f".{output_ext}"
         if ext.lower() not in OUTPUT_SUFFIXES:
@@ -65,7 +94,18 @@ def output_suffix(path: Path, output_ext: str | None) -> str:
 
 
 def stem_of_output(path: str | os.PathLike) -> str:
-    """The case name in an output file name: ``"case_seg.mha"`` → ``"case"``."""
+    """The case name in an output file name: ``"case_seg.mha"`` → ``"case"``.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        an output file of ``volgan infer`` (``NAME_seg.ext``) or any volume file.
+
+    Returns
+    -------
+    str
+        the case name (the file's stem, less a trailing ``_seg`` or ``_gradcam``).
+    """
     stem = volume_stem(Path(path).name)
     for tail in ("_seg", "_gradcam"):
         if stem.endswith(tail):
@@ -74,14 +114,46 @@ def stem_of_output(path: str | os.PathLike) -> str:
 
 
 def check_overlap(overlap: float) -> float:
-    """The sliding-window overlap, refused unless 0 ≤ overlap < 1 (MONAI's sliding window needs that)."""
+    """The sliding-window overlap, refused unless 0 ≤ overlap < 1 (MONAI's sliding window needs that).
+
+    Parameters
+    ----------
+    overlap : float
+        the overlap asked for.
+
+    Returns
+    -------
+    float
+        ``overlap``.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``--overlap``, outside [0, 1).
+    """
     if not (0.0 <= overlap < 1.0):
         raise VolganInputError(None, f"--overlap must be at least 0 and below 1, got {overlap}")
     return overlap
 
 
 def check_sw_batch_size(sw_batch_size: int) -> int:
-    """The number of sliding windows per forward pass, refused unless a positive whole number."""
+    """The number of sliding windows per forward pass, refused unless a positive whole number.
+
+    Parameters
+    ----------
+    sw_batch_size : int
+        the number asked for.
+
+    Returns
+    -------
+    int
+        ``sw_batch_size``.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``--sw-batch-size``, for anything but a whole number of at least 1.
+    """
     if isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, int) or sw_batch_size < 1:
         raise VolganInputError(None, f"--sw-batch-size must be a whole number of at least 1, got {sw_batch_size}")
     return sw_batch_size
@@ -202,7 +274,17 @@ def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str 
 
 
 def write_table(rows: list[dict], csv_path: Path, json_path: Path) -> None:
-    """Write the same rows as CSV and JSON, each atomically."""
+    """Write the same rows as CSV and JSON, each atomically.
+
+    Parameters
+    ----------
+    rows : list[dict]
+        the table's rows (same keys each).
+    csv_path : Path
+        the CSV file.
+    json_path : Path
+        the JSON file.
+    """
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else TABLE_FIELDS)
     writer.writeheader()

@@ -43,12 +43,36 @@ class LoadedModel:
 
 
 def default_device() -> torch.device:
+    """CUDA when this build of torch sees a GPU, otherwise the CPU.
+
+    Returns
+    -------
+    torch.device
+        the device.
+    """
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``device`` as a torch device this build can use (None: CUDA when available, else the CPU); anything else
-    raises :class:`VolganInputError` naming ``--device``."""
+    raises :class:`VolganInputError` naming ``--device``.
+
+    Parameters
+    ----------
+    device : str | torch.device | None
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"``, a torch device, or None.
+
+    Returns
+    -------
+    torch.device
+        the device.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``--device``, for an unknown device, CUDA on a build or machine without it, or a GPU index beyond those
+        present.
+    """
     if device is None:
         return default_device()
     try:
@@ -163,7 +187,20 @@ class Prediction:
 
 def to_model_grid(volume: Volume, prep: Preprocessing) -> tuple[torch.Tensor, np.ndarray, float]:
     """Resample and normalise a volume as training did: (1, 1, X, Y, Z) tensor, its affine, and the
-    normalised value of zero intensity (used to pad windows, as training pads with zeros)."""
+    normalised value of zero intensity (used to pad windows, as training pads with zeros).
+
+    Parameters
+    ----------
+    volume : Volume
+        the input volume, any orientation and spacing.
+    prep : Preprocessing
+        the model's spacing (mm) and patch.
+
+    Returns
+    -------
+    tuple[torch.Tensor, np.ndarray, float
+        ] the (1, 1, X, Y, Z) float32 model-grid image, its 4×4 affine (RAS, mm), and the pad value.
+    """
     affine, shape = model_grid(volume.affine, volume.shape, prep.spacing)
     data = resample(torch.from_numpy(np.ascontiguousarray(volume.array))[None], volume.affine, affine, shape)
     raw = tio.ScalarImage(tensor=data, affine=affine)
@@ -183,6 +220,20 @@ def tumor_evidence_mm3(tumor_probability: np.ndarray, label: np.ndarray, voxel_m
     probability × 10⁻³ mm³, so such volumes still rank among themselves, below every volume with one.
 
     ``tumor_probability`` and ``label``: arrays of one shape on the model grid; ``voxel_mm3``: one voxel's volume.
+
+    Parameters
+    ----------
+    tumor_probability : np.ndarray
+        (X, Y, Z) the tumor label's softmax probability on the model grid.
+    label : np.ndarray
+        (X, Y, Z) the argmax label map on the same grid.
+    voxel_mm3 : float
+        one voxel's volume in mm³.
+
+    Returns
+    -------
+    float
+        the evidence in mm³.
     """
     from scipy import ndimage
 
@@ -194,13 +245,39 @@ def tumor_evidence_mm3(tumor_probability: np.ndarray, label: np.ndarray, voxel_m
 
 def tumor_probability_from_segmentation(evidence_mm3: float, min_tumor_mm3: float = MIN_TUMOR_MM3) -> float:
     """P(tumor) = 1 − 2^(−evidence / ``min_tumor_mm3``): 0.5 at ``min_tumor_mm3`` of tumor mass (below the
-    phantom's smallest tumor, 4 mm across, 34 mm³), rising with the evidence; its order is the evidence's."""
+    phantom's smallest tumor, 4 mm across, 34 mm³), rising with the evidence; its order is the evidence's.
+
+    Parameters
+    ----------
+    evidence_mm3 : float
+        the tumor evidence in mm³ (:func:`tumor_evidence_mm3`).
+    min_tumor_mm3 : float
+        the evidence at which the probability is 0.5.
+
+    Returns
+    -------
+    float
+        P(tumor), in [0, 1).
+    """
     return float(-np.expm1(-np.log(2.0) * evidence_mm3 / min_tumor_mm3))
 
 
 def combine_type_probabilities(p_tumor: float, head_probabilities: np.ndarray) -> np.ndarray:
     """The four tumor_type probabilities (4,): ``1 − p_tumor`` for none, and ``p_tumor`` shared over the three
-    types in the proportions of the classifier head's ``head_probabilities[1:]``."""
+    types in the proportions of the classifier head's ``head_probabilities[1:]``.
+
+    Parameters
+    ----------
+    p_tumor : float
+        P(tumor) from the segmentation.
+    head_probabilities : np.ndarray
+        (4,) the classifier head's tumor_type probabilities.
+
+    Returns
+    -------
+    np.ndarray
+        (4,) probabilities summing to 1.
+    """
     types = np.asarray(head_probabilities[1:], dtype=np.float64)
     types = types / types.sum() if types.sum() > 0 else np.full(len(types), 1.0 / len(types))
     return np.concatenate([[1.0 - p_tumor], p_tumor * types])
@@ -213,7 +290,23 @@ DEFAULT_CARD = {"spacing": list(Preprocessing().spacing), "patch": list(Preproce
 def read_model_card(path: str | os.PathLike) -> dict:
     """The ``model.json`` that training writes beside a checkpoint (``spacing`` in mm, ``patch`` in voxels, the
     network's ``channels``); without the file, :data:`DEFAULT_CARD`. An unreadable card raises
-    :class:`VolganInputError` naming it."""
+    :class:`VolganInputError` naming it.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        the ``model.json`` file.
+
+    Returns
+    -------
+    dict
+        ``spacing`` (mm), ``patch`` (voxels) and ``channels``.
+
+    Raises
+    ------
+    VolganInputError
+        naming the card, when it cannot be read.
+    """
     path = Path(path)
     if not path.is_file():
         return dict(DEFAULT_CARD)
@@ -249,6 +342,16 @@ def channel_argmax(values: torch.Tensor) -> torch.Tensor:
 
     Equals ``values.argmax(0)``, which reduces across the strided channel axis slowly on the CPU: 0.76 s against
     0.14 s this way for 6 × 256×256×64 values on 2 threads.
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        (C, X, Y, Z) scores, C ≤ 255.
+
+    Returns
+    -------
+    torch.Tensor
+        (X, Y, Z) uint8 channel indices.
     """
     best = values[0].clone()
     index = torch.zeros(values.shape[1:], dtype=torch.uint8, device=values.device)

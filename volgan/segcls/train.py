@@ -41,7 +41,20 @@ class SegClsLoss(nn.Module):
 
 
 def seg_cls_output(output: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Engine output → (seg_logits, cls_logits, label, tumor_type)."""
+    """Engine output → (seg_logits, cls_logits, label, tumor_type).
+
+    Parameters
+    ----------
+    output : dict
+        the engine's output of one iteration (``pred`` and ``label`` as :func:`volgan.training.prepare_batch` and the
+        network give them).
+
+    Returns
+    -------
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+        segmentation logits (B, 6, X, Y, Z), classification logits (B, 4), label maps (B, 1, X, Y, Z) and tumor types
+        (B,; −1 where unknown).
+    """
     (seg, cls), (label, tumor_type) = output[Keys.PRED], output[Keys.LABEL]
     return seg, cls, label, tumor_type
 
@@ -92,7 +105,22 @@ MODEL_CARD = "model.json"
 
 
 def write_model_card(ckpt_dir: str, prep, channels) -> str:
-    """Write ``ckpt_dir/model.json``: the preprocessing and network width a checkpoint beside it needs."""
+    """Write ``ckpt_dir/model.json``: the preprocessing and network width a checkpoint beside it needs.
+
+    Parameters
+    ----------
+    ckpt_dir : str
+        the checkpoint folder.
+    prep : Preprocessing
+        the spacing (mm) and patch (voxels) the network trained on.
+    channels : tuple[int, ...]
+        the network's widths per level.
+
+    Returns
+    -------
+    str
+        the card's path.
+    """
     import json
     from pathlib import Path
 

@@ -141,7 +141,24 @@ def field_about_foreground(affine: np.ndarray, label: np.ndarray, size: tuple[in
                            spacing: tuple[float, float, float]) -> np.ndarray:
     """The affine (4×4, RAS, ``spacing`` mm) of a ``size``-voxel field centred on the middle of the label map's
     foreground bounding box (label > 0; the volume's centre when the map is empty). Real spine scans span far
-    more than a study's field, so the field follows the labeled spine rather than the scan's centre."""
+    more than a study's field, so the field follows the labeled spine rather than the scan's centre.
+
+    Parameters
+    ----------
+    affine : np.ndarray
+        4×4 voxel-to-RAS affine of the label map (mm).
+    label : np.ndarray
+        (X, Y, Z) label map.
+    size : tuple[int, int, int]
+        the field's size in voxels.
+    spacing : tuple[float, float, float]
+        the field's voxel size in mm.
+
+    Returns
+    -------
+    np.ndarray
+        the field's 4×4 affine.
+    """
     spacing = np.asarray(spacing, dtype=np.float64)
     index = np.argwhere(label > 0)
     middle = (index.min(axis=0) + index.max(axis=0)) / 2.0 if index.size else (np.asarray(label.shape) - 1) / 2.0
@@ -173,19 +190,48 @@ class ToModelGrid(tio.SpatialTransform):
 
 
 def normalize_intensity() -> tio.Transform:
-    """Z-normalisation over the whole volume (mean 0, standard deviation 1)."""
+    """Z-normalisation over the whole volume (mean 0, standard deviation 1).
+
+    Returns
+    -------
+    tio.Transform
+        torchio's ZNormalization over every voxel.
+    """
     return tio.ZNormalization()
 
 
 def preprocessing(prep: Preprocessing = Preprocessing()) -> tio.Compose:
-    """The pipeline every training, validation and synthetic volume goes through."""
+    """The pipeline every training, validation and synthetic volume goes through.
+
+    Parameters
+    ----------
+    prep : Preprocessing
+        the spacing (mm) and patch (voxels).
+
+    Returns
+    -------
+    tio.Compose
+        onto the RAS grid of ``prep.spacing`` (:class:`ToModelGrid`), cropped or padded to ``prep.patch`` about the
+        centre, z-normalised.
+    """
     return tio.Compose([ToModelGrid(prep.spacing), tio.CropOrPad(prep.patch), normalize_intensity()])
 
 
 def base_arguments(transform: tio.Transform) -> dict:
     """The arguments of torchio's ``Transform`` base class that ``transform`` was built with, except ``p``: what
     a random transform hands the fixed transform it builds. torchio's own accessor is ``get_base_args`` up to
-    0.22 and ``_get_base_args`` from 0.23; the attributes it reads are public and the same in both."""
+    0.22 and ``_get_base_args`` from 0.23; the attributes it reads are public and the same in both.
+
+    Parameters
+    ----------
+    transform : tio.Transform
+        a torchio transform.
+
+    Returns
+    -------
+    dict
+        its base-class keyword arguments (``copy``, ``include``, ``exclude``, ``keys``…) without ``p``.
+    """
     return {name: getattr(transform, name) for name in ("copy", "include", "exclude", "keep", "parse_input",
                                                         "label_keys")}
 
@@ -228,7 +274,24 @@ LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 def bspline_weights(coords: np.ndarray, low: float, step: float, control_points: int) -> np.ndarray:
     """(len(coords), control_points) cubic B-spline weights of positions ``coords`` (mm) on a control grid
-    whose nodes lie at ``low + (m - 1) * step``, m = 0 … control_points − 1 (SimpleITK's layout)."""
+    whose nodes lie at ``low + (m - 1) * step``, m = 0 … control_points − 1 (SimpleITK's layout).
+
+    Parameters
+    ----------
+    coords : np.ndarray
+        (N,) positions in mm along one axis.
+    low : float
+        the first interior node's position in mm.
+    step : float
+        the node spacing in mm.
+    control_points : int
+        the number of nodes.
+
+    Returns
+    -------
+    np.ndarray
+        (N, control_points) weights; each row sums to 1 inside the grid.
+    """
     nodes = low + (np.arange(control_points) - 1) * step
     u = np.abs((np.asarray(coords, dtype=np.float64)[:, None] - nodes[None]) / step)
     return np.where(u < 1, (4 - 6 * u**2 + 3 * u**3) / 6, np.where(u < 2, (2 - u) ** 3 / 6, 0.0))
@@ -236,7 +299,18 @@ def bspline_weights(coords: np.ndarray, low: float, step: float, control_points:
 
 def axis_permutation(affine: np.ndarray) -> np.ndarray | None:
     """For a grid whose axes lie along the world axes (any order and sign), the index axis each world axis
-    runs along; None for an oblique grid."""
+    runs along; None for an oblique grid.
+
+    Parameters
+    ----------
+    affine : np.ndarray
+        a 4×4 (or 3×3) matrix whose upper-left 3×3 block maps index axes onto world axes.
+
+    Returns
+    -------
+    np.ndarray | None
+        (3,) int index axis per world axis, or None.
+    """
     big = np.abs(affine[:3, :3]) > 1e-9 * np.abs(affine[:3, :3]).max()
     if (big.sum(axis=1) == 1).all() and (big.sum(axis=0) == 1).all():
         return big.argmax(axis=1)
@@ -246,7 +320,22 @@ def axis_permutation(affine: np.ndarray) -> np.ndarray | None:
 def bspline_displacement(control: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """Displacement (X, Y, Z, 3) in mm along LPS axes of the SimpleITK BSplineTransform that torchio's
     ElasticDeformation builds from ``control`` (cx, cy, cz, 3) on an axis-aligned grid: a control grid along
-    the LPS axes over the box of the voxel centres widened by 0.625 voxel, evaluated as a separable product."""
+    the LPS axes over the box of the voxel centres widened by 0.625 voxel, evaluated as a separable product.
+
+    Parameters
+    ----------
+    control : np.ndarray
+        (cx, cy, cz, 3) control-point displacements in mm (torchio's layout).
+    affine : np.ndarray
+        4×4 voxel-to-RAS affine of the image (mm), axis-aligned.
+    shape : tuple[int, int, int]
+        the image's shape (X, Y, Z).
+
+    Returns
+    -------
+    np.ndarray
+        (X, Y, Z, 3) displacements in mm, LPS.
+    """
     to_lps = LPS @ affine
     src = axis_permutation(affine)
     if src is None:
@@ -367,6 +456,16 @@ def artifacts(severity: int) -> tio.Compose | None:
     Applied to an image scaled to unit standard deviation: a bias field (polynomial coefficients ±0.2·s),
     rigid motion (s transforms of up to 3·s° and 3·s mm), ghosting (intensity 0.2·s), blur (0.5·s mm) and
     Gaussian noise (std 0.05·s). Only the direction and phase of each artifact are random.
+
+    Parameters
+    ----------
+    severity : int
+        0 to 3.
+
+    Returns
+    -------
+    tio.Compose | None
+        the artifacts' pipeline, or None for 0.
     """
     if severity == 0:
         return None
@@ -384,7 +483,24 @@ def artifacts(severity: int) -> tio.Compose | None:
 
 def corrupt(image: np.ndarray, affine: np.ndarray, severity: int, seed: int) -> np.ndarray:
     """``image`` (X, Y, Z) with :func:`artifacts` of ``severity``, reproducible from ``seed``; the artifacts
-    act on the image divided by its standard deviation, and the result is scaled back."""
+    act on the image divided by its standard deviation, and the result is scaled back.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        (X, Y, Z) image.
+    affine : np.ndarray
+        its 4×4 voxel-to-RAS affine (mm).
+    severity : int
+        0 to 3.
+    seed : int
+        fixes the artifacts' random draws.
+
+    Returns
+    -------
+    np.ndarray
+        (X, Y, Z) float32 image with the artifacts (``image`` itself, unchanged, at severity 0).
+    """
     transform = artifacts(severity)
     if transform is None:
         return image
