@@ -27,6 +27,20 @@ EVALUATION_VERSION = "segmentation evidence, bf16 where native, v2: dropout off 
 
 
 def train_segcls(folder: Path, out: Path, config: dict, progress: Progress) -> None:
+    """Build a run stage: the arm's real and synthetic cases as a datalist in ``folder``, then spine_segcls trained on
+    them there (``folder/models/model_final.pt``).
+
+    Parameters
+    ----------
+    folder : Path
+        the stage's fresh folder.
+    out : Path
+        the study's output folder (its ``stages/``).
+    config : dict
+        the run's training configuration (:func:`volgan.study.plan.training_config`).
+    progress : Progress
+        the study's progress display (a bar per epoch).
+    """
     pool, _ = real_cases(out)
     by_name = {c.name: c for c in pool}
     cases = [replace(by_name[n], split="training") for n in config["real"]]
@@ -47,7 +61,22 @@ def train_segcls(folder: Path, out: Path, config: dict, progress: Progress) -> N
 @functools.lru_cache(maxsize=2048)  # every profile's whole test set at every severity (paper: 400 × 4 at 64³, 2 GB)
 def test_volume(image: Path, label: Path, severity: int):
     """A test case's (image with artifacts of ``severity``, label map). The artifacts' random draws depend
-    only on the case and the severity, so every model sees the same corrupted test set."""
+    only on the case and the severity, so every model sees the same corrupted test set.
+
+    Parameters
+    ----------
+    image : Path
+        the test image file.
+    label : Path
+        its label map file.
+    severity : int
+        the artifacts' strength, 0–3.
+
+    Returns
+    -------
+    tuple[Volume, Volume
+        ] the (corrupted) image and the label map.
+    """
     from volgan.data.io import Volume, read_volume
     from volgan.transforms import corrupt
 
@@ -59,7 +88,28 @@ def test_volume(image: Path, label: Path, severity: int):
 def gradcam_tumor_share(model, prediction, image, label, dilation: int = 2, precision: str = "fp32") -> float:
     """Share of the Grad-CAM heat map's mass (:func:`volgan.segcls.gradcam.gradcam_volume`, tumor class) that lies in
     the reference tumor dilated by ``dilation`` voxels (6-connectivity): Ainapure et al.'s "attention on tumor regions"
-    as a number in [0, 1]. NaN for a volume without a tumor or a map without mass."""
+    as a number in [0, 1]. NaN for a volume without a tumor or a map without mass.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        the network and its preprocessing.
+    prediction : Prediction
+        its prediction on ``image``.
+    image : Volume
+        the test image.
+    label : Volume
+        its reference label map.
+    dilation : int
+        voxels the tumor is widened by.
+    precision : str
+        ``"fp32"`` or ``"bf16"``.
+
+    Returns
+    -------
+    float
+        the share, in [0, 1], or NaN.
+    """
     from scipy import ndimage
 
     from volgan.labels import TUMOR_LABEL
@@ -79,7 +129,25 @@ def evaluate_model(model_path: Path, test: list[Case], severities: tuple[int, ..
     """Per test case and artifact severity: tumor_type probabilities, the segmentation's tumor evidence (mm³) and
     per-label Dice and IoU; with ``gradcam`` also ``gradcam_tumor_share`` (:func:`gradcam_tumor_share`) on the
     clean tumor-bearing volumes. The network runs in bfloat16 where spine_segcls trains in it by default (a CPU
-    with native bfloat16: 30 ms a 32³ volume against 170 ms in float32 here), for every arm alike."""
+    with native bfloat16: 30 ms a 32³ volume against 170 ms in float32 here), for every arm alike.
+
+    Parameters
+    ----------
+    model_path : Path
+        the trained model (``model_final.pt``).
+    test : list[Case]
+        the test cases.
+    severities : tuple[int, ...]
+        the artifact strengths to test at (0: clean).
+    gradcam : bool
+        add the Grad-CAM tumor share.
+
+    Returns
+    -------
+    list[dict]
+        one row per case and severity: ``case``, ``tumor_type``, ``severity``, ``probabilities`` (4,),
+        ``tumor_evidence_mm3``, ``dice`` and ``iou`` per label 1–5 (and ``gradcam_tumor_share``).
+    """
     from volgan.evaluation.metrics import confusion_counts, dice_iou
     from volgan.segcls.predict import load_model, predict
     from volgan.training import bf16_autocast
@@ -105,12 +173,44 @@ def evaluate_model(model_path: Path, test: list[Case], severities: tuple[int, ..
 
 
 def evaluate_run(folder: Path, out: Path, run_key: str, severities: tuple[int, ...], gradcam: bool = False) -> None:
+    """Build an evaluation stage: the run's final model on the real test set (:func:`evaluate_model`), written to
+    ``folder/eval.json``.
+
+    Parameters
+    ----------
+    folder : Path
+        the stage's fresh folder.
+    out : Path
+        the study's output folder.
+    run_key : str
+        the run stage evaluated.
+    severities : tuple[int, ...]
+        the artifact strengths to test at.
+    gradcam : bool
+        add the Grad-CAM tumor share.
+    """
     _, test = real_cases(out)
     rows = evaluate_model(out / "stages" / run_key / "models" / FINAL_MODEL, test, severities, gradcam)
     write_text(folder / "eval.json", json.dumps(strict_json(rows)) + "\n")
 
 
 def train_gan(folder: Path, out: Path, names: tuple[str, ...], profile: StudyProfile, progress: Progress) -> None:
+    """Build a GAN stage: the named real cases as a datalist in ``folder/data``, then spine_cgan trained on them
+    (``folder/models/generator.pt``).
+
+    Parameters
+    ----------
+    folder : Path
+        the stage's fresh folder.
+    out : Path
+        the study's output folder.
+    names : tuple[str, ...]
+        the real cases the GAN trains on.
+    profile : StudyProfile
+        the study profile (the GAN's size, epochs and recipe).
+    progress : Progress
+        the study's progress display.
+    """
     pool, _ = real_cases(out)
     chosen = [c for c in pool if c.name in set(names)]
     data = folder / "data"
@@ -122,13 +222,42 @@ def train_gan(folder: Path, out: Path, names: tuple[str, ...], profile: StudyPro
 
 
 def gan_overrides(profile: StudyProfile, data: Path, n_cases: int) -> dict:
-    """spine_cgan's overrides for the profile's GAN on the ``n_cases`` of the datalist folder ``data``."""
+    """spine_cgan's overrides for the profile's GAN on the ``n_cases`` of the datalist folder ``data``.
+
+    Parameters
+    ----------
+    profile : StudyProfile
+        the study profile.
+    data : Path
+        the GAN's datalist folder.
+    n_cases : int
+        the number of training cases (sets the epochs from the profile's presentations).
+
+    Returns
+    -------
+    dict
+        the bundle's command-line overrides.
+    """
     return {"dataset_dir": str(data), "max_epochs": profile.gan_epochs(n_cases), "size": profile.size,
             "spacing": [profile.spacing] * 3, "base": profile.gan_base, "batch_size": profile.gan_batch_size,
             "seed": profile.seed, "monitor_interval": 10**6}
 
 
 def synthesize_pool(folder: Path, out: Path, pool: int, profile: StudyProfile) -> None:
+    """Build a synthesis stage: the profile's number of synthetic cases from the GAN of real pool ``pool``, into
+    ``folder/synthetic`` (for real-deformed label maps, from that GAN's own training maps).
+
+    Parameters
+    ----------
+    folder : Path
+        the stage's fresh folder.
+    out : Path
+        the study's output folder.
+    pool : int
+        the real-pool size whose GAN synthesizes.
+    profile : StudyProfile
+        the study profile (number of cases, seed, label source).
+    """
     from volgan.gan.synth import load_synthesizer, synthesize
 
     deformed = profile.label_source == "real-deformed"
@@ -138,6 +267,20 @@ def synthesize_pool(folder: Path, out: Path, pool: int, profile: StudyProfile) -
 
 
 def judge_synthetic(folder: Path, out: Path, pool: int, model_run: str) -> None:
+    """Build a quality stage: the synthetic-quality report (:func:`volgan.evaluation.quality.quality_report`) of
+    ``synth-POOL`` against the real data, judged by the model of ``model_run``, into ``folder/quality``.
+
+    Parameters
+    ----------
+    folder : Path
+        the stage's fresh folder.
+    out : Path
+        the study's output folder.
+    pool : int
+        the real-pool size whose synthetic set is judged.
+    model_run : str
+        the run stage whose model is the judge (the real-only run).
+    """
     from volgan.evaluation.quality import quality_report
 
     quality_report(out / "stages" / "data" / "real", out / "stages" / f"synth-{pool}" / "synthetic",

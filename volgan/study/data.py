@@ -21,6 +21,16 @@ from volgan.study.stages import digest
 
 
 def phantom_data(folder: Path, profile: StudyProfile) -> None:
+    """Build the data stage from phantoms: the profile's real pool and test set (``size``³ voxels of ``spacing`` mm),
+    generated with its seed into ``folder/real``.
+
+    Parameters
+    ----------
+    folder : Path
+        the stage's fresh folder.
+    profile : StudyProfile
+        the study profile.
+    """
     from volgan.data.phantom import PhantomConfig, make_dataset
 
     n = profile.real_pool + profile.test
@@ -32,7 +42,17 @@ def phantom_data(folder: Path, profile: StudyProfile) -> None:
 def user_data(folder: Path, datalist: Path, profile: StudyProfile) -> None:
     """The user's cases resampled onto the profile's field (``size`` voxels of ``spacing`` mm, RAS) centred on each
     case's labeled spine (:func:`volgan.transforms.field_about_foreground`), so that the GAN and the segmenter
-    both see that field, whatever the scan's extent."""
+    both see that field, whatever the scan's extent.
+
+    Parameters
+    ----------
+    folder : Path
+        the stage's fresh folder (the cases go to ``folder/real``).
+    datalist : Path
+        the user's datalist.
+    profile : StudyProfile
+        the study profile (field size, spacing, test size, seed).
+    """
     import torch
 
     from volgan.data.datalist import layout_paths
@@ -64,7 +84,26 @@ def split_user_data(data: Datalist, profile: StudyProfile) -> tuple[list[Case], 
     test set with equal counts per ``tumor_type`` drawn with the profile's seed: a third of the cases up to the
     profile's test size, and at least one case of every class that has two or more (the other stays for
     training). The rule: at least 8 real cases with a label map and a ``tumor_type``, two or more of those
-    classes with at least two cases each, and at least four cases left for training."""
+    classes with at least two cases each, and at least four cases left for training.
+
+    Parameters
+    ----------
+    data : Datalist
+        the user's datalist.
+    profile : StudyProfile
+        the study profile.
+
+    Returns
+    -------
+    tuple[list[Case
+        , list[Case]]] the real pool and the test set.
+
+    Raises
+    ------
+    VolganInputError
+        naming the datalist, when no case has a tumor_type, or there are too few labeled cases (or classes) for a pool
+        and a test set.
+    """
     if all(c.tumor_type is None for c in data.cases):
         raise VolganInputError(data.path, "no case has a tumor_type: the study compares tumor detection and "
                                           "segmentation across arms and needs tumor classes; for segmentation-only "
@@ -89,7 +128,19 @@ def split_user_data(data: Datalist, profile: StudyProfile) -> tuple[list[Case], 
 
 
 def data_fingerprint(datalist: Path) -> dict:
-    """What the user's data stage depends on: the datalist's bytes and each file's size and mtime."""
+    """What the user's data stage depends on: the datalist's bytes and each file's size and mtime.
+
+    Parameters
+    ----------
+    datalist : Path
+        the user's datalist file or folder.
+
+    Returns
+    -------
+    dict
+        ``datalist`` (the SHA-256 of its bytes) and ``files`` (a digest of every image's and label map's path, size and
+        mtime).
+    """
     data = read_datalist(datalist)
     files = sorted({str(p) for c in data.cases for p in (c.image, c.label) if p is not None})
     stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
@@ -98,7 +149,20 @@ def data_fingerprint(datalist: Path) -> dict:
 
 def adapt_profile(profile: StudyProfile, pool_size: int) -> StudyProfile:
     """The profile's sizes fitted to a real pool of ``pool_size`` cases (the user's data may be smaller); the
-    augmentation comparison keeps two or more real-pool sizes."""
+    augmentation comparison keeps two or more real-pool sizes.
+
+    Parameters
+    ----------
+    profile : StudyProfile
+        the study profile.
+    pool_size : int
+        the user's real-pool size.
+
+    Returns
+    -------
+    StudyProfile
+        the profile with ``real_pool``, ``sweep_size``, ``pool_sizes`` and ``synthetic`` fitted.
+    """
     sweep = min(profile.sweep_size, pool_size)
     pools = {p for p in profile.pool_sizes if p < pool_size} | {min(max(profile.pool_sizes), pool_size)}
     if len(pools) < 2:
@@ -109,14 +173,40 @@ def adapt_profile(profile: StudyProfile, pool_size: int) -> StudyProfile:
 
 
 def real_cases(out: Path) -> tuple[list[Case], list[Case]]:
-    """(real pool, test set) of a finished data stage, the pool in a seeded class-stratified order."""
+    """(real pool, test set) of a finished data stage, the pool in a seeded class-stratified order.
+
+    Parameters
+    ----------
+    out : Path
+        the study's output folder.
+
+    Returns
+    -------
+    tuple[list[Case
+        , list[Case]]] the real pool and the test set.
+    """
     data = read_datalist(out / "stages" / "data" / "real")
     return data.split("training"), data.split("test")
 
 
 def pool_subset(pool: list[Case], n: int, seed: int) -> list[Case]:
     """``n`` cases of the real pool, stratified by ``tumor_type`` and nested (smaller subsets lie inside
-    larger ones for the same seed)."""
+    larger ones for the same seed).
+
+    Parameters
+    ----------
+    pool : list[Case]
+        the real pool, in :func:`real_cases`'s order.
+    n : int
+        the subset's size.
+    seed : int
+        fixes the order within each class.
+
+    Returns
+    -------
+    list[Case]
+        ``n`` cases.
+    """
     if n >= len(pool):
         return list(pool)
     order = np.random.default_rng([seed, 0xB001]).permutation(len(pool))

@@ -52,7 +52,23 @@ def _names(cases: list[Case]) -> tuple[str, ...]:
 
 def plan_arms(profile: StudyProfile, pool: list[Case], synthetic: dict[int, list[str]]) -> list[Arm]:
     """Every arm and seed: the 11-share sweep at ``sweep_size`` and the four-arm comparison per real-pool size
-    (GAN arms add as many synthetic volumes as there are real ones, from the GAN of that pool)."""
+    (GAN arms add as many synthetic volumes as there are real ones, from the GAN of that pool).
+
+    Parameters
+    ----------
+    profile : StudyProfile
+        the study profile.
+    pool : list[Case]
+        the real pool.
+    synthetic : dict[int, list[str]]
+        {real-pool size: names of that GAN's synthetic cases}.
+
+    Returns
+    -------
+    list[Arm]
+        the arms (section, arm name, seed, real and synthetic case names, augmentation, the GAN's pool, synthetic
+        share).
+    """
     from volgan.data.mixing import mix_cases
 
     arms = []
@@ -79,20 +95,58 @@ def plan_arms(profile: StudyProfile, pool: list[Case], synthetic: dict[int, list
 
 
 def run_key(arm: Arm, profile: StudyProfile) -> tuple[str, dict, tuple[str, ...]]:
-    """The run stage of an arm: its key (arms that agree share it), training configuration and dependencies."""
+    """The run stage of an arm: its key (arms that agree share it), training configuration and dependencies.
+
+    Parameters
+    ----------
+    arm : Arm
+        the arm.
+    profile : StudyProfile
+        the study profile.
+
+    Returns
+    -------
+    tuple[str, dict, tuple[str, ...
+        ]] ``run-`` and a 12-digit hash, the configuration, the stages it needs.
+    """
     config = training_config(arm, profile)
     deps = ("data",) + ((f"synth-{arm.gan_pool}",) if arm.synthetic else ())
     return "run-" + digest([config, deps])[:12], config, deps
 
 
 def eval_key(run: str) -> str:
-    """The evaluation stage of the run stage ``run``."""
+    """The evaluation stage of the run stage ``run``.
+
+    Parameters
+    ----------
+    run : str
+        a run stage's key.
+
+    Returns
+    -------
+    str
+        ``eval-`` and the run's hash.
+    """
     return "eval-" + run.removeprefix("run-")
 
 
 def training_config(arm: Arm, profile: StudyProfile) -> dict:
     """What a segmenter-classifier run depends on (arms that agree share one run). Every case of the arm trains
-    (the bundle holds none out), so ``epochs`` × the arm's size is the profile's presentations, rounded up."""
+    (the bundle holds none out), so ``epochs`` × the arm's size is the profile's presentations, rounded up.
+
+    Parameters
+    ----------
+    arm : Arm
+        the arm.
+    profile : StudyProfile
+        the study profile.
+
+    Returns
+    -------
+    dict
+        the real and synthetic case names, the GAN's pool, the augmentation (and the classical recipe), seed, epochs,
+        field size and spacing, network widths, batch size, learning rate, loader workers and the bundle's version.
+    """
     from volgan.transforms import CLASSICAL_RECIPE
 
     epochs = max(1, math.ceil(profile.presentations / max(arm.n_train, 1)))
@@ -121,6 +175,19 @@ class StudySettings:
 
 
 def base_stages(settings: StudySettings) -> list[Stage]:
+    """The stages every study starts with: the data stage (phantoms, or the user's datalist resampled onto the profile's
+    field).
+
+    Parameters
+    ----------
+    settings : StudySettings
+        the study's settings (profile, user data).
+
+    Returns
+    -------
+    list[Stage
+        ] the data stage.
+    """
     profile = settings.profile
     if settings.real is None:
         data_config = {"phantom": {k: v for k, v in asdict(profile).items()
@@ -136,7 +203,20 @@ def base_stages(settings: StudySettings) -> list[Stage]:
 
 def evaluated_runs(arms: list[Arm], profile: StudyProfile) -> tuple[set[str], set[str]]:
     """The run keys whose evaluation adds Grad-CAM (Ainapure et al.'s claim, tested on scarce data: the smallest pool's
-    none and GAN arms) and those evaluated at every artifact severity (the augmentation comparison's arms)."""
+    none and GAN arms) and those evaluated at every artifact severity (the augmentation comparison's arms).
+
+    Parameters
+    ----------
+    arms : list[Arm]
+        every arm.
+    profile : StudyProfile
+        the study profile.
+
+    Returns
+    -------
+    tuple[set[str
+        , set[str]]] the run keys with Grad-CAM, and those evaluated at every severity.
+    """
     scarce = min(profile.pool_sizes)
     gradcam = {run_key(a, profile)[0] for a in arms
                if a.section == "augmentation" and a.arm in GRADCAM_ARMS and a.real_pool == scarce}
@@ -145,7 +225,20 @@ def evaluated_runs(arms: list[Arm], profile: StudyProfile) -> tuple[set[str], se
 
 
 def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
-    """Every stage of the study in running order (needs the data stage finished for case names)."""
+    """Every stage of the study in running order (needs the data stage finished for case names).
+
+    Parameters
+    ----------
+    settings : StudySettings
+        the study's settings.
+    progress : Progress
+        the study's progress display (the data stage is built first when missing).
+
+    Returns
+    -------
+    list[Stage
+        ] every stage, dependencies first.
+    """
     from volgan.gan.synth import DEFAULT_PLACEMENT
 
     profile, out = settings.profile, settings.out

@@ -77,7 +77,20 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Mean of ``values`` (n, NaN = left out) under each row of ``weights`` (R × n case counts) → (R,)."""
+    """Mean of ``values`` (n, NaN = left out) under each row of ``weights`` (R × n case counts) → (R,).
+
+    Parameters
+    ----------
+    values : np.ndarray
+        (n,) per-case values, NaN where left out.
+    weights : np.ndarray
+        (R, n) case counts.
+
+    Returns
+    -------
+    np.ndarray
+        (R,) means (NaN where no case counts).
+    """
     ok = np.isfinite(values)
     return _ratio(weights[:, ok] @ values[ok], weights[:, ok].sum(1))
 
@@ -85,7 +98,28 @@ def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def weighted_metrics(probabilities: np.ndarray, truth: np.ndarray, tumor_dice: np.ndarray, tumor_iou: np.ndarray,
                      anatomy_dice: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
     """Every study metric for each row of ``weights`` (R × n case counts). ``probabilities``: n × 4;
-    ``truth``: n tumor types; the Dice/IoU arrays hold NaN where a case is left out."""
+    ``truth``: n tumor types; the Dice/IoU arrays hold NaN where a case is left out.
+
+    Parameters
+    ----------
+    probabilities : np.ndarray
+        (n, 4) tumor_type probabilities.
+    truth : np.ndarray
+        (n,) tumor types 0–3.
+    tumor_dice : np.ndarray
+        (n,) tumor Dice, NaN where left out.
+    tumor_iou : np.ndarray
+        (n,) tumor IoU, NaN where left out.
+    anatomy_dice : np.ndarray
+        (n,) mean anatomy Dice (labels 1–4), NaN where left out.
+    weights : np.ndarray
+        (R, n) case counts (a row per bootstrap replicate).
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        {metric: (R,) values}.
+    """
     score = 1.0 - probabilities[:, 0]
     y = truth != 0
     pred = score >= 0.5
@@ -107,7 +141,22 @@ def weighted_metrics(probabilities: np.ndarray, truth: np.ndarray, tumor_dice: n
 
 def case_arrays(rows: list[dict], severity: int, order: list[str]) -> tuple[np.ndarray, ...]:
     """(probabilities, truth, tumor Dice, tumor IoU, anatomy Dice) of one evaluation at ``severity``, cases in
-    ``order``."""
+    ``order``.
+
+    Parameters
+    ----------
+    rows : list[dict]
+        an evaluation's rows (:func:`volgan.study.build.evaluate_model`).
+    severity : int
+        the artifact strength.
+    order : list[str]
+        the test cases' names.
+
+    Returns
+    -------
+    tuple[np.ndarray, ...
+        ] probabilities (n, 4), truth (n,), tumor Dice, tumor IoU and anatomy Dice (n,) each.
+    """
     by_case = {r["case"]: r for r in rows if r["severity"] == severity}
     picked = [by_case[c] for c in order]
 
@@ -160,7 +209,24 @@ def _group_key(arm: dict) -> tuple:
 
 
 def aggregate(arms: list[dict], evals: dict[str, list[dict]], replicates: Replicates, test_order: list[str]) -> dict:
-    """Per group of arms (same configuration, all seeds) and severity: {metric: K × (1 + R) values}."""
+    """Per group of arms (same configuration, all seeds) and severity: {metric: K × (1 + R) values}.
+
+    Parameters
+    ----------
+    arms : list[dict]
+        the study's arms (with their evaluation keys).
+    evals : dict[str, list[dict]]
+        {evaluation key: rows}.
+    replicates : Replicates
+        the bootstrap case weights (shared by every arm, so differences are paired).
+    test_order : list[str]
+        the test cases' names.
+
+    Returns
+    -------
+    dict
+        {(group key, severity): {metric: (K seeds, 1 + R) values}}.
+    """
     groups: dict[tuple, dict[int, str]] = {}
     for arm in arms:
         groups.setdefault(_group_key(arm), {})[arm["seed"]] = arm["eval"]
@@ -199,7 +265,22 @@ LABEL_SOURCE_WHY = {
 
 def gradcam_shares(rows: list[dict], severity: int, order: list[str]) -> np.ndarray | None:
     """Each case's Grad-CAM tumor share at ``severity`` in ``order`` (NaN where it has no tumor), or None when the
-    evaluation did not measure it."""
+    evaluation did not measure it.
+
+    Parameters
+    ----------
+    rows : list[dict]
+        an evaluation's rows.
+    severity : int
+        the artifact strength.
+    order : list[str]
+        the test cases' names.
+
+    Returns
+    -------
+    np.ndarray | None
+        (n,) shares, or None.
+    """
     by_case = {r["case"]: r for r in rows if r["severity"] == severity}
     if not all(GRADCAM in by_case[c] for c in order):
         return None
@@ -212,7 +293,22 @@ def _reference(key: tuple) -> tuple:
 
 
 def build_results(arms: list[dict], matrices: dict, replicates: Replicates) -> list[dict]:
-    """One row per (group, severity, metric) with the summary and, when it has one, the paired difference."""
+    """One row per (group, severity, metric) with the summary and, when it has one, the paired difference.
+
+    Parameters
+    ----------
+    arms : list[dict]
+        the study's arms.
+    matrices : dict
+        :func:`aggregate`'s output.
+    replicates : Replicates
+        the bootstrap case weights.
+
+    Returns
+    -------
+    list[dict]
+        the result rows (section, arm, severity, metric, mean, sd, CI, difference).
+    """
     info = {_group_key(a): a for a in arms}
     rows = []
     for (key, severity), values in matrices.items():
@@ -241,7 +337,18 @@ SEED_2 = ("Proportional Sensitivity in GAN-Augmented Brain Tumor Classification 
 
 def claim_specs(pools: list[int]) -> list[dict]:
     """Each claim as a contrast: ``terms`` are (coefficient, group key, severity index, metric), ``expect`` the
-    sign the claim predicts. "Scarce data" is the smallest real pool of the augmentation comparison."""
+    sign the claim predicts. "Scarce data" is the smallest real pool of the augmentation comparison.
+
+    Parameters
+    ----------
+    pools : list[int]
+        the augmentation comparison's real-pool sizes.
+
+    Returns
+    -------
+    list[dict]
+        one dict per claim: ``claim``, ``source``, ``metric``, ``comparison``, ``terms`` and ``expect``.
+    """
     clean, severe, scarce = 0, len(SEVERITIES) - 1, min(pools)
 
     def sweep(arm):
@@ -284,7 +391,22 @@ def claims(matrices: dict, replicates: Replicates, pools: list[int]) -> list[dic
     """The papers' claims as rows {claim, source, metric, comparison, difference {mean, ci_low, ci_high},
     verdict}: "supported" when the 95% CI of the contrast lies wholly on the side the claim predicts,
     "contradicted" when wholly on the other, "within noise" when it includes 0 (or the contrast is undefined:
-    then ``note`` says why)."""
+    then ``note`` says why).
+
+    Parameters
+    ----------
+    matrices : dict
+        :func:`aggregate`'s output.
+    replicates : Replicates
+        the bootstrap case weights.
+    pools : list[int]
+        the augmentation comparison's real-pool sizes.
+
+    Returns
+    -------
+    list[dict]
+        the claim rows.
+    """
     rows = []
     for spec in claim_specs(pools):
         missing = [f"{k[2]} {m}" for _, k, sev, m in spec["terms"] if m not in matrices.get((k, sev), {})]
@@ -334,14 +456,43 @@ def _diff_cell(d: dict | None) -> str:
 
 
 def degenerate_classifiers(arms: list[dict], evals: dict[str, list[dict]]) -> dict:
-    """Trained models whose tumor call is the same for every clean test volume (all tumor or none)."""
+    """Trained models whose tumor call is the same for every clean test volume (all tumor or none).
+
+    Parameters
+    ----------
+    arms : list[dict]
+        the study's arms.
+    evals : dict[str, list[dict]]
+        {evaluation key: rows}.
+
+    Returns
+    -------
+    dict
+        ``n``: the evaluated models whose tumor call is the same for every clean test volume, ``of``: the models
+        evaluated.
+    """
     keys = sorted({a["eval"] for a in arms})
     same = [k for k in keys if len({(1 - r["probabilities"][0]) >= 0.5 for r in evals[k] if r["severity"] == 0}) == 1]
     return {"n": len(same), "of": len(keys)}
 
 
 def findings(rows: list[dict], pools: list[int], degenerate: dict) -> list[str]:
-    """Plain sentences: what differs beyond noise, what does not, and what the models failed to learn."""
+    """Plain sentences: what differs beyond noise, what does not, and what the models failed to learn.
+
+    Parameters
+    ----------
+    rows : list[dict]
+        the result rows (:func:`build_results`).
+    pools : list[int]
+        the augmentation comparison's real-pool sizes.
+    degenerate : dict
+        :func:`degenerate_classifiers`'s output.
+
+    Returns
+    -------
+    list[str]
+        the sentences.
+    """
     lines = []
     if degenerate["n"]:
         lines.append(f"{degenerate['n']} of {degenerate['of']} trained models give every clean test volume the same "
@@ -404,7 +555,20 @@ def _difference_rows(groups: dict[str, dict[str, dict]]) -> list[list[str]]:
 
 
 def claims_table(rows: list[dict], gradcam: dict) -> tuple[str, list[str], list[list[str]]]:
-    """The claims as the report's opening table (and the Grad-CAM tumor share per arm under it)."""
+    """The claims as the report's opening table (and the Grad-CAM tumor share per arm under it).
+
+    Parameters
+    ----------
+    rows : list[dict]
+        the claim rows (:func:`claims`).
+    gradcam : dict
+        {arm: the Grad-CAM tumor share's mean and 95% CI}, empty when none was measured.
+
+    Returns
+    -------
+    tuple[str, list[str
+        , list[list[str]]]] (title, column names, rows of cells).
+    """
     body = []
     for r in rows:
         d = r["difference"]
@@ -419,6 +583,23 @@ def claims_table(rows: list[dict], gradcam: dict) -> tuple[str, list[str], list[
 
 
 def tables(rows: list[dict], pools: list[int], quality: dict | None) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The report's tables after the claims: the ratio sweep and its paired differences, the augmentation comparison per
+    pool size, clean and under artifacts, and the synthetic-quality figures.
+
+    Parameters
+    ----------
+    rows : list[dict]
+        the result rows.
+    pools : list[int]
+        the augmentation comparison's real-pool sizes.
+    quality : dict | None
+        the synthetic-quality report, or None.
+
+    Returns
+    -------
+    list[tuple[str, list[str], list[list[str]]]]
+        (title, column names, rows of cells) per table.
+    """
     out = []
     sweep = _by_arm(sorted(_pick(rows, "sweep"), key=lambda r: r["synthetic_share"]))
     out.append(("Ratio sweep at a fixed training-set size, clean real test set (mean ± sd over seeds [95% CI])",
@@ -559,6 +740,19 @@ CSV_FIELDS = ("section", "arm", "real_pool", "synthetic_share", "n_real", "n_syn
 
 
 def to_csv(rows: list[dict]) -> str:
+    """The result rows as CSV (``results.csv``): one line per arm, severity and metric, with the paired difference where
+    there is one.
+
+    Parameters
+    ----------
+    rows : list[dict]
+        the result rows.
+
+    Returns
+    -------
+    str
+        the CSV text.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
@@ -575,7 +769,26 @@ def to_csv(rows: list[dict]) -> str:
 
 def write_study_report(folder: Path, out: Path, profile, arms: list[dict], real: Path | None) -> dict:
     """Read every evaluation and the quality report under ``out/stages`` and write the study report into
-    ``folder``; returns the study document."""
+    ``folder``; returns the study document.
+
+    Parameters
+    ----------
+    folder : Path
+        the report's folder.
+    out : Path
+        the study's output folder.
+    profile : StudyProfile
+        the study profile.
+    arms : list[dict]
+        the study's arms with their stage keys.
+    real : Path | None
+        the user's datalist, or None for phantoms.
+
+    Returns
+    -------
+    dict
+        the study document (``study.json``).
+    """
     stages = out / "stages"
     evals = {a["eval"]: json.loads((stages / a["eval"] / "eval.json").read_text(encoding="utf-8")) for a in arms}
     test_order = sorted({r["case"] for rows in evals.values() for r in rows})

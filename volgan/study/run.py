@@ -43,7 +43,13 @@ REPORT_FILES = ("study.json", "study.csv", "report.md", "report.html")
 def default_jobs() -> int:
     """Stages built at a time: 1 with a GPU (one device, its stages in turn); otherwise 2 when there are two or
     more CPU cores, each worker on its share of the cores. On 2 cores two spine_segcls runs of one thread each
-    train 1.8× as many volumes a second as one run of two threads (BENCHMARKS.md, "Study stages side by side")."""
+    train 1.8× as many volumes a second as one run of two threads (BENCHMARKS.md, "Study stages side by side").
+
+    Returns
+    -------
+    int
+        the number of stages built at a time.
+    """
     import torch
 
     if torch.cuda.is_available():

@@ -24,7 +24,13 @@ TRAINED_ON = "trained_on.json"  # beside a spine_segcls run: the cases it traine
 
 
 def bundles_root() -> Path:
-    """The folder holding ``spine_segcls`` and ``spine_cgan`` (``$VOLGAN_BUNDLES``, else beside the package)."""
+    """The folder holding ``spine_segcls`` and ``spine_cgan`` (``$VOLGAN_BUNDLES``, else beside the package).
+
+    Returns
+    -------
+    Path
+        the folder.
+    """
     root = Path(os.environ.get("VOLGAN_BUNDLES", Path(__file__).resolve().parents[2] / "bundles"))
     if not (root / "spine_segcls" / "configs" / "train.json").is_file():
         raise VolganInputError(root, "no spine_segcls bundle here; set VOLGAN_BUNDLES to volgan's bundles/ folder")
@@ -33,12 +39,35 @@ def bundles_root() -> Path:
 
 def bundle_version(bundle: str) -> str:
     """The ``version`` of ``bundles/<bundle>/configs/metadata.json``: part of every stage that runs the bundle, so
-    a new training recipe retrains what it trained."""
+    a new training recipe retrains what it trained.
+
+    Parameters
+    ----------
+    bundle : str
+        ``"spine_segcls"`` or ``"spine_cgan"``.
+
+    Returns
+    -------
+    str
+        the version, such as ``"0.4.0"``.
+    """
     meta = bundles_root() / bundle / "configs" / "metadata.json"
     return str(json.loads(meta.read_text(encoding="utf-8"))["version"])
 
 
 def digest(value) -> str:
+    """The SHA-256 of a value's JSON text (keys sorted; what JSON cannot hold written as ``str``), as 64 hex digits.
+
+    Parameters
+    ----------
+    value : object
+        any JSON-able value.
+
+    Returns
+    -------
+    str
+        the digest.
+    """
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 # --------------------------------------------------------------------------------------------------------
@@ -86,6 +115,14 @@ class Manifest:
 
 
 def hash_plan(stages: list[Stage]) -> None:
+    """Set each stage's hash from its kind, configuration and its dependencies' hashes, so that a change anywhere
+    upstream changes every stage below it.
+
+    Parameters
+    ----------
+    stages : list[Stage]
+        the stages, dependencies first.
+    """
     known: dict[str, str] = {}
     for stage in stages:
         stage.hash = digest({"kind": stage.kind, "config": stage.config, "deps": [known[d] for d in stage.deps]})
@@ -157,7 +194,19 @@ def _logging_conf(folder: Path) -> Path:
 def run_bundle(bundle: str, folder: Path, overrides: dict, bar=None) -> None:
     """Run ``bundles/<bundle>/configs/train.json`` in this process with ``overrides`` (bundle_root = folder).
     Its log goes to ``folder/train.log``; ``bar`` (tqdm) advances once per epoch. For spine_segcls the cases the
-    bundle trained on (its own ``split``) are written to ``folder/trained_on.json`` as {"name", "source"}."""
+    bundle trained on (its own ``split``) are written to ``folder/trained_on.json`` as {"name", "source"}.
+
+    Parameters
+    ----------
+    bundle : str
+        ``"spine_segcls"`` or ``"spine_cgan"``.
+    folder : Path
+        the bundle root of the run.
+    overrides : dict
+        the command-line overrides (name → value).
+    bar : tqdm.tqdm | None
+        the progress bar, or None.
+    """
     import logging
 
     from ignite.engine import Events
