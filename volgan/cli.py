@@ -46,6 +46,13 @@ def _types(values: list[str]) -> tuple[int, ...]:
 
 
 def add_phantom_parser(sub) -> None:
+    """Add ``volgan phantom`` and its options to the command line.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        the sub-command registry of :func:`build_parser`.
+    """
     p = sub.add_parser("phantom", help="write a labeled spinal MRI phantom dataset",
                        description="Write labeled 3D spinal MRI phantoms (.nii.gz image and label) and a datalist.")
     p.add_argument("--out", required=True, help="output folder")
@@ -71,6 +78,18 @@ def add_phantom_parser(sub) -> None:
 
 
 def run_phantom(args) -> int:
+    """Run ``volgan phantom``: a phantom data set, then its summary.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        the parsed options.
+
+    Returns
+    -------
+    int
+        0 (bad input raises, and :func:`main` turns it into one line and status 2).
+    """
     from volgan.data.phantom import PhantomConfig, make_dataset
     from volgan.data.summary import format_summary
 
@@ -92,12 +111,31 @@ def run_phantom(args) -> int:
 
 
 def add_check_parser(sub) -> None:
+    """Add ``volgan check`` and its options to the command line.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        the sub-command registry of :func:`build_parser`.
+    """
     p = sub.add_parser("check", help="validate a datalist and every volume it names, and summarise it")
     p.add_argument("datalist", help="dataset.json (MSD or nnU-Net) or the folder holding it")
     p.set_defaults(run=run_check)
 
 
 def run_check(args) -> int:
+    """Run ``volgan check``: the datalist's checks and summary.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        the parsed options.
+
+    Returns
+    -------
+    int
+        0 (bad input raises, and :func:`main` turns it into one line and status 2).
+    """
     from volgan.data.datalist import check_cases, read_datalist
     from volgan.data.summary import format_summary, readiness
     from volgan.study.data import split_user_data
@@ -117,6 +155,13 @@ def run_check(args) -> int:
 
 
 def add_import_parser(sub) -> None:
+    """Add ``volgan import`` and its options to the command line.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        the sub-command registry of :func:`build_parser`.
+    """
     p = sub.add_parser("import", help="import a spine data set (SPIDER, VerSe, TotalSpineSeg, nnU-Net, MSD, pairs)",
                        description="Read a data set as published (NIfTI, .mha, .mhd, .nrrd, DICOM series at any depth) "
                                    "and write it as NIfTI with volgan's labels and a datalist. Nothing is written "
@@ -139,6 +184,18 @@ def add_import_parser(sub) -> None:
 
 
 def run_import(args) -> int:
+    """Run ``volgan import``: the imported data set, then its summary.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        the parsed options.
+
+    Returns
+    -------
+    int
+        0 (bad input raises, and :func:`main` turns it into one line and status 2).
+    """
     from volgan.data.importer import import_dataset
     from volgan.data.summary import format_summary, readiness
 
@@ -157,6 +214,13 @@ def run_import(args) -> int:
 
 
 def add_infer_parser(sub) -> None:
+    """Add ``volgan infer`` and its options to the command line.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        the sub-command registry of :func:`build_parser`.
+    """
     p = sub.add_parser("infer", help="segment and classify volumes (NIfTI, .mha, .nrrd, DICOM series)",
                        description="Label maps in each input's own geometry, and a table of tumor probabilities.")
     p.add_argument("--model", required=True, help="checkpoint file (model.pt), its TorchScript export (model.ts, "
@@ -178,6 +242,18 @@ def add_infer_parser(sub) -> None:
 
 
 def run_infer(args) -> int:
+    """Run ``volgan infer``: label maps and the tumor table.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        the parsed options.
+
+    Returns
+    -------
+    int
+        0; 2 when any input failed (its error is in the table; the others are written).
+    """
     from volgan.segcls.inference import run_inference
     from volgan.segcls.predict import load_model
 
@@ -202,6 +278,13 @@ def run_infer(args) -> int:
 
 
 def add_evaluate_parser(sub) -> None:
+    """Add ``volgan evaluate`` and its options to the command line.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        the sub-command registry of :func:`build_parser`.
+    """
     p = sub.add_parser("evaluate", help="segmentation and classification report with confidence intervals")
     p.add_argument("--pred", required=True, help="folder of predicted label maps (NAME_seg.nii.gz or NAME.nii.gz; "
                                                  ".mha, .nrrd too)")
@@ -217,6 +300,18 @@ def add_evaluate_parser(sub) -> None:
 
 
 def run_evaluate(args) -> int:
+    """Run ``volgan evaluate``: the evaluation report.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        the parsed options.
+
+    Returns
+    -------
+    int
+        0 (bad input raises, and :func:`main` turns it into one line and status 2).
+    """
     import math
 
     from volgan.data.io import check_writable_dir
@@ -236,6 +331,13 @@ def run_evaluate(args) -> int:
 
 
 def add_synth_parser(sub) -> None:
+    """Add ``volgan synth`` and its options to the command line.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        the sub-command registry of :func:`build_parser`.
+    """
     p = sub.add_parser("synth", help="synthesize labeled volumes with a trained spine_cgan",
                        description="Write synthetic .nii.gz image/label pairs and a datalist (source: synthetic).")
     p.add_argument("--checkpoint", required=True, help="generator.pt or a spine_cgan bundle folder")
@@ -260,6 +362,18 @@ def add_synth_parser(sub) -> None:
 
 
 def run_synth(args) -> int:
+    """Run ``volgan synth``: synthetic cases and their datalist.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        the parsed options.
+
+    Returns
+    -------
+    int
+        0 (bad input raises, and :func:`main` turns it into one line and status 2).
+    """
     from collections import Counter
 
     from volgan.data.io import check_writable_dir
@@ -282,6 +396,13 @@ def run_synth(args) -> int:
 
 
 def add_quality_parser(sub) -> None:
+    """Add ``volgan quality`` and its options to the command line.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        the sub-command registry of :func:`build_parser`.
+    """
     p = sub.add_parser("quality", help="synthetic-quality report: Fréchet distance, diversity, memorization")
     p.add_argument("--real", required=True, help="real datalist (training split = the GAN's training pool)")
     p.add_argument("--synthetic", required=True, help="synthetic datalist")
@@ -293,6 +414,18 @@ def add_quality_parser(sub) -> None:
 
 
 def run_quality(args) -> int:
+    """Run ``volgan quality``: the synthetic-quality report.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        the parsed options.
+
+    Returns
+    -------
+    int
+        0 (bad input raises, and :func:`main` turns it into one line and status 2).
+    """
     from volgan.data.io import check_writable_dir
     from volgan.evaluation.quality import quality_report, summary_line
 
@@ -304,6 +437,13 @@ def run_quality(args) -> int:
 
 
 def add_study_parser(sub) -> None:
+    """Add ``volgan study`` and its options to the command line.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        the sub-command registry of :func:`build_parser`.
+    """
     p = sub.add_parser("study", help="the ratio sweep and augmentation comparison, end to end, resumable",
                        description="Phantom data (or --real) → balanced real test set → GAN on the real training "
                                    "pool → synthetic pool → segmenter-classifiers on 11 real:synthetic mixes and "
@@ -330,6 +470,18 @@ def add_study_parser(sub) -> None:
 
 
 def run_study_command(args) -> int:
+    """Run ``volgan study``: every stage still missing, then the report.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        the parsed options.
+
+    Returns
+    -------
+    int
+        0; 130 when interrupted (finished stages are kept, and the same command resumes).
+    """
     from volgan.study.run import run_study
 
     try:
@@ -344,6 +496,13 @@ def run_study_command(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``volgan`` command line: every sub-command and its options.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        the parser.
+    """
     parser = _Parser(prog="volgan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"volgan {__import__('volgan').__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -355,6 +514,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``volgan`` command: bad input ends in one line on stderr naming the file and exit status 2, a training
+    whose values stop being finite in status 1, Ctrl-C in 130.
+
+    Parameters
+    ----------
+    argv : list[str] | None
+        the arguments (None: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        the exit status.
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
