@@ -251,8 +251,8 @@ def test_federated_learning_client_one_round(tmp_path, phantom_dir):
     shutil.copytree(BUNDLE, site)  # the FL system provisions the bundle into the client's app folder
     overrides = {"bundle_root": str(site), "dataset_dir": str(phantom_dir), "patch": [32, 32, 32], "batch_size": 2,
                  "progress": False}
-    algo = MonaiAlgo(bundle_root=str(site), local_epochs=1, config_evaluate_filename="configs/train.json",
-                     train_kwargs=dict(overrides), eval_kwargs=dict(overrides))
+    # the client's default evaluation config: configs/train.json with configs/evaluate.json over it
+    algo = MonaiAlgo(bundle_root=str(site), local_epochs=1, train_kwargs=dict(overrides), eval_kwargs=dict(overrides))
     algo.initialize(extra={ExtraItems.CLIENT_NAME: "site1"})
     global_weights = {k: v.clone() for k, v in algo.trainer.network.state_dict().items()}
     algo.train(ExchangeObject(weights=global_weights, weight_type=WeightType.WEIGHTS), extra={})
