@@ -38,8 +38,8 @@ def prepare_batch(batch: dict, device=None, non_blocking: bool = False, **kwargs
 
     Returns
     -------
-    tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor
-        ]] image (B, 1, X, Y, Z) float, and (label map (B, 1, X, Y, Z) int64, tumor_type (B,) int64, −1 where unknown).
+    tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+        image (B, 1, X, Y, Z) float, and (label map (B, 1, X, Y, Z) int64, tumor_type (B,) int64, −1 where unknown).
     """
     image = batch["image"][tio.DATA].to(device=device, non_blocking=non_blocking)
     label = batch["label"][tio.DATA].to(device=device, dtype=torch.long, non_blocking=non_blocking)

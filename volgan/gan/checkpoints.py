@@ -89,8 +89,8 @@ def checkpoints(ckpt_dir: str) -> list:
 
     Returns
     -------
-    list[tuple[int, Path
-        ]] (epoch, path) pairs, by epoch.
+    list[tuple[int, Path]]
+        (epoch, path) pairs, by epoch.
     """
     import re
     from pathlib import Path

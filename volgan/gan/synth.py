@@ -601,8 +601,8 @@ def deformed_real_label(synth: Synthesizer, pool: list[np.ndarray], tumor_type: 
 
     Returns
     -------
-    tuple[np.ndarray, dict, torch.Generator
-        ] the (S, S, S) uint8 map, what was drawn (source map, tries, site, size, pose), and the case's random
+    tuple[np.ndarray, dict, torch.Generator]
+        the (S, S, S) uint8 map, what was drawn (source map, tries, site, size, pose), and the case's random
         generator.
 
     Raises

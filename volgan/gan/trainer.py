@@ -68,8 +68,8 @@ def msssim_pairs(volumes: torch.Tensor, pairs: int = 16, seed: int = 0) -> tuple
 
     Returns
     -------
-    tuple[torch.Tensor, torch.Tensor
-        ] pair indices (P, 2) int64 and MS-SSIM (P,).
+    tuple[torch.Tensor, torch.Tensor]
+        pair indices (P, 2) int64 and MS-SSIM (P,).
     """
     from monai.metrics import MultiScaleSSIMMetric
 

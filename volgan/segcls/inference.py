@@ -46,8 +46,8 @@ def expand_inputs(inputs: list[str | os.PathLike]) -> list[tuple[Path, str, Dico
 
     Returns
     -------
-    list[tuple[Path, str, DicomSeries | None
-        ]] (path, output stem, series) per volume, in order.
+    list[tuple[Path, str, DicomSeries | None]]
+        (path, output stem, series) per volume, in order.
 
     Raises
     ------

@@ -198,8 +198,8 @@ def to_model_grid(volume: Volume, prep: Preprocessing) -> tuple[torch.Tensor, np
 
     Returns
     -------
-    tuple[torch.Tensor, np.ndarray, float
-        ] the (1, 1, X, Y, Z) float32 model-grid image, its 4×4 affine (RAS, mm), and the pad value.
+    tuple[torch.Tensor, np.ndarray, float]
+        the (1, 1, X, Y, Z) float32 model-grid image, its 4×4 affine (RAS, mm), and the pad value.
     """
     affine, shape = model_grid(volume.affine, volume.shape, prep.spacing)
     data = resample(torch.from_numpy(np.ascontiguousarray(volume.array))[None], volume.affine, affine, shape)

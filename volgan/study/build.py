@@ -74,8 +74,8 @@ def test_volume(image: Path, label: Path, severity: int):
 
     Returns
     -------
-    tuple[Volume, Volume
-        ] the (corrupted) image and the label map.
+    tuple[Volume, Volume]
+        the (corrupted) image and the label map.
     """
     from volgan.data.io import Volume, read_volume
     from volgan.transforms import corrupt

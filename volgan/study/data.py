@@ -95,8 +95,8 @@ def split_user_data(data: Datalist, profile: StudyProfile) -> tuple[list[Case], 
 
     Returns
     -------
-    tuple[list[Case
-        , list[Case]]] the real pool and the test set.
+    tuple[list[Case], list[Case]]
+        the real pool and the test set.
 
     Raises
     ------
@@ -182,8 +182,8 @@ def real_cases(out: Path) -> tuple[list[Case], list[Case]]:
 
     Returns
     -------
-    tuple[list[Case
-        , list[Case]]] the real pool and the test set.
+    tuple[list[Case], list[Case]]
+        the real pool and the test set.
     """
     data = read_datalist(out / "stages" / "data" / "real")
     return data.split("training"), data.split("test")

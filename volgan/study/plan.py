@@ -106,8 +106,8 @@ def run_key(arm: Arm, profile: StudyProfile) -> tuple[str, dict, tuple[str, ...]
 
     Returns
     -------
-    tuple[str, dict, tuple[str, ...
-        ]] ``run-`` and a 12-digit hash, the configuration, the stages it needs.
+    tuple[str, dict, tuple[str, ...]]
+        ``run-`` and a 12-digit hash, the configuration, the stages it needs.
     """
     config = training_config(arm, profile)
     deps = ("data",) + ((f"synth-{arm.gan_pool}",) if arm.synthetic else ())
@@ -185,8 +185,8 @@ def base_stages(settings: StudySettings) -> list[Stage]:
 
     Returns
     -------
-    list[Stage
-        ] the data stage.
+    list[Stage]
+        the data stage.
     """
     profile = settings.profile
     if settings.real is None:
@@ -214,8 +214,8 @@ def evaluated_runs(arms: list[Arm], profile: StudyProfile) -> tuple[set[str], se
 
     Returns
     -------
-    tuple[set[str
-        , set[str]]] the run keys with Grad-CAM, and those evaluated at every severity.
+    tuple[set[str], set[str]]
+        the run keys with Grad-CAM, and those evaluated at every severity.
     """
     scarce = min(profile.pool_sizes)
     gradcam = {run_key(a, profile)[0] for a in arms
@@ -236,8 +236,8 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
 
     Returns
     -------
-    list[Stage
-        ] every stage, dependencies first.
+    list[Stage]
+        every stage, dependencies first.
     """
     from volgan.gan.synth import DEFAULT_PLACEMENT
 

@@ -154,8 +154,8 @@ def case_arrays(rows: list[dict], severity: int, order: list[str]) -> tuple[np.n
 
     Returns
     -------
-    tuple[np.ndarray, ...
-        ] probabilities (n, 4), truth (n,), tumor Dice, tumor IoU and anatomy Dice (n,) each.
+    tuple[np.ndarray, ...]
+        probabilities (n, 4), truth (n,), tumor Dice, tumor IoU and anatomy Dice (n,) each.
     """
     by_case = {r["case"]: r for r in rows if r["severity"] == severity}
     picked = [by_case[c] for c in order]
@@ -566,8 +566,8 @@ def claims_table(rows: list[dict], gradcam: dict) -> tuple[str, list[str], list[
 
     Returns
     -------
-    tuple[str, list[str
-        , list[list[str]]]] (title, column names, rows of cells).
+    tuple[str, list[str], list[list[str]]]
+        (title, column names, rows of cells).
     """
     body = []
     for r in rows:
