@@ -87,7 +87,18 @@ def resample(data: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarray,
     dst_axis_of = axis_permutation(index_map)  # each source axis' destination axis; None for oblique grids
     if mode == "bilinear" and dst_axis_of is not None:
         out = _resample_by_axis(work, index_map, [int(a) for a in np.argsort(dst_axis_of)], tuple(dst_shape))
-        return out.to(data.dtype) if not data.is_floating_point() else out
+    else:
+        out = _resample_by_grid_sample(work, index_map, tuple(dst_shape), mode)
+    return out.to(data.dtype) if not data.is_floating_point() else out
+
+
+def _resample_by_grid_sample(data: torch.Tensor, index_map: np.ndarray, dst_shape: tuple[int, ...],
+                             mode: str) -> torch.Tensor:
+    """Any grid pair, by grid_sample: (C, X, Y, Z) float → (C, X', Y', Z'), zero padding.
+
+    ``index_map``: destination index → source index (4×4)."""
+    src_shape = tuple(data.shape[1:])
+
     # normalised coordinates (align_corners=True): n = 2 i / (size - 1) - 1, axes in reversed order for grid_sample
     def to_norm(size):
         size = np.asarray(size, dtype=np.float64)
@@ -99,11 +110,9 @@ def resample(data: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarray,
     theta = to_norm(src_shape) @ index_map @ np.linalg.inv(to_norm(dst_shape))
     flip = np.eye(4)[[2, 1, 0, 3]]
     theta = (flip @ theta @ flip)[:3]
-    theta_t = torch.as_tensor(theta, dtype=work.dtype, device=work.device)[None]
-    grid = F.affine_grid(theta_t, [1, work.shape[0], *dst_shape], align_corners=True)
-    out = F.grid_sample(work[None], grid, mode=mode, padding_mode="zeros", align_corners=True)[0]
-    return out.to(data.dtype) if not data.is_floating_point() else out
-
+    theta_t = torch.as_tensor(theta, dtype=data.dtype, device=data.device)[None]
+    grid = F.affine_grid(theta_t, [1, data.shape[0], *dst_shape], align_corners=True)
+    return F.grid_sample(data[None], grid, mode=mode, padding_mode="zeros", align_corners=True)[0]
 
 def _linear_weights(n_dst: int, n_src: int, step: float, offset: float, like: torch.Tensor) -> torch.Tensor:
     """(n_dst, n_src) matrix of linear interpolation at source positions ``offset + step * i``; neighbours outside
