@@ -610,8 +610,11 @@ def test_ten_labeled_cases_without_a_test_split_are_enough(phantom_dir):
 
 def test_quality_judge_as_torchscript(cli, tmp_path, phantom_dir):
     from volgan.segcls.network import SegmentationNet
+    from volgan.segcls.train import write_model_card
+    from volgan.transforms import Preprocessing
 
     torch.jit.save(torch.jit.script(SegmentationNet().eval()), str(tmp_path / "model.ts"))
+    write_model_card(str(tmp_path), Preprocessing(), (16, 32, 64, 128))
     result = cli("quality", "--real", phantom_dir, "--synthetic", phantom_dir, "--out", tmp_path / "o",
                  "--model", tmp_path / "model.ts")
     assert_one_line_error(result, "model.ts", "not a TorchScript export")

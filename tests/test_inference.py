@@ -12,8 +12,9 @@ from helpers import write_dicom_series
 
 from volgan.data.io import Volume, read_volume, write_nifti
 from volgan.data.phantom import PhantomConfig, generate_case
-from volgan.segcls.network import SegClsNet
+from volgan.segcls.network import DEFAULT_CHANNELS, SegClsNet
 from volgan.segcls.predict import LoadedModel, predict
+from volgan.segcls.train import write_model_card
 from volgan.transforms import Preprocessing
 
 
@@ -92,8 +93,8 @@ def test_cli_batch_goes_on_past_bad_files(cli, tmp_path, checkpoint):
     nib.save(nib.Nifti1Image(np.ones((16, 16, 16, 2), np.float32), np.eye(4)), str(tmp_path / "in" / "two.nii.gz"))
     result = cli("infer", "--model", checkpoint, "--input", tmp_path / "in", "--out", tmp_path / "out")
     assert result.code == 2 and "2 input(s) failed" in result.err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_seg.nii.gz", "predictions.csv",
-                                                                      "predictions.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
+        "good_seg.nii.gz", "predictions.csv", "predictions.json"]
     table = json.loads((tmp_path / "out" / "predictions.json").read_text(encoding="utf-8"))
     rows = {r["input"].split("/")[-1]: r for r in table}
     assert rows["good.nii.gz"]["error"] == "" and 0 <= rows["good.nii.gz"]["tumor_probability"] <= 1
@@ -118,6 +119,7 @@ def test_cli_dicom_input_and_gradcam(cli, tmp_path, checkpoint):
 
 def test_checkpoint_that_does_not_fit(cli, tmp_path):
     torch.save(SegClsNet(channels=(4, 8, 16, 32)).state_dict(), tmp_path / "other.pt")
+    write_model_card(str(tmp_path), Preprocessing(), DEFAULT_CHANNELS)  # the card says the default widths
     write_nifti(Volume(np.ones((16, 16, 16), np.float32), np.eye(4)), tmp_path / "x.nii.gz")
     result = cli("infer", "--model", tmp_path / "other.pt", "--input", tmp_path / "x.nii.gz", "--out", tmp_path / "o")
     assert result.code == 2 and result.err.count("\n") == 1

@@ -6,7 +6,7 @@ from pathlib import Path
 import volgan
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_MODULES = {"__init__", "__main__", "cli", "errors", "labels", "training"}
+SHARED_MODULES = {"__init__", "__main__", "cli", "errors", "labels", "training", "bundle_runs"}
 
 
 def _check_imports():

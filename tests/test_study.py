@@ -88,14 +88,32 @@ def test_report_has_every_field(study):
     csv_lines = (study / "study.csv").read_text(encoding="utf-8").splitlines()
     assert csv_lines[0].split(",") == list(CSV_FIELDS) and len(csv_lines) == len(rows) + 1
     html = (study / "report.html").read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 4 and "src='http" not in html
+    assert html.count("data:image/png;base64,") == 5 and "src='http" not in html
     md = (study / "report.md").read_text(encoding="utf-8")
     for title in ("Ratio sweep at a fixed training-set size", "paired difference against no augmentation",
                   "Robustness", "Synthetic quality", "Definitions"):
         assert title in md
     assert sorted(p.name for p in (study / "figures").iterdir()) == ["augmentation.png", "quality.png",
-                                                                   "robustness.png", "sweep.png"]
+                                                                   "real_mri.png", "robustness.png", "sweep.png"]
     assert not list((study / "stages").glob(".*partial"))
+
+
+def test_every_model_is_checked_on_the_shipped_real_scans(study):
+    doc = json.loads((study / "study.json").read_text(encoding="utf-8"))
+    real = doc["real_mri"]
+    assert [s["name"] for s in real["scans"]] == ["t2", "pam50_t2"]
+    assert all(s["annotated"] == ["cord"] and s["tumor_type"] == 0 for s in real["scans"])
+    runs = {a["run"] for a in doc["arms"]}
+    assert set(real["per_run"]) == runs
+    for rows in real["per_run"].values():  # only the annotated label is scored: the cord
+        assert [sorted(r["dice"]) for r in rows] == [["cord"], ["cord"]]
+        assert all(0.0 <= r["tumor_probability"] <= 1.0 for r in rows)
+        assert all(r["healthy_called_tumor"] == (r["tumor_probability"] >= 0.5) for r in rows)
+    assert len(real["per_arm"]) == len(SHARES) + len(ARMS) * len(PROFILES["tiny"].pool_sizes)
+    assert sum("Real MRI" in f for f in doc["findings"]) >= 2
+    assert any("too few to tell" in f for f in doc["findings"])  # two shipped scans: the order is not compared
+    md = (study / "report.md").read_text(encoding="utf-8")
+    assert "Real MRI check" in md and "real_mri.png" in md
 
 
 def test_the_papers_claims_open_the_report(study):
@@ -200,7 +218,7 @@ def test_a_changed_setting_recomputes_only_what_depends_on_it(study):
             assert after[key]["hash"] == entry["hash"], key
     new = set(after) - set(before)
     labels = [after[k]["label"] for k in new]
-    assert new and all(after[k]["kind"] in ("run", "eval") for k in new)
+    assert new and all(after[k]["kind"] in ("run", "eval", "real") for k in new)
     assert all("seed 2" in label for label in labels if label.startswith("spine_segcls"))
     assert after["report"]["hash"] != before["report"]["hash"]
     doc = json.loads((study / "study.json").read_text(encoding="utf-8"))

@@ -34,6 +34,17 @@ def _triple(kind: type, name: str):
     return parse
 
 
+def _seed(text: str) -> int:
+    """A seed: a whole number from 0 to 2³²−1 (numpy's generators refuse negatives)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed must be a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"a seed must be from 0 to {2**32 - 1}, got {value}")
+    return value
+
+
 def _types(values: list[str]) -> tuple[int, ...]:
     names = [v for text in values for v in text.split(",") if v.strip()]
     try:
@@ -60,7 +71,7 @@ def add_phantom_parser(sub) -> None:
     p.add_argument("--size", type=_triple(int, "--size"), default=(64, 64, 64), help="voxels: N or NX,NY,NZ (64)")
     p.add_argument("--spacing", type=_triple(float, "--spacing"), default=(1.5, 1.5, 1.5),
                    help="mm: S or SX,SY,SZ along the RAS axes (1.5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--tumor-fraction", type=float, default=0.75, help="share of cases with a tumor (0.75)")
     p.add_argument("--types", nargs="+", default=["1,2,3"],
                    help="tumor classes to draw: names or numbers (intramedullary intradural_extramedullary vertebral)")
@@ -178,7 +189,18 @@ def add_import_parser(sub) -> None:
     p.add_argument("--format", choices=["msd", "nnunet"], default="msd")
     p.add_argument("--test-fraction", type=float, default=0.0,
                    help="share of labeled cases put in a class-balanced test split, when the source has none (0)")
-    p.add_argument("--seed", type=int, default=0, help="seed of that split")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of that split")
+    p.add_argument("--suffix", help="BIDS: the contrast to import (T2w, T1w, T2star, MTS…); default: the tree's "
+                                    "only one")
+    p.add_argument("--mask", action="append", metavar="NAME[=LABEL]",
+                   help="BIDS or pairs: derivative masks to take (seg-manual, label-SC_seg → cord; label-CSF_seg → "
+                        "csf; label-lesion, lesion-manual → tumor; another name with =LABEL); repeatable; default: "
+                        "every mask of those names, merged (a lesion wins where it overlaps; other overlaps are "
+                        "refused)")
+    p.add_argument("--classes-column", help="BIDS: the participants.tsv column holding tumor_type")
+    p.add_argument("--allow-mask-like-images", action="store_true",
+                   help="import images that look like label maps (few whole values, on another image's grid); by "
+                        "default they are refused")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     p.set_defaults(run=run_import)
 
@@ -197,12 +219,15 @@ def run_import(args) -> int:
         0 (bad input raises, and :func:`main` turns it into one line and status 2).
     """
     from volgan.data.importer import import_dataset
+    from volgan.data.masks import parse_mask_choices
     from volgan.data.summary import format_summary, readiness
 
     start = time.perf_counter()
     result = import_dataset(args.src, args.out, label_map=args.label_map, fmt=args.format, unmapped=args.unmapped,
                             classes=args.classes, test_fraction=args.test_fraction, seed=args.seed,
-                            overwrite=args.overwrite, progress=sys.stderr.isatty())
+                            overwrite=args.overwrite, progress=sys.stderr.isatty(),
+                            allow_mask_like=args.allow_mask_like_images, suffix=args.suffix,
+                            masks=parse_mask_choices(args.mask), classes_column=args.classes_column)
     print(format_summary(result.cases, result.stats, f"volgan import: {len(result.cases)} cases from {args.src} "
                                                      f"({result.kind}) in {time.perf_counter() - start:.1f} s → "
                                                      f"{result.datalist}"))
@@ -254,14 +279,19 @@ def run_infer(args) -> int:
     int
         0; 2 when any input failed (its error is in the table; the others are written).
     """
-    from volgan.segcls.inference import run_inference
+    from volgan.segcls.inference import InferenceInterrupted, run_inference
     from volgan.segcls.predict import load_model
 
     model = load_model(args.model, args.device)
-    rows = run_inference(model, args.input, args.out, gradcam=args.gradcam, overlap=args.overlap,
-                         sw_batch_size=args.sw_batch_size, overwrite=args.overwrite, progress=sys.stderr.isatty(),
-                         precision=args.precision,
-                         output_ext=args.output_ext)
+    try:
+        rows = run_inference(model, args.input, args.out, gradcam=args.gradcam, overlap=args.overlap,
+                             sw_batch_size=args.sw_batch_size, overwrite=args.overwrite,
+                             progress=sys.stderr.isatty(), precision=args.precision, output_ext=args.output_ext)
+    except InferenceInterrupted as exc:
+        print(f"volgan infer: interrupted; {exc.written} volume(s) finished in this run are kept in {args.out} and "
+              f"listed in predictions.csv, {exc.remaining} not done; run the same command to finish them",
+              file=sys.stderr)
+        return 130
     failed = [r for r in rows if r["error"]]
     for row in rows:
         if row["error"]:
@@ -294,7 +324,7 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance in mm (2.0)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--seed", type=_seed, default=0, help="bootstrap seed")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=run_evaluate)
 
@@ -347,7 +377,7 @@ def add_synth_parser(sub) -> None:
     group.add_argument("--labels", help="folder of label maps to paint images for")
     p.add_argument("--types", help="exact class shares, e.g. none=0.5,intramedullary=0.2,vertebral=0.3 "
                                    "(default: equal)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--no-pose", action="store_true",
                    help="keep generated label maps in the generator's pose (default: a random rigid pose each, "
@@ -408,7 +438,7 @@ def add_quality_parser(sub) -> None:
     p.add_argument("--synthetic", required=True, help="synthetic datalist")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--model", help="spine_segcls checkpoint or bundle, for label consistency")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=run_quality)
 
@@ -465,6 +495,9 @@ def add_study_parser(sub) -> None:
                                                  "each case is resampled to this field centred on its labeled spine")
     p.add_argument("--jobs", type=int, help="stages built at a time (default: 2 on a CPU of two or more cores, each "
                                             "on its share of them; 1 with a GPU)")
+    p.add_argument("--real-check", metavar="DIR|DATALIST",
+                   help="your real scans (a datalist, or a folder volgan import reads: pairs, BIDS) on which every "
+                        "trained model is also checked, beside the real scans shipped in data/real")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run_study_command)
 
@@ -486,7 +519,8 @@ def run_study_command(args) -> int:
 
     try:
         report = run_study(args.out, args.profile, seeds=args.seeds, real=args.real, quiet=args.quiet,
-                           label_source=args.label_source, size=args.size, spacing=args.spacing, jobs=args.jobs)
+                           label_source=args.label_source, size=args.size, spacing=args.spacing, jobs=args.jobs,
+                           real_check=args.real_check)
     except KeyboardInterrupt:
         print(f"volgan study: interrupted; finished stages are kept in {args.out}; run the same command to resume",
               file=sys.stderr)

@@ -40,11 +40,38 @@ def prepare_batch(batch: dict, device=None, non_blocking: bool = False, **kwargs
     -------
     tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
         image (B, 1, X, Y, Z) float, and (label map (B, 1, X, Y, Z) int64, tumor_type (B,) int64, −1 where unknown).
+        A partially annotated case's unknown voxels are marked as :func:`mark_unknown` says.
     """
     image = batch["image"][tio.DATA].to(device=device, non_blocking=non_blocking)
     label = batch["label"][tio.DATA].to(device=device, dtype=torch.long, non_blocking=non_blocking)
     tumor_type = torch.as_tensor(batch["tumor_type"]).to(device=device, dtype=torch.long)
+    if "unknown_bits" in batch:
+        label = mark_unknown(label, torch.as_tensor(batch["unknown_bits"]).to(device=device, dtype=torch.long))
     return image, (label, tumor_type)
+
+
+def mark_unknown(label: torch.Tensor, unknown_bits: torch.Tensor) -> torch.Tensor:
+    """Label maps of partially annotated cases with their 0 voxels marked unknown: ``PARTIAL_BASE + bits``, the bits
+    (bit k for label k) naming what such a voxel may be (:func:`volgan.data.loader.unknown_bits`).
+
+    Parameters
+    ----------
+    label : torch.Tensor
+        (B, 1, X, Y, Z) label maps, values 0–5.
+    unknown_bits : torch.Tensor
+        (B,) each case's bit mask; 0 for a fully annotated case (its maps are returned unchanged).
+
+    Returns
+    -------
+    torch.Tensor
+        (B, 1, X, Y, Z) label maps.
+    """
+    if not bool((unknown_bits != 0).any()):
+        return label
+    from volgan.labels import PARTIAL_BASE
+
+    bits = unknown_bits.view(-1, *([1] * (label.dim() - 1)))
+    return torch.where((label == 0) & (bits != 0), PARTIAL_BASE + bits, label)
 
 
 def loss_value(output: dict | list[dict]) -> float:

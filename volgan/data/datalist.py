@@ -22,7 +22,7 @@ import numpy as np
 
 from volgan.data.io import volume_stem, write_text
 from volgan.errors import VolganInputError
-from volgan.labels import LABELS, SOURCES, TUMOR_TYPES
+from volgan.labels import LABELS, SOURCES, TUMOR_TYPES, annotated_labels
 
 SPLITS = ("training", "test")  # MSD keys; a validation split is drawn from "training" by the trainer
 DATASET_FILE = "dataset.json"
@@ -31,7 +31,11 @@ FORMATS = ("msd", "nnunet")
 
 @dataclass
 class Case:
-    """One labeled volume. ``image``/``label`` are absolute paths; ``tumor_type`` is None when unknown."""
+    """One labeled volume. ``image``/``label`` are absolute paths; ``tumor_type`` is None when unknown.
+
+    ``annotated`` names the labels the label map annotates (``("cord",)`` for a cord-only mask); None means all
+    six. Where a partially annotated map says 0, the voxel is one of the unannotated labels or background: unknown,
+    not background (:func:`volgan.labels.annotated_labels`)."""
 
     name: str
     image: Path
@@ -39,6 +43,7 @@ class Case:
     tumor_type: int | None
     source: str = "real"
     split: str = "training"
+    annotated: tuple[str, ...] | None = None
 
     def as_dict(self) -> dict:
         """Absolute-path dict in the form MONAI and torchio loaders take."""
@@ -47,6 +52,8 @@ class Case:
             out["label"] = str(self.label)
         if self.tumor_type is not None:
             out["tumor_type"] = self.tumor_type
+        if self.annotated is not None:
+            out["annotated"] = list(self.annotated)
         return out
 
 
@@ -59,6 +66,72 @@ class Datalist:
 
     def split(self, name: str) -> list[Case]:
         return [c for c in self.cases if c.split == name]
+
+
+MAX_NAME_LENGTH = 200
+
+
+def check_case_name(name: object, where: str | os.PathLike | None = None) -> str:
+    """``name`` if it can name a case's files, else :class:`VolganInputError` naming ``where``.
+
+    This is the one check every case name passes before it becomes part of a path (datalists, imports, the study's
+    data stage, synthesis): a case name is a plain file name, so nothing built from it can leave its folder.
+
+    Parameters
+    ----------
+    name : object
+        the name as found (a datalist's ``name``, a file's stem, a DICOM folder's path).
+    where : str | os.PathLike | None
+        the file or folder it came from, named in the error.
+
+    Returns
+    -------
+    str
+        ``name``, unchanged.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``where``, when ``name`` is not a string, is empty, is ``.`` or ``..``, starts with a dot, holds a path
+        separator, a control character or a NUL, or is longer than 200 characters.
+    """
+    shown = repr(name) if not isinstance(name, str) else repr(name[:60] + ("…" if len(name) > 60 else ""))
+    if not isinstance(name, str):
+        raise VolganInputError(where, f"case name {shown} is a {type(name).__name__}; expected a string")
+    if not name.strip():
+        raise VolganInputError(where, "a case name is empty")
+    if "/" in name or "\\" in name or name.startswith(".") or os.path.isabs(name):
+        raise VolganInputError(where, f"case name {shown} is a path, not a plain name (it holds '/' or '\\' or "
+                                      "starts with '.'); files are named by case names, so it could write outside "
+                                      "the output folder")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise VolganInputError(where, f"case name {shown} holds a control character")
+    if len(name) > MAX_NAME_LENGTH:
+        raise VolganInputError(where, f"case name {shown} is {len(name)} characters long; at most "
+                                      f"{MAX_NAME_LENGTH}")
+    return name
+
+
+def check_unique_names(cases: list[Case], where: str | os.PathLike | None = None) -> None:
+    """Refuse two cases of one name (their files would overwrite each other).
+
+    Parameters
+    ----------
+    cases : list[Case]
+        the cases.
+    where : str | os.PathLike | None
+        the datalist or folder they came from, named in the error.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``where`` and the first name used twice.
+    """
+    seen: set[str] = set()
+    for case in cases:
+        if case.name in seen:
+            raise VolganInputError(where, f"two cases are both named {case.name!r}; case names must be unique")
+        seen.add(case.name)
 
 
 def dataset_file(path: str | os.PathLike) -> Path:
@@ -139,12 +212,17 @@ def _read_msd(file: Path, doc: dict) -> list[Case]:
                 entry = {"image": entry}
             if not isinstance(entry, dict) or "image" not in entry:
                 raise VolganInputError(file, f"{split} entry {n} has no 'image'")
+            for key in ("image", "label"):
+                if entry.get(key) is not None and not isinstance(entry[key], str):
+                    raise VolganInputError(file, f"{split} entry {n}: '{key}' is a {type(entry[key]).__name__}; "
+                                                 "expected a path string")
             image = (base / entry["image"]).resolve()
             label = (base / entry["label"]).resolve() if entry.get("label") else None
-            name = entry.get("name") or volume_stem(image.name)
+            name = check_case_name(entry["name"] if "name" in entry else volume_stem(image.name), file)
             cases.append(
                 Case(name, image, label, _tumor_type(file, name, entry.get("tumor_type")),
-                     _source(file, name, entry.get("source", "real")), split)
+                     _source(file, name, entry.get("source", "real")), split,
+                     _annotated(file, name, entry.get("annotated")))
             )
     return cases
 
@@ -159,13 +237,15 @@ def _read_nnunet(file: Path, doc: dict) -> list[Case]:
         if not folder.is_dir():
             continue
         for image in sorted(folder.glob(f"*_0000{ending}")):
-            name = image.name[: -len(f"_0000{ending}")]
+            name = check_case_name(image.name[: -len(f"_0000{ending}")], file)
             label = base / labels_dir / f"{name}{ending}"
-            info = extra.get(name, {})
+            info = extra.get(name, {}) if isinstance(extra, dict) else {}
+            if not isinstance(info, dict):
+                raise VolganInputError(file, f"case {name!r}: its 'volgan' entry is not an object")
             cases.append(
                 Case(name, image.resolve(), label.resolve() if label.exists() or split == "training" else None,
                      _tumor_type(file, name, info.get("tumor_type")), _source(file, name, info.get("source", "real")),
-                     split)
+                     split, _annotated(file, name, info.get("annotated")))
             )
     return cases
 
@@ -176,6 +256,15 @@ def _tumor_type(file: Path, name: str, value) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value not in TUMOR_TYPES:
         raise VolganInputError(file, f"case {name!r}: tumor_type {value!r} is not one of {sorted(TUMOR_TYPES)}")
     return value
+
+
+def _annotated(file: Path, name: str, value) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    try:
+        return annotated_labels(value)
+    except ValueError as exc:
+        raise VolganInputError(file, f"case {name!r}: annotated {exc}") from None
 
 
 def _source(file: Path, name: str, value) -> str:
@@ -224,6 +313,8 @@ def _msd_entry(case: Case, root: Path) -> dict:
         entry["label"] = _rel(case.label, root)
     if case.tumor_type is not None:
         entry["tumor_type"] = case.tumor_type
+    if case.annotated is not None:
+        entry["annotated"] = list(case.annotated)
     entry["source"] = case.source
     return entry
 
@@ -252,7 +343,9 @@ def nnunet_document(cases: list[Case], meta: dict | None = None) -> dict:
         "volgan": {
             **(meta or {}),
             "tumor_types": {str(k): v for k, v in TUMOR_TYPES.items()},
-            "cases": {c.name: {"tumor_type": c.tumor_type, "source": c.source, "split": c.split} for c in cases},
+            "cases": {c.name: {"tumor_type": c.tumor_type, "source": c.source, "split": c.split,
+                               **({"annotated": list(c.annotated)} if c.annotated is not None else {})}
+                      for c in cases},
         },
     }
 
@@ -281,6 +374,7 @@ def layout_paths(root: Path, name: str, split: str, fmt: str) -> tuple[Path, Pat
     ValueError
         for a format other than ``msd`` and ``nnunet``.
     """
+    check_case_name(name, root)
     suffix = "Tr" if split == "training" else "Ts"
     if fmt == "nnunet":
         return root / f"images{suffix}" / f"{name}_0000.nii.gz", root / f"labels{suffix}" / f"{name}.nii.gz"
@@ -373,6 +467,7 @@ def check_cases(cases: list[Case], datalist: Path | None = None) -> list[dict]:
     from volgan.data.summary import case_stats
     from volgan.labels import TUMOR_LABEL
 
+    check_unique_names(cases, datalist)
     stats = []
     for case in cases:
         image = read_volume(case.image)
@@ -382,6 +477,14 @@ def check_cases(cases: list[Case], datalist: Path | None = None) -> list[dict]:
             label = read_volume(case.label, label=True)
             check_same_grid(image, label)
             label_array = label.array
+            if case.annotated is not None:
+                from volgan.labels import label_number
+
+                allowed = {0, *(label_number(n) for n in case.annotated)}
+                stray = sorted(set(np.unique(label_array).tolist()) - allowed)
+                if stray:
+                    raise VolganInputError(case.label, f"holds label value(s) {stray} that its datalist entry does "
+                                                       f"not list as annotated ({', '.join(case.annotated)})")
             has_tumor = bool((label.array == TUMOR_LABEL).any())
             if case.tumor_type is not None and has_tumor != (case.tumor_type != 0):
                 raise VolganInputError(case.label, f"tumor_type {case.tumor_type} in {datalist} but the label map "

@@ -143,7 +143,8 @@ def volume_stem(name: str) -> str:
 
 
 def volume_files(folder: str | os.PathLike) -> list[Path]:
-    """The volume files directly in ``folder``, sorted, hidden files and ``.raw`` companions left out.
+    """The volume files directly in ``folder``, sorted, hidden files and ``.raw`` companions left out; a missing
+    folder raises :class:`VolganInputError` naming it.
 
     Parameters
     ----------
@@ -155,6 +156,8 @@ def volume_files(folder: str | os.PathLike) -> list[Path]:
     list[Path]
         the volume files' paths.
     """
+    if not Path(folder).is_dir():
+        raise VolganInputError(folder, "no such folder")
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_volume_file(p) and not p.name.startswith("."))
 
 
@@ -329,13 +332,72 @@ def read_dicom_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
     """
     import SimpleITK as sitk
 
+    check_slice_positions(series)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(series.files))
+    warnings = sitk.ProcessObject_GetGlobalWarningDisplay()
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)  # what ITK would warn about was checked above
     try:
         image = reader.Execute()
     except RuntimeError as exc:
         raise VolganInputError(series.folder, f"unreadable DICOM series ({first_line(exc)})") from None
+    finally:
+        sitk.ProcessObject_SetGlobalWarningDisplay(warnings)
     return _from_sitk(image)
+
+
+SLICE_GAP_TOLERANCE = 0.01  # share of the median slice step by which a step may differ before it is refused
+
+
+def check_slice_positions(series: DicomSeries) -> None:
+    """Refuse a DICOM series whose slices are not evenly spaced along their normal: a missing slice or irregular
+    positions would otherwise be read with one even, wrong spacing (ITK only warns).
+
+    The positions are each file's ImagePositionPatient (0020,0032) projected on the normal of its
+    ImageOrientationPatient (0020,0037). A series of one or two slices, or one without those tags, is not checked.
+
+    Parameters
+    ----------
+    series : DicomSeries
+        the series, its files in slice order.
+
+    Raises
+    ------
+    VolganInputError
+        naming the series' folder, with the smallest and largest step in mm, when the steps differ by more than 1%
+        of their median, when two slices share a position, or when the slices' orientations differ.
+    """
+    import SimpleITK as sitk
+
+    if len(series.files) < 3:
+        return
+    positions, orientations = [], set()
+    reader = sitk.ImageFileReader()
+    for file in series.files:
+        reader.SetFileName(file)
+        try:
+            reader.ReadImageInformation()
+            position = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
+            orientation = tuple(round(float(v), 4) for v in reader.GetMetaData("0020|0037").split("\\"))
+        except (RuntimeError, ValueError):
+            return  # no usable geometry tags: ITK's own reading decides
+        positions.append(position)
+        orientations.add(orientation)
+    if len(orientations) > 1:
+        raise VolganInputError(series.folder, f"the series' slices have {len(orientations)} different orientations; "
+                                              "expected one stack")
+    row, col = np.asarray(next(iter(orientations))[:3]), np.asarray(next(iter(orientations))[3:])
+    depth = np.sort(np.asarray(positions) @ np.cross(row, col))
+    steps = np.diff(depth)
+    median = float(np.median(steps))
+    if median <= 0 or steps.min() <= 0:
+        raise VolganInputError(series.folder, "two slices of the series share one position; expected one stack of "
+                                              "distinct slices")
+    if float(steps.max() - steps.min()) > SLICE_GAP_TOLERANCE * median:
+        raise VolganInputError(series.folder, f"slices are not evenly spaced (steps from {steps.min():.3f} to "
+                                              f"{steps.max():.3f} mm along the slice normal: a missing slice or "
+                                              "irregular positions); reading it with one spacing would be wrong, so "
+                                              "export the full series or resample it first")
 
 
 def _read_dicom_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ import torchio as tio
 
 from volgan.data.datalist import Case, balanced_test_split
 from volgan.data.io import read_volume
+from volgan.labels import LABELS, label_number
 from volgan.transforms import Preprocessing, augmentation, preprocessing
 
 
@@ -24,6 +25,26 @@ def _read_image(path) -> tuple[torch.Tensor, np.ndarray]:
 def _read_label(path) -> tuple[torch.Tensor, np.ndarray]:
     volume = read_volume(path, label=True)
     return torch.from_numpy(volume.array[None].astype(np.int64)), volume.affine
+
+
+def unknown_bits(annotated: tuple[str, ...] | None) -> int:
+    """What a 0 of a partially annotated label map may be, as a bit mask over the labels: background and every
+    label the map leaves unannotated (bit k for label k); 0 for a fully annotated map, whose 0 is background.
+
+    Parameters
+    ----------
+    annotated : tuple[str, ...] | None
+        the labels the map annotates (None: all).
+
+    Returns
+    -------
+    int
+        the bit mask, 0–63.
+    """
+    if annotated is None:
+        return 0
+    known = {label_number(name) for name in annotated}
+    return sum(1 << k for k in LABELS if k not in known)
 
 
 def subject_for(case: Case) -> tio.Subject:
@@ -45,6 +66,7 @@ def subject_for(case: Case) -> tio.Subject:
         "name": case.name,
         "source": case.source,
         "tumor_type": -1 if case.tumor_type is None else int(case.tumor_type),
+        "unknown_bits": unknown_bits(case.annotated),
     }
     if case.label is not None:
         fields["label"] = tio.LabelMap(case.label, reader=_read_label)

@@ -177,7 +177,7 @@ def diagonal_mm(shape, spacing) -> float:
 
 
 def segmentation_metrics(pred: np.ndarray, ref: np.ndarray, spacing, tolerance_mm: float = 2.0,
-                         labels=FOREGROUND) -> dict[int, dict]:
+                         labels=FOREGROUND, annotated=None) -> dict[int, dict]:
     """Every segmentation figure of one case, per label.
 
     Parameters
@@ -192,6 +192,9 @@ def segmentation_metrics(pred: np.ndarray, ref: np.ndarray, spacing, tolerance_m
         the NSD's tolerance, mm.
     labels
         the labels to score.
+    annotated
+        the labels the reference annotates (numbers or names; None: all). A label it leaves unannotated is not
+        scored: its figures are NaN, flagged ``not_annotated``, and left out of every mean.
 
     Returns
     -------
@@ -199,6 +202,9 @@ def segmentation_metrics(pred: np.ndarray, ref: np.ndarray, spacing, tolerance_m
         Per label: ``Dice``, ``IoU``, ``HD95`` (mm), ``NSD``, the voxel counts and ``flags`` (list of strings);
         a figure that is undefined for the case (an empty label) is NaN and flagged.
     """
+    from volgan.labels import label_number
+
+    scored = set(labels) if annotated is None else {label_number(a) for a in annotated}
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
     counts = confusion_counts(pred, ref, labels)
@@ -208,7 +214,10 @@ def segmentation_metrics(pred: np.ndarray, ref: np.ndarray, spacing, tolerance_m
         row: dict = dict(counts[k])
         row["Dice"], row["IoU"] = dice_iou(counts[k])
         flags = []
-        if row["n_pred"] == 0 and row["n_ref"] == 0:
+        if k not in scored:
+            flags.append("not_annotated")
+            row["Dice"] = row["IoU"] = row["HD95"] = row["NSD"] = math.nan
+        elif row["n_pred"] == 0 and row["n_ref"] == 0:
             flags.append("empty_ref_and_pred")
             row["HD95"], row["NSD"] = math.nan, math.nan
         elif row["n_pred"] == 0 or row["n_ref"] == 0:

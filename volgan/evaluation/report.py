@@ -69,6 +69,7 @@ class Pair:
     ref: Path
     image: Path | None
     tumor_type: int | None
+    annotated: tuple[str, ...] | None = None  # the labels the reference annotates (None: all)
 
 
 def find_pairs(pred_dir: str | os.PathLike, ref: str | os.PathLike,
@@ -110,22 +111,22 @@ def find_pairs(pred_dir: str | os.PathLike, ref: str | os.PathLike,
                                                   "\"test\" (put the cases to score there, or pass a folder of "
                                                   "label maps as --ref)")
         cases = [c for c in test if c.label is not None]
-        refs = [(c.name, c.label, c.image, c.tumor_type) for c in cases]
+        refs = [(c.name, c.label, c.image, c.tumor_type, c.annotated) for c in cases]
     elif ref.is_dir():
-        refs = [(volume_stem(p.name), p, None, None) for p in volume_files(ref)]
+        refs = [(volume_stem(p.name), p, None, None, None) for p in volume_files(ref)]
     else:
         raise VolganInputError(ref, "reference must be a datalist or a folder of label maps")
     if not refs:
         raise VolganInputError(ref, "no reference label maps found")
     pairs = []
-    for name, label, image, tumor_type in refs:
+    for name, label, image, tumor_type, annotated in refs:
         if name not in preds:
             raise VolganInputError(pred_dir / f"{name}_seg.nii.gz", f"no prediction for reference case {name!r} (nor "
                                                                     f"{name}_seg or {name} in another volume format)")
         if image is None and images is not None:
             candidates = [p for p in volume_files(images) if volume_stem(p.name) in (name, f"{name}_0000")]
             image = candidates[0] if candidates else None
-        pairs.append(Pair(name, preds[name], Path(label), image, tumor_type))
+        pairs.append(Pair(name, preds[name], Path(label), image, tumor_type, annotated))
     return pairs
 
 
@@ -154,7 +155,7 @@ def read_class_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if path.suffix == ".json":
             rows = json.loads(path.read_text(encoding="utf-8"))
         else:
-            rows = list(csv.DictReader(path.open(encoding="utf-8", newline="")))
+            rows = list(csv.DictReader(path.open(encoding="utf-8-sig", newline="")))  # a spreadsheet's BOM too
     except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as exc:
         raise VolganInputError(path, f"unreadable table ({exc})") from None
     columns = [f"p_{name}" for name in TUMOR_TYPES.values()]
@@ -168,6 +169,10 @@ def read_class_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
             probs = np.array([float(row[c]) for c in columns])
         except (TypeError, ValueError):
             raise VolganInputError(path, f"row {n} has a probability that is not a number") from None
+        if not (np.isfinite(probs).all() and (probs >= 0).all() and (probs <= 1).all()):
+            bad = next(c for c, p in zip(columns, probs, strict=True) if not (math.isfinite(p) and 0 <= p <= 1))
+            raise VolganInputError(path, f"row {n} ({row['input']}): {bad} is {row[bad]!r}; probabilities must be "
+                                         "finite numbers in [0, 1]")
         table[stem_of_output(row["output"]) if row.get("output") else volume_stem(Path(row["input"]).name)] = probs
     return table
 
@@ -236,7 +241,8 @@ def evaluate(pred_dir, ref, out, classes: str | os.PathLike | None = None, image
         for pair in progress_of(pairs, "evaluate", "case", progress):
             pred, ref_volume = read_volume(pair.pred, label=True), read_volume(pair.ref, label=True)
             check_same_grid(ref_volume, pred)
-            metrics = segmentation_metrics(pred.array, ref_volume.array, ref_volume.spacing, tolerance_mm)
+            metrics = segmentation_metrics(pred.array, ref_volume.array, ref_volume.spacing, tolerance_mm,
+                                           annotated=pair.annotated)
             has_tumor = bool(metrics[TUMOR_LABEL]["n_ref"])
             per_case.append({"pair": pair, "metrics": metrics, "ref_tumor": has_tumor, "spacing": ref_volume.spacing})
         summary = summarize(per_case, tolerance_mm, resamples, seed)
@@ -294,11 +300,14 @@ def summarize(per_case: list[dict], tolerance_mm: float, resamples: int, seed: i
                 spread[str(k)][key] = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
                 intervals[str(k)][key] = bootstrap(lambda idx, v=values: nan_mean(v[idx]), len(values), resamples,
                                                    seed).as_dict()
-    # nnU-Net's plain mean over labels: NaN (written null) when a label's mean is NaN, i.e. it is empty in every case
-    foreground_mean = {key: float(np.mean([mean[str(k)][key] for k in FOREGROUND])) for key in mean["1"]}
+    # nnU-Net's plain mean over labels: NaN (written null) when a label's mean is NaN, i.e. it is empty in every case;
+    # a label no reference annotates is left out (partially annotated references score their annotated labels only)
+    scored = {k: sum("not_annotated" not in row["metrics"][k]["flags"] for row in per_case) for k in FOREGROUND}
+    in_mean = [k for k in FOREGROUND if scored[k]] or list(FOREGROUND)
+    foreground_mean = {key: float(np.mean([mean[str(k)][key] for k in in_mean])) for key in mean["1"]}
     flags = [{"case": row["pair"].name, "label": k, "flags": row["metrics"][k]["flags"]}
              for row in per_case for k in FOREGROUND if row["metrics"][k]["flags"]]
-    undefined = [k for k in FOREGROUND if not math.isfinite(mean[str(k)]["Dice"])]
+    undefined = [k for k in in_mean if not math.isfinite(mean[str(k)]["Dice"])]
     if undefined:
         flags.append({"case": None, "label": undefined, "flags": ["foreground_mean_undefined: label(s) "
                       + ", ".join(LABELS[k] for k in undefined) + " empty in every case (nnU-Net gives NaN)"]})
@@ -309,6 +318,7 @@ def summarize(per_case: list[dict], tolerance_mm: float, resamples: int, seed: i
         "volgan": {
             "n_cases": len(per_case),
             "labels": {str(k): LABELS[k] for k in FOREGROUND},
+            "scored_cases": {str(k): n for k, n in scored.items()},
             "sd": spread,
             "confidence_intervals": intervals,
             "flags": flags,
@@ -475,4 +485,28 @@ def _header(summary: dict) -> list[str]:
             f"HD95 {fmt(fm['HD95'], 2)} mm, NSD {fmt(fm['NSD'])}.",
             f"Bootstrap: {s['bootstrap_resamples']} resamples, seed {s['bootstrap_seed']}, 95% percentile intervals. "
             f"{len(v['flags'])} (case, label) pairs are flagged (see summary.json).",
+            *([partial_note(v["scored_cases"], v["n_cases"])] if any(
+                n < v["n_cases"] for n in v.get("scored_cases", {}).values()) else []),
             *([f"Classification: {v['classification_note']}."] if v.get("classification_note") else [])]
+
+
+def partial_note(scored_cases: dict[str, int], n_cases: int) -> str:
+    """The report's sentence on partially annotated references: which labels were scored in how many cases.
+
+    Parameters
+    ----------
+    scored_cases : dict[str, int]
+        {label number: cases whose reference annotates it}.
+    n_cases : int
+        the cases evaluated.
+
+    Returns
+    -------
+    str
+        one sentence.
+    """
+    shown = ", ".join(f"{LABELS[int(k)]} {n}" for k, n in scored_cases.items())
+    return (f"Partially annotated references: each label is scored only in the cases whose reference annotates it "
+            f"(of {n_cases}: {shown}); a label a reference leaves out is neither a hit nor a false positive, and "
+            "the foreground mean covers the labels scored at least once.")
+

@@ -118,6 +118,7 @@ def load_synthesizer(path: str | os.PathLike, device: str | torch.device | None 
     if bad:
         raise VolganInputError(path, f"the {' and '.join(bad)} weights hold NaN or Inf; this checkpoint cannot "
                                      "synthesize (retrain it)")
+    check_generator_config(config, path)
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     label_g = LabelGenerator(config["size"], z_dim=config["z_label"], base=config["base"])
     image_g = ImageGenerator(config["size"], z_dim=config["z_image"], base=config["base"])
@@ -128,6 +129,37 @@ def load_synthesizer(path: str | os.PathLike, device: str | torch.device | None 
         raise VolganInputError(path, f"checkpoint does not fit the generators ({str(exc).splitlines()[0][:120]})") \
             from None
     return Synthesizer(label_g.to(device).eval(), image_g.to(device).eval(), config, stats, device)
+
+
+def check_generator_config(config: object, path: str | os.PathLike) -> None:
+    """Refuse a generator checkpoint whose config cannot describe a grid: ``size`` a whole number of at least 8,
+    ``spacing`` three positive finite mm, ``base``, ``z_label`` and ``z_image`` positive whole numbers.
+
+    Parameters
+    ----------
+    config : object
+        the checkpoint's ``config``.
+    path : str | os.PathLike
+        the checkpoint, named in the error.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``path`` and the first bad entry.
+    """
+    import math
+
+    if not isinstance(config, dict):
+        raise VolganInputError(path, "not a spine_cgan generator checkpoint (its config is not a mapping)")
+    for key in ("size", "base", "z_label", "z_image"):
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (8 if key == "size" else 1):
+            raise VolganInputError(path, f"generator config: {key} {value!r} is not a positive whole number")
+    spacing = config.get("spacing")
+    if not (isinstance(spacing, (list, tuple)) and len(spacing) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                    for v in spacing)):
+        raise VolganInputError(path, f"generator config: spacing {spacing!r} is not three positive finite mm")
 
 
 def exact_counts(spec: str | None, n: int) -> dict[int, int]:

@@ -14,6 +14,7 @@ profile, 1,200 presentations: AUC 0.45 from the head, 0.83 from the segmentation
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,7 @@ import torchio as tio
 from monai.inferers import sliding_window_inference
 from monai.transforms import MapTransform
 
-from volgan.data.io import (
-    Volume,
-)
+from volgan.data.io import Volume, first_line
 from volgan.errors import VolganInputError
 from volgan.labels import TUMOR_LABEL
 from volgan.segcls.network import DEFAULT_CHANNELS, SegClsNet
@@ -40,6 +39,7 @@ class LoadedModel:
     network: SegClsNet
     prep: Preprocessing = field(default_factory=Preprocessing)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    source: str = ""  # the checkpoint file it was loaded from
 
 
 def default_device() -> torch.device:
@@ -133,7 +133,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     -------
     LoadedModel
         The network in eval mode on ``device`` with its preprocessing. The widths, spacing and patch come from
-        ``model.json`` beside the file (written by training), or the defaults without one.
+        ``model.json`` beside the file (written by training); a checkpoint without one is refused unless both
+        ``network`` and ``prep`` are given.
 
     Raises
     ------
@@ -148,24 +149,54 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         path = path / "models" / "model.pt"
     if not path.is_file():
         raise VolganInputError(path, "no such checkpoint")
-    card = read_model_card(path.parent / "model.json")  # the defaults without one
-    prep = prep or Preprocessing(tuple(card["spacing"]), tuple(card["patch"]))
     if path.suffix == ".ts":
-        return LoadedModel(_load_torchscript(path, device).eval(), prep, device)
-    network = network or SegClsNet(channels=tuple(card["channels"]))
+        scripted = _load_torchscript(path, device).eval()
+        check_finite_weights(scripted, path)
+        if prep is None:
+            card = read_model_card(path.parent / "model.json")
+            prep = Preprocessing(tuple(card["spacing"]), tuple(card["patch"]))
+        return LoadedModel(scripted, prep, device, str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise VolganInputError(path, f"not a PyTorch checkpoint ({type(exc).__name__})") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
+    if prep is None or network is None:
+        card = read_model_card(path.parent / "model.json")
+        prep = prep or Preprocessing(tuple(card["spacing"]), tuple(card["patch"]))
+        network = network or SegClsNet(channels=tuple(card["channels"]))
     try:
         network.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else (first[0] if first else type(exc).__name__)
         raise VolganInputError(path, f"checkpoint does not fit the network ({detail[:150]})") from None
-    return LoadedModel(network.to(device).eval(), prep, device)
+    check_finite_weights(network, path)
+    return LoadedModel(network.to(device).eval(), prep, device, str(path))
+
+
+def check_finite_weights(module: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Refuse a network any of whose weights or buffers is NaN or infinite: it would give NaN probabilities and an
+    all-background map without any error.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        the loaded network.
+    path : str | os.PathLike
+        the checkpoint it came from, named in the error.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``path`` and the first tensor that is not finite.
+    """
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise VolganInputError(path, f"weights are not finite ({bad} NaN or Inf values in {name}); the "
+                                         "checkpoint is damaged or its training diverged")
 
 @dataclass
 class Prediction:
@@ -283,14 +314,9 @@ def combine_type_probabilities(p_tumor: float, head_probabilities: np.ndarray) -
     return np.concatenate([[1.0 - p_tumor], p_tumor * types])
 
 
-DEFAULT_CARD = {"spacing": list(Preprocessing().spacing), "patch": list(Preprocessing().patch),
-                "channels": list(DEFAULT_CHANNELS)}
-
-
 def read_model_card(path: str | os.PathLike) -> dict:
     """The ``model.json`` that training writes beside a checkpoint (``spacing`` in mm, ``patch`` in voxels, the
-    network's ``channels``); without the file, :data:`DEFAULT_CARD`. An unreadable card raises
-    :class:`VolganInputError` naming it.
+    network's ``channels``). A missing, unreadable or inconsistent card raises :class:`VolganInputError` naming it.
 
     Parameters
     ----------
@@ -309,13 +335,57 @@ def read_model_card(path: str | os.PathLike) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        return dict(DEFAULT_CARD)
+        raise VolganInputError(path, "no model card: training writes model.json beside the checkpoint (spacing, "
+                                     "patch and widths); without it the model's preprocessing is unknown")
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
-        return {"spacing": [float(x) for x in card["spacing"]], "patch": [int(x) for x in card["patch"]],
-                "channels": [int(x) for x in card["channels"]]}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise VolganInputError(path, f"unreadable model card ({exc})") from None
+        card = {"spacing": [float(x) for x in card["spacing"]], "patch": [_whole(x) for x in card["patch"]],
+                "channels": [_whole(x) for x in card["channels"]]}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise VolganInputError(path, f"unreadable model card ({first_line(exc)})") from None
+    divisor = 2 ** (len(card["channels"]) - 1)
+    if len(card["spacing"]) != 3 or not all(math.isfinite(s) and s > 0 for s in card["spacing"]):
+        raise VolganInputError(path, f"model card: spacing {card['spacing']} is not three positive finite mm")
+    if len(card["patch"]) != 3 or not all(p > 0 and p % divisor == 0 for p in card["patch"]):
+        raise VolganInputError(path, f"model card: patch {card['patch']} is not three positive multiples of "
+                                     f"{divisor} voxels")
+    if len(card["channels"]) < 2 or not all(c > 0 for c in card["channels"]):
+        raise VolganInputError(path, f"model card: channels {card['channels']} are not two or more positive widths")
+    return card
+
+
+def bundle_model_card(bundle_root: str | os.PathLike) -> dict:
+    """The model card of a bundle folder's trained model (``models/model.json``, :func:`read_model_card`). A bundle
+    with no checkpoint yet (``models/model.pt``) gets the network's default widths and the training defaults, so that
+    MONAI's property checks and a config's structure resolve before training; a checkpoint without its card is
+    refused.
+
+    Parameters
+    ----------
+    bundle_root : str | os.PathLike
+        the bundle folder.
+
+    Returns
+    -------
+    dict
+        ``spacing`` (mm), ``patch`` (voxels) and ``channels``.
+
+    Raises
+    ------
+    VolganInputError
+        naming the card, when the bundle has a checkpoint and its card is missing or unreadable.
+    """
+    models = Path(bundle_root) / "models"
+    if not any((models / name).is_file() for name in ("model.pt", "model.ts", "model.json")):
+        defaults = Preprocessing()
+        return {"spacing": list(defaults.spacing), "patch": list(defaults.patch), "channels": list(DEFAULT_CHANNELS)}
+    return read_model_card(models / "model.json")
+
+
+def _whole(value) -> int:
+    if isinstance(value, bool) or float(value) != int(float(value)):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(float(value))
 
 
 class TumorProbabilityd(MapTransform):

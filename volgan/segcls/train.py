@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
-from monai.losses import DiceCELoss
+from monai.losses import DiceCELoss, DiceLoss
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
-from volgan.labels import NUM_LABELS, TUMOR_LABEL
+from volgan.labels import NUM_LABELS, PARTIAL_BASE, TUMOR_LABEL
 
 
 class SegClsLoss(nn.Module):
@@ -30,6 +30,10 @@ class SegClsLoss(nn.Module):
         weight[TUMOR_LABEL] = float(tumor_weight)
         self.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=True, batch=bool(batch_dice),
                                    weight=weight)
+        # the same Dice on probabilities given, for the marginal loss of partially annotated cases
+        self.marginal_dice = DiceLoss(to_onehot_y=True, softmax=False, include_background=True,
+                                      batch=bool(batch_dice), weight=weight)
+        self.register_buffer("label_weight", weight, persistent=False)
         self.cls_loss = nn.CrossEntropyLoss()
         self.cls_weight = cls_weight
 
@@ -37,7 +41,46 @@ class SegClsLoss(nn.Module):
         (seg, cls), (label, tumor_type) = pred, target
         known = tumor_type >= 0
         cls_term = self.cls_loss(cls[known], tumor_type[known]) if bool(known.any()) else cls.sum() * 0.0
+        if bool((label >= PARTIAL_BASE).any()):
+            return self.marginal_seg_loss(seg, label) + self.cls_weight * cls_term
         return self.seg_loss(seg, label) + self.cls_weight * cls_term
+
+    def marginal_seg_loss(self, seg: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Dice + cross-entropy when some cases annotate only some labels (the marginal loss of partially labeled
+        data, as TotalSegmentator and TotalSpineSeg train): for such a case, background and its unannotated labels
+        are merged into one class (their probabilities summed) and the merged voxels are its target, so a
+        structure it leaves out is neither rewarded nor punished. A fully annotated case in the same batch is
+        scored as :attr:`seg_loss` scores it.
+
+        Parameters
+        ----------
+        seg : torch.Tensor
+            (B, 6, X, Y, Z) logits.
+        label : torch.Tensor
+            (B, 1, X, Y, Z) label maps, unknown voxels marked as :func:`volgan.training.mark_unknown` does.
+
+        Returns
+        -------
+        torch.Tensor
+            the scalar loss.
+        """
+        import torch.nn.functional as F
+
+        partial = label >= PARTIAL_BASE
+        batch = label.shape[0]
+        bits = torch.where(partial, label - PARTIAL_BASE, torch.zeros_like(label)).view(batch, -1).amax(dim=1)
+        merged = ((bits.view(-1, 1) >> torch.arange(NUM_LABELS, device=label.device)) & 1).bool()  # (B, 6)
+        merged[:, 0] |= bits == 0
+        log_p = F.log_softmax(seg.float(), dim=1)
+        shape = (batch, NUM_LABELS) + (1,) * (seg.dim() - 2)
+        merged_bg = torch.logsumexp(log_p.masked_fill(~merged.view(shape), float("-inf")), dim=1)
+        gone = merged.clone()
+        gone[:, 0] = False  # channels folded into background: probability 0 now
+        log_q = torch.cat([merged_bg[:, None], log_p[:, 1:]], dim=1).masked_fill(gone.view(shape), float("-inf"))
+        target = torch.where(partial, torch.zeros_like(label), label)
+        ce = F.nll_loss(log_q.masked_fill(torch.isinf(log_q), -1e4), target[:, 0], weight=self.label_weight)
+        dice = self.marginal_dice(log_q.exp(), target)
+        return self.seg_loss.lambda_dice * dice + self.seg_loss.lambda_ce * ce
 
 
 def seg_cls_output(output: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -83,8 +126,10 @@ class SegClsScore(Metric):
         seg, cls, label, tumor_type = output
         pred = seg.argmax(dim=1)
         label = label[:, 0]
+        partial = label >= PARTIAL_BASE
         for k in range(1, NUM_LABELS):
-            p, r = pred == k, label == k
+            scored = ~(partial & (((label - PARTIAL_BASE) >> k) & 1).bool())  # a voxel that may be k is not scored
+            p, r = (pred == k) & scored, label == k
             self._intersection[k] += (p & r).sum().to(self._device, torch.float64)
             self._total[k] += (p.sum() + r.sum()).to(self._device, torch.float64)
         known = tumor_type >= 0
@@ -128,3 +173,23 @@ def write_model_card(ckpt_dir: str, prep, channels) -> str:
 
     card = {"spacing": list(prep.spacing), "patch": list(prep.patch), "channels": list(channels)}
     return str(write_text(Path(ckpt_dir) / MODEL_CARD, json.dumps(card, indent=2) + "\n"))
+
+
+def write_model_card_on_start(trainer, ckpt_dir: str, prep, channels) -> None:
+    """Write the model card (:func:`write_model_card`) when ``trainer`` starts, after its data loaded and every
+    check passed, so that a run which fails before training leaves ``models/`` as it was.
+
+    Parameters
+    ----------
+    trainer : ignite.engine.Engine
+        the bundle's trainer.
+    ckpt_dir : str
+        the checkpoint folder.
+    prep : Preprocessing
+        the spacing (mm) and patch (voxels) the network trains on.
+    channels : tuple[int, ...]
+        the network's widths per level.
+    """
+    from ignite.engine import Events
+
+    trainer.add_event_handler(Events.STARTED, lambda engine: write_model_card(ckpt_dir, prep, channels))

@@ -194,6 +194,31 @@ def evaluate_run(folder: Path, out: Path, run_key: str, severities: tuple[int, .
     write_text(folder / "eval.json", json.dumps(strict_json(rows)) + "\n")
 
 
+def check_run_on_real(folder: Path, out: Path, run_key: str, scans: list) -> None:
+    """Build a real-MRI check stage: the run's final model on the real scans
+    (:func:`volgan.evaluation.real_mri.write_check`), in the precision its evaluation uses.
+
+    Parameters
+    ----------
+    folder : Path
+        the stage's fresh folder.
+    out : Path
+        the study's output folder.
+    run_key : str
+        the run stage checked.
+    scans : list[RealScan]
+        the real scans.
+    """
+    import torch
+
+    from volgan.evaluation.real_mri import write_check
+    from volgan.training import bf16_autocast
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = "bf16" if bf16_autocast("auto", device) else "fp32"
+    write_check(folder, out / "stages" / run_key / "models" / FINAL_MODEL, scans, precision)
+
+
 def train_gan(folder: Path, out: Path, names: tuple[str, ...], profile: StudyProfile, progress: Progress) -> None:
     """Build a GAN stage: the named real cases as a datalist in ``folder/data``, then spine_cgan trained on them
     (``folder/models/generator.pt``).

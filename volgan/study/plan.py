@@ -10,9 +10,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from volgan.data.datalist import Case
+from volgan.evaluation.real_mri import scan_digest
 from volgan.study.build import (
     EVALUATION_VERSION,
     FINAL_MODEL,
+    check_run_on_real,
     evaluate_run,
     judge_synthetic,
     synthesize_pool,
@@ -114,6 +116,43 @@ def run_key(arm: Arm, profile: StudyProfile) -> tuple[str, dict, tuple[str, ...]
     return "run-" + digest([config, deps])[:12], config, deps
 
 
+def real_key(run: str) -> str:
+    """The real-MRI check stage of the run stage ``run``.
+
+    Parameters
+    ----------
+    run : str
+        a run stage's key.
+
+    Returns
+    -------
+    str
+        ``real-`` and the run's hash.
+    """
+    return "real-" + run.removeprefix("run-")
+
+
+def check_scans(settings: StudySettings):
+    """The real scans every model of the study is checked on: those shipped in ``data/real`` and the user's.
+
+    Parameters
+    ----------
+    settings : StudySettings
+        the study's settings.
+
+    Returns
+    -------
+    list[volgan.evaluation.real_mri.RealScan]
+        the scans.
+    """
+    from volgan.evaluation.real_mri import shipped_scans, user_scans
+
+    scans = shipped_scans()
+    if settings.real_check is not None:
+        scans += user_scans(settings.real_check)
+    return scans
+
+
 def eval_key(run: str) -> str:
     """The evaluation stage of the run stage ``run``.
 
@@ -172,6 +211,7 @@ class StudySettings:
     out: Path
     profile: StudyProfile
     real: Path | None = None
+    real_check: Path | None = None  # a datalist of the user's real scans for the real-MRI check, beside data/real
 
 
 def base_stages(settings: StudySettings) -> list[Stage]:
@@ -261,6 +301,8 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
         synthetic[n] = [f"synth_{i:05d}" for i in range(profile.synthetic)]
     arms = plan_arms(profile, pool, synthetic)
     runs: dict[str, Stage] = {}
+    scans = check_scans(settings)
+    scans_config = {"scans": scan_digest(scans), "model": FINAL_MODEL, "precision": "as evaluation"}
     gradcam_runs, robustness_runs = evaluated_runs(arms, profile)
     for arm in arms:
         key, config, deps = run_key(arm, profile)
@@ -278,13 +320,16 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
                                   **({"gradcam": "tumor share, dilation 2"} if gradcam else {})},
                                  ("data", key),
                                  lambda f, k=key, g=gradcam, sv=severities: evaluate_run(f, out, k, sv, g))
+        if scans:
+            runs[real_key(key)] = Stage(real_key(key), "real", f"check {key} on {len(scans)} real scan(s)",
+                                        scans_config, (key,), lambda f, k=key: check_run_on_real(f, out, k, scans))
     stages += list(runs.values())
     full = max(profile.pool_sizes)
     reference = next(a for a in arms if a.section == "sweep" and a.share == 0.0 and a.seed == 0)
     ref_key = run_key(reference, profile)[0]
     stages.append(Stage("quality", "quality", f"volgan quality of synth-{full}", {"model": ref_key},
                         ("data", f"synth-{full}", ref_key), lambda f: judge_synthetic(f, out, full, ref_key)))
-    eval_keys = sorted(k for k in runs if k.startswith("eval-"))
+    eval_keys = sorted(k for k in runs if k.startswith(("eval-", "real-")))
     arms_doc = [{**asdict(a), "eval": eval_key(run_key(a, profile)[0])} for a in arms]
 
     def build_report(folder: Path) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from volgan.data.io import strict_json, write_text
 from volgan.evaluation.rendering import fmt, html_page, markdown_page
 from volgan.labels import NUM_TUMOR_TYPES
+from volgan.study import real_report
 from volgan.study.profiles import ARMS
 from volgan.transforms import SEVERITIES
 
@@ -476,6 +477,32 @@ def degenerate_classifiers(arms: list[dict], evals: dict[str, list[dict]]) -> di
     return {"n": len(same), "of": len(keys)}
 
 
+def phantom_order(rows: list[dict]) -> list[str]:
+    """The arms' labels (as the real-MRI section names them), best first, by anatomy Dice on the clean phantom test set.
+
+    Parameters
+    ----------
+    rows : list[dict]
+        the result rows (:func:`build_results`).
+
+    Returns
+    -------
+    list[str]
+        the arms' labels.
+    """
+    scored = []
+    for row in rows:
+        if row["metric"] != "anatomy_dice" or row["severity"] != "clean":
+            continue
+        if row["section"] == "sweep":
+            share = round(100 * row["synthetic_share"])
+            label = f"sweep {100 - share}:{share}"
+        else:
+            label = f"{row['arm']} (pool {row['real_pool']})"
+        scored.append((-np.nan_to_num(_num(row["mean"]), nan=-1.0), label))
+    return [label for _, label in sorted(scored)]
+
+
 def findings(rows: list[dict], pools: list[int], degenerate: dict) -> list[str]:
     """Plain sentences: what differs beyond noise, what does not, and what the models failed to learn.
 
@@ -801,6 +828,10 @@ def write_study_report(folder: Path, out: Path, profile, arms: list[dict], real:
     quality = json.loads((quality_dir / "quality.json").read_text(encoding="utf-8")) \
         if (quality_dir / "quality.json").is_file() else None
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["stages"]
+    real_mri = real_report.gather(arms, stages)
+    study_findings = findings(rows, pools, degenerate)
+    if real_mri is not None:
+        study_findings += real_report.finding(real_mri, phantom_order(rows))
     document = {
         "profile": asdict(profile), "data": str(real) if real else "phantom",
         "n": {"test": len(test_order), "seeds": profile.seeds, "trained_models": len({a["eval"] for a in arms})},
@@ -811,16 +842,19 @@ def write_study_report(folder: Path, out: Path, profile, arms: list[dict], real:
         "arms": [{"section": a["section"], "arm": a["arm"], "seed": a["seed"], "real_pool": a["real_pool"],
                   "synthetic_share": a["share"], "n_real": len(a["real"]), "n_synthetic": len(a["synthetic"]),
                   "run": "run-" + a["eval"].removeprefix("eval-")} for a in arms],
-        "findings": findings(rows, pools, degenerate), "results": rows, "quality": quality,
+        "findings": study_findings, "results": rows, "quality": quality, "real_mri": real_mri,
         "stage_seconds": {k: v["seconds"] for k, v in manifest.items()}, "definitions": DEFINITIONS,
     }
     document = strict_json(document)
     figures = _figures(document["results"], pools, folder / "figures", quality_dir / "quality.png")
+    if real_mri is not None:
+        figures = {**real_report.figure(real_mri, arms, stages, folder / "figures"), **figures}
     header = [f"Data: {document['data']}; profile {profile.name} ({profile.size}³ voxels of {profile.spacing} mm); "
               f"{len(test_order)} real test volumes, equal per tumor_type; {profile.seeds} seeds per configuration; "
               f"{document['n']['trained_models']} segmenter-classifiers trained."]
     table_list = [claims_table(document["claims"], document["gradcam_tumor_share"]),
                   ("Findings", ["finding"], [[line] for line in document["findings"]]),
+                  *([real_report.table(document["real_mri"])] if real_mri is not None else []),
                   *tables(document["results"], pools, quality)]
     write_text(folder / "study.json", json.dumps(document, indent=1) + "\n")
     write_text(folder / "study.csv", to_csv(document["results"]))

@@ -226,7 +226,8 @@ def _prune(out: Path, keep: set[str], manifest: Manifest) -> None:
 
 def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", seeds: int | None = None,
               real: str | os.PathLike | None = None, quiet: bool = False, label_source: str | None = None,
-              size: int | None = None, spacing: float | None = None, jobs: int | None = None) -> Path:
+              size: int | None = None, spacing: float | None = None, jobs: int | None = None,
+              real_check: str | os.PathLike | None = None) -> Path:
     """Run (or resume) the study under ``out``.
 
     Parameters
@@ -250,6 +251,9 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
         mm per voxel (None: the profile's).
     jobs : int | None
         stages built at a time (None: :func:`default_jobs`; 1 builds every stage in this process).
+    real_check : str | os.PathLike | None
+        the user's real scans for the real-MRI check (a datalist, or a folder ``volgan import`` reads), beside the
+        scans shipped in ``data/real``.
 
     Returns
     -------
@@ -291,7 +295,14 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
     out.mkdir(parents=True, exist_ok=True)
     (out / "stages").mkdir(exist_ok=True)
     manifest = Manifest(out)
-    settings = StudySettings(out, profile, real_path)
+    check_list = None
+    if real_check is not None:
+        from volgan.evaluation.real_mri import real_check_datalist, user_scans
+
+        check_list = real_check_datalist(real_check, out / "real_check")
+        if not user_scans(check_list):
+            raise VolganInputError(real_check, "holds no scan for the real-MRI check")
+    settings = StudySettings(out, profile, real_path, check_list)
     write_text(out / "profile.json", json.dumps(asdict(profile), indent=1) + "\n")
 
     base = base_stages(settings)
