@@ -242,7 +242,7 @@ def test_field_follows_the_labeled_spine():
     assert np.allclose(centre[:3], affine[:3, :3] @ np.array([74.5, 14.5, 19.5]))
 
 
-def test_classes_from_a_csv_and_an_nnunet_source_with_mha_files(tmp_path, cli):
+def test_classes_from_a_csv_and_an_nnunet_source_with_mha_files(tmp_path, cli, phantom_dir):
     make_spider(tmp_path / "spider")
     classes = tmp_path / "classes.csv"
     classes.write_text("name,tumor_type\n1_t2,none\n2_t2,0\n3_t2,\n", encoding="utf-8")
@@ -251,10 +251,16 @@ def test_classes_from_a_csv_and_an_nnunet_source_with_mha_files(tmp_path, cli):
     assert result.code == 0, result.err
     data = read_datalist(tmp_path / "nn")
     assert data.format == "nnunet" and [c.tumor_type for c in data.cases] == [0, 0, None]
-    classes.write_text("name,tumor_type\n1_t2,vertebral\n", encoding="utf-8")  # a tumor class without label 5
-    result = cli("import", tmp_path / "spider", "--out", tmp_path / "bad", "--label-map", "spider",
+    assert all(c.annotated == ("vertebra", "disc", "csf") for c in data.cases if c.label)  # SPIDER's labels only
+    classes.write_text("name,tumor_type\n1_t2,vertebral\n", encoding="utf-8")  # SPIDER annotates no tumor: allowed
+    result = cli("import", tmp_path / "spider", "--out", tmp_path / "typed", "--label-map", "spider",
                  "--classes", classes)
-    assert result.code == 2 and "tumor_type 3 but the mapped label map has no tumor label 5" in result.err
+    assert result.code == 0, result.err
+    name = read_datalist(phantom_dir).cases[0].name  # a full map (tumor annotated) must agree with its class
+    wrong = 0 if read_datalist(phantom_dir).cases[0].tumor_type else 3
+    classes.write_text(f"name,tumor_type\n{name},{wrong}\n", encoding="utf-8")
+    result = cli("import", phantom_dir, "--out", tmp_path / "bad", "--classes", classes)
+    assert result.code == 2 and f"tumor_type {wrong} but the mapped label map" in result.err
     assert not (tmp_path / "bad").exists()
     # an nnU-Net raw folder whose file_ending is .mha, imported back with its values already volgan's
     raw = tmp_path / "raw"

@@ -564,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:  # the output piped into a reader that stopped (| head): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail too
+        return 0
     except VolganInputError as exc:
         print(f"volgan {args.command}: error: {exc}", file=sys.stderr)
         return 2

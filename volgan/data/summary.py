@@ -114,6 +114,11 @@ def readiness(cases: list) -> list[str]:
                     else "image and label map (no tumor_type)" if c.label is not None
                     else "image only" for c in cases)
     lines = ["  cases hold: " + "; ".join(f"{n} {k}" for k, n in kinds.most_common())]
+    annotation = Counter("every label" if c.annotated is None else ", ".join(c.annotated) + " only"
+                         for c in cases if c.label is not None)
+    if any(c.annotated is not None for c in cases if c.label is not None):
+        lines.append("  labels annotated: " + "; ".join(f"{k} ({n} cases)" for k, n in annotation.most_common())
+                     + "; the rest of a partial map is unknown, not background: training and evaluation skip it")
     yes = "yes" if labeled else "no: no training case has a label map"
     lines.append(f"  segmentation training: {yes}" + (f" ({len(labeled)} cases)" if labeled else ""))
     classes = {c.tumor_type for c in typed}
