@@ -169,3 +169,17 @@ def test_the_default_field_is_the_grid_itself():
     a = generate_case(4, 7, PhantomConfig(size=(32, 32, 32)))
     b = generate_case(4, 7, PhantomConfig(size=(32, 32, 32), anatomy_field_mm=48.0))
     assert np.array_equal(a.label.array, b.label.array) and np.array_equal(a.image.array, b.image.array)
+
+
+def test_random_contrast_draws_each_case_its_own_seeded_look():
+    config = PhantomConfig(size=(32, 32, 32), contrast="random")
+    looks = [generate_case(0, i, config).info for i in range(6)]
+    orders = {tuple(sorted(look["contrast"], key=look["contrast"].get)) for look in looks}
+    assert len(orders) == 6  # the tissues' order of brightness differs from case to case
+    assert len({look["slice_blur"][0] for look in looks}) > 1 and len({look["noise"] for look in looks}) == 6
+    again = generate_case(0, 3, config)
+    assert again.info == looks[3] and np.array_equal(again.image.array, generate_case(0, 3, config).image.array)
+    assert generate_case(1, 3, config).info["contrast"] != looks[3]["contrast"]
+    case = generate_case(0, 3, config)
+    cord, csf = case.image.array[case.label.array == 3].mean(), case.image.array[case.label.array == 4].mean()
+    assert (cord < csf) == (looks[3]["contrast"]["cord"] < looks[3]["contrast"]["csf"])  # the drawn values are used

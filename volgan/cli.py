@@ -75,7 +75,10 @@ def add_phantom_parser(sub) -> None:
     p.add_argument("--tumor-fraction", type=float, default=0.75, help="share of cases with a tumor (0.75)")
     p.add_argument("--types", nargs="+", default=["1,2,3"],
                    help="tumor classes to draw: names or numbers (intramedullary intradural_extramedullary vertebral)")
-    p.add_argument("--contrast", choices=["t1", "t2"], default="t2")
+    p.add_argument("--contrast", choices=["t1", "t2", "random"], default="t2",
+                   help="t1 or t2 tissue values, or random: each case's tissue intensities, blur, bias field, noise "
+                        "and slice thickness drawn from ranges covering T1w, T2w, T2*w and MT-weighted spinal MRI "
+                        "(domain randomisation, as SynthSeg), for a segmenter that does not depend on the contrast")
     p.add_argument("--orientation", default="RAS", help="axis code of the stored arrays (RAS, LPS, PIR, …) or random")
     p.add_argument("--anatomy-field", type=float, default=None, metavar="MM",
                    help="draw the anatomy for a cubic field of MM mm and show its centre (96: natural size whatever "

@@ -41,6 +41,17 @@ INTENSITY = {
     "t2": {"air": 0.0, "fat": 0.80, "muscle": 0.25, "body": 0.45, "posterior": 0.35, "disc": 0.70,
            "csf": 0.95, "cord": 0.40},
 }
+CONTRASTS = (*INTENSITY, "random")
+# Domain randomisation (contrast "random", SynthSeg's recipe, arXiv 2107.09559, on volgan's label maps): per case,
+# every tissue's mean intensity uniform in this range (air stays dark), so cord, CSF, fat and bone take any order
+# of brightness that T1w, T2w, T2*w or MT-weighted spinal MRI gives them; and these ranges of partial-volume blur
+# (voxels), bias-field coefficients, Rician noise (relative to the brightest tissue) and slice thickness (the
+# blur along one random axis, in voxels: 2D stacks of 3–8 mm slices).
+RANDOM_TISSUE = (0.05, 1.0)
+RANDOM_BLUR = (0.3, 1.2)
+RANDOM_BIAS = (0.0, 0.5)
+RANDOM_NOISE = (0.01, 0.06)
+RANDOM_SLICE_BLUR = (0.0, 2.5)
 ORIENTATIONS = ("RAS", "LPS", "LAS", "RPI", "PIR", "ASL", "SRA", "ILP")
 REFERENCE_FOV_MM = 96.0  # field of view at which anatomy has its natural size
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
@@ -72,8 +83,8 @@ class PhantomConfig:
     anatomy_field_mm: float | None = None
 
     def __post_init__(self):
-        if self.contrast not in INTENSITY:
-            raise ValueError(f"contrast must be one of {sorted(INTENSITY)}, got {self.contrast!r}")
+        if self.contrast not in CONTRASTS:
+            raise ValueError(f"contrast must be one of {', '.join(CONTRASTS)}, got {self.contrast!r}")
         if not 0.0 <= self.tumor_fraction <= 1.0:  # also refuses NaN
             raise ValueError(f"tumor fraction must lie in [0, 1], got {self.tumor_fraction}")
         if not self.types or any(t not in (1, 2, 3) for t in self.types):
@@ -160,7 +171,7 @@ def generate_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()
     anatomy = _Anatomy(rng, field, spacing, x, y, z, visible_z=fov[2] / 2.0)
     tumor, tumor_info = anatomy.place_tumor(rng, tumor_type, spacing)
     label = anatomy.label_map(tumor)
-    image = _appearance(rng, config, anatomy, tumor, tumor_type)
+    image, look = _appearance(rng, config, anatomy, tumor, tumor_type)
 
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = -spacing * (np.asarray(shape) - 1) / 2.0
@@ -168,7 +179,7 @@ def generate_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()
     if code == "RANDOM":
         code = ORIENTATIONS[int(rng.integers(len(ORIENTATIONS)))]
     image, label, affine = reorient(image, label, affine, code)
-    info = {"n_vertebrae": anatomy.n_vertebrae, "orientation": code, **tumor_info}
+    info = {"n_vertebrae": anatomy.n_vertebrae, "orientation": code, **tumor_info, **look}
     return PhantomCase(index, tumor_type, Volume(image, affine), Volume(label, affine), info)
 
 
@@ -351,9 +362,19 @@ def _blob(rng, x, y, z, centre, radii) -> np.ndarray:
 def _appearance(rng, config: PhantomConfig, anatomy: _Anatomy, tumor, tumor_type: int) -> np.ndarray:
     """Intensities: tissue values with jitter and texture, tumor contrast, blur, bias field, Rician noise.
 
-    Returns float32 in arbitrary units (fat ≈ 1000 on T1).
+    Returns float32 in arbitrary units (fat ≈ 1000 on T1), and for contrast ``"random"`` what was drawn
+    (``{"contrast": {tissue: intensity}, "blur": …, "bias": …, "noise": …, "slice_blur": [axis, sigma]}``).
     """
-    table = {k: v * rng.uniform(0.9, 1.1) for k, v in INTENSITY[config.contrast].items()}
+    look: dict = {}
+    blur, bias, noise = config.blur, config.bias, config.noise
+    if config.contrast == "random":
+        table = {k: 0.0 if k == "air" else float(rng.uniform(*RANDOM_TISSUE)) for k in TISSUES}
+        blur, bias, noise = (float(rng.uniform(*r)) for r in (RANDOM_BLUR, RANDOM_BIAS, RANDOM_NOISE))
+        slice_axis, slice_blur = int(rng.integers(3)), float(rng.uniform(*RANDOM_SLICE_BLUR))
+        look = {"contrast": {k: round(v, 4) for k, v in table.items()}, "blur": round(blur, 4),
+                "bias": round(bias, 4), "noise": round(noise, 4), "slice_blur": [slice_axis, round(slice_blur, 4)]}
+    else:
+        table = {k: v * rng.uniform(0.9, 1.1) for k, v in INTENSITY[config.contrast].items()}
     s = anatomy.scale
     image = np.full(anatomy.u.shape, table["air"], dtype=np.float32)
     inside = anatomy.outer < 1.0
@@ -378,13 +399,17 @@ def _appearance(rng, config: PhantomConfig, anatomy: _Anatomy, tumor, tumor_type
             value = host_value + step if host_value + step <= 1.1 else host_value - step
         texture = 1.0 + 0.1 * _smooth_noise(rng, image.shape, cells=6)
         image[tumor] = (value * texture[tumor]).astype(np.float32)
-    if config.blur > 0:
-        image = ndimage.gaussian_filter(image, sigma=config.blur, mode="nearest")
-    image *= _bias_field(rng, image.shape, config.bias)
-    sigma = config.noise * table["fat"]
+    if look:
+        sigma = [blur] * 3
+        sigma[look["slice_blur"][0]] = float(np.hypot(blur, look["slice_blur"][1]))  # thick slices along one axis
+        image = ndimage.gaussian_filter(image, sigma=sigma, mode="nearest")
+    elif blur > 0:
+        image = ndimage.gaussian_filter(image, sigma=blur, mode="nearest")
+    image *= _bias_field(rng, image.shape, bias)
+    sigma = noise * (max(table.values()) if look else table["fat"])
     real = image + rng.normal(0.0, sigma, image.shape).astype(np.float32)
     imag = rng.normal(0.0, sigma, image.shape).astype(np.float32)
-    return (np.sqrt(real * real + imag * imag) * 1000.0).astype(np.float32)
+    return (np.sqrt(real * real + imag * imag) * 1000.0).astype(np.float32), look
 
 
 def _smooth_noise(rng, shape, cells: int = 4) -> np.ndarray:
