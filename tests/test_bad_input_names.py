@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import write_dicom_series
-from test_bad_input import assert_nothing_left, assert_one_line_error, listing
+from test_bad_input import assert_nothing_left, assert_one_line_error, listing, segcls_model  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO / "data" / "real"
@@ -220,18 +220,9 @@ def test_dicom_series_with_gaps_is_refused(cli, tmp_path, dicom_series, damage, 
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A spine_segcls model folder (random weights, narrow) with its card."""
-    from volgan.segcls.network import SegClsNet
-    from volgan.segcls.train import write_model_card
-    from volgan.transforms import Preprocessing
-
-    folder = tmp_path_factory.mktemp("segcls") / "models"
-    folder.mkdir()
-    torch.manual_seed(0)
-    torch.save(SegClsNet(channels=(4, 8, 16, 32)).state_dict(), folder / "model.pt")
-    write_model_card(str(folder), Preprocessing(patch=(32, 32, 32)), (4, 8, 16, 32))
-    return folder
+def model_dir(segcls_model) -> Path:  # noqa: F811 - the fixture imported above
+    """The folder of test_bad_input's spine_segcls checkpoint (random weights, narrow) and its card."""
+    return segcls_model.parent
 
 
 def copy_model(model_dir: Path, to: Path) -> Path:

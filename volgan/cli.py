@@ -79,6 +79,9 @@ def add_phantom_parser(sub) -> None:
                    help="t1 or t2 tissue values, or random: each case's tissue intensities, blur, bias field, noise "
                         "and slice thickness drawn from ranges covering T1w, T2w, T2*w and MT-weighted spinal MRI "
                         "(domain randomisation, as SynthSeg), for a segmenter that does not depend on the contrast")
+    p.add_argument("--clutter", action="store_true",
+                   help="soft-tissue clutter outside the spine (vessels, fat islands, fibre texture; labeled "
+                        "background), as real scans have; always on with --contrast random")
     p.add_argument("--orientation", default="RAS", help="axis code of the stored arrays (RAS, LPS, PIR, …) or random")
     p.add_argument("--anatomy-field", type=float, default=None, metavar="MM",
                    help="draw the anatomy for a cubic field of MM mm and show its centre (96: natural size whatever "
@@ -110,7 +113,8 @@ def run_phantom(args) -> int:
     try:
         config = PhantomConfig(size=args.size, spacing=args.spacing, contrast=args.contrast,
                                tumor_fraction=args.tumor_fraction, types=_types(args.types),
-                               orientation=args.orientation, anatomy_field_mm=args.anatomy_field)
+                               orientation=args.orientation, anatomy_field_mm=args.anatomy_field,
+                               clutter=args.clutter)
     except ValueError as exc:
         raise VolganInputError(None, str(exc)) from None
     start = time.perf_counter()

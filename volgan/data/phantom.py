@@ -81,6 +81,7 @@ class PhantomConfig:
     blur: float = 0.6  # partial-volume blur, Gaussian sigma in voxels
     bias: float = 0.3  # bias-field polynomial coefficient range
     anatomy_field_mm: float | None = None
+    clutter: bool = False  # soft-tissue clutter outside the spine, labeled background (always on for "random")
 
     def __post_init__(self):
         if self.contrast not in CONTRASTS:
@@ -389,6 +390,9 @@ def _appearance(rng, config: PhantomConfig, anatomy: _Anatomy, tumor, tumor_type
     disc = anatomy.disc & ~anatomy.canal & ~anatomy.body
     image[disc] = table["disc"]
     image *= 1.0 + 0.06 * _smooth_noise(rng, image.shape)  # tissue texture
+    if config.clutter or config.contrast == "random":
+        _add_clutter(rng, image, inside & ~(anatomy.canal | anatomy.cord | anatomy.posterior | anatomy.body
+                                            | anatomy.disc | tumor), config.spacing)
     if tumor_type:
         host_value = float(np.median(image[anatomy.tumor_host & ~tumor])) if (anatomy.tumor_host & ~tumor).any() \
             else float(np.median(image[tumor]))
@@ -410,6 +414,35 @@ def _appearance(rng, config: PhantomConfig, anatomy: _Anatomy, tumor, tumor_type
     real = image + rng.normal(0.0, sigma, image.shape).astype(np.float32)
     imag = rng.normal(0.0, sigma, image.shape).astype(np.float32)
     return (np.sqrt(real * real + imag * imag) * 1000.0).astype(np.float32), look
+
+
+CLUTTER_BLOBS = (80, 200)  # blobs per case
+CLUTTER_RADIUS_MM = (1.0, 6.0)
+
+
+def _add_clutter(rng, image: np.ndarray, soft: np.ndarray, spacing) -> None:
+    """Paint what real soft tissue holds and a plain phantom lacks, in place: blobs of any brightness (vessels, fat
+    islands, lymph nodes, nerve roots; radius 1–5 mm) and fine multi-scale texture (muscle fibres, fascia), only
+    in ``soft`` (outside the spine, the canal and the tumor), where the label map says background. A segmenter
+    trained on such phantoms learns that an odd bright or dark spot outside the spine is no tumor.
+
+    ``image``: (X, Y, Z) intensities; ``soft``: (X, Y, Z) bool; ``spacing``: mm per axis.
+    """
+    spacing = np.asarray(spacing, dtype=np.float64)
+    candidates = np.argwhere(soft)
+    if not len(candidates):
+        return
+    image[soft] *= (1.0 + 0.25 * _smooth_noise(rng, image.shape, cells=16))[soft]
+    for _ in range(int(rng.integers(*CLUTTER_BLOBS))):
+        centre = candidates[int(rng.integers(len(candidates)))]
+        radii = rng.uniform(*CLUTTER_RADIUS_MM, size=3) / spacing
+        low = np.maximum(centre - np.ceil(radii).astype(int), 0)
+        high = np.minimum(centre + np.ceil(radii).astype(int) + 1, image.shape)
+        box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+        grid = np.ogrid[box]
+        inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True)) <= 1.0
+        inside &= soft[box]
+        image[box][inside] = float(rng.uniform(0.02, 1.0))
 
 
 def _smooth_noise(rng, shape, cells: int = 4) -> np.ndarray:
