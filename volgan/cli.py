@@ -81,7 +81,7 @@ def add_phantom_parser(sub) -> None:
                         "(domain randomisation, as SynthSeg), for a segmenter that does not depend on the contrast")
     p.add_argument("--clutter", action="store_true",
                    help="soft-tissue clutter outside the spine (vessels, fat islands, fibre texture; labeled "
-                        "background), as real scans have; always on with --contrast random")
+                        "background), as real scans have")
     p.add_argument("--orientation", default="RAS", help="axis code of the stored arrays (RAS, LPS, PIR, …) or random")
     p.add_argument("--anatomy-field", type=float, default=None, metavar="MM",
                    help="draw the anatomy for a cubic field of MM mm and show its centre (96: natural size whatever "

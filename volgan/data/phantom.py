@@ -81,7 +81,7 @@ class PhantomConfig:
     blur: float = 0.6  # partial-volume blur, Gaussian sigma in voxels
     bias: float = 0.3  # bias-field polynomial coefficient range
     anatomy_field_mm: float | None = None
-    clutter: bool = False  # soft-tissue clutter outside the spine, labeled background (always on for "random")
+    clutter: bool = False  # soft-tissue clutter outside the spine, labeled background
 
     def __post_init__(self):
         if self.contrast not in CONTRASTS:
@@ -390,7 +390,7 @@ def _appearance(rng, config: PhantomConfig, anatomy: _Anatomy, tumor, tumor_type
     disc = anatomy.disc & ~anatomy.canal & ~anatomy.body
     image[disc] = table["disc"]
     image *= 1.0 + 0.06 * _smooth_noise(rng, image.shape)  # tissue texture
-    if config.clutter or config.contrast == "random":
+    if config.clutter:
         _add_clutter(rng, image, inside & ~(anatomy.canal | anatomy.cord | anatomy.posterior | anatomy.body
                                             | anatomy.disc | tumor), config.spacing)
     if tumor_type:
