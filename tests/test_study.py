@@ -226,9 +226,20 @@ def test_a_changed_setting_recomputes_only_what_depends_on_it(study):
 
 
 def test_the_users_datalist(tmp_path, phantom_dir):
-    result = run("--out", tmp_path / "mine", "--real", phantom_dir, "--seeds", "2")  # the folder form
+    import shutil
+
+    scans = tmp_path / "my_scans"  # the user's real scans for the real-MRI check: a pairs folder, SCT names
+    scans.mkdir()
+    real = Path(__file__).resolve().parents[1] / "data" / "real"
+    shutil.copy(real / "t2.nii.gz", scans / "mine.nii.gz")
+    shutil.copy(real / "t2_seg-manual.nii.gz", scans / "mine_seg-manual.nii.gz")
+    result = run("--out", tmp_path / "mine", "--real", phantom_dir, "--seeds", "2",  # the folder form
+                 "--real-check", scans)
     assert result.returncode == 0, result.stderr[-3000:]
     doc = json.loads((tmp_path / "mine" / "study.json").read_text(encoding="utf-8"))
+    assert [s["name"] for s in doc["real_mri"]["scans"]] == ["t2", "pam50_t2", "mine"]
+    mine = [r for rows in doc["real_mri"]["per_run"].values() for r in rows if r["scan"] == "mine"]
+    assert mine and all(list(r["dice"]) == ["cord"] and r["tumor_type"] is None for r in mine)
     data = read_datalist(phantom_dir)
     assert doc["data"].endswith("dataset.json")
     assert doc["n"]["test"] == len(data.split("test"))
