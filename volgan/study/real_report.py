@@ -189,6 +189,7 @@ def table(real: dict) -> tuple[str, list[str], list[list[str]]]:
 
 
 FIGURE_ARMS = (("sweep", 0.0), ("sweep", 0.1), ("sweep", 1.0))
+FIGURE_HEIGHT_MM = 160.0  # the height of scan shown
 
 
 def figure(real: dict, arms: list[dict], stages: Path, folder: Path) -> dict[str, str]:
@@ -231,20 +232,25 @@ def figure(real: dict, arms: list[dict], stages: Path, folder: Path) -> dict[str
         reference = None
         if scan["label"]:
             reference = np.asarray(nib.as_closest_canonical(nib.load(scan["label"])).dataobj) > 0
-        x = int(np.round(np.argwhere(reference).mean(0)[0])) if reference is not None and reference.any() \
-            else data.shape[0] // 2
+        centre = np.argwhere(reference).mean(0) if reference is not None and reference.any() \
+            else np.asarray(data.shape) / 2
+        x = int(np.round(centre[0]))
+        zooms = image.header.get_zooms()[:3]
+        half = int(FIGURE_HEIGHT_MM / 2 / zooms[2])  # a long scan (PAM50: 550 mm) is shown about its cord's middle
+        z0 = int(np.clip(round(centre[2]) - half, 0, max(data.shape[2] - 2 * half, 0)))
+        rows = slice(z0, z0 + 2 * half)
         low, high = np.percentile(data, [1, 99])
         for j, arm in enumerate(chosen):
             ax = axes[i, j]
             pred_file = stages / real_key_of(arm) / "predictions" / f"{scan['name']}_seg.nii.gz"
             pred = np.asarray(nib.as_closest_canonical(nib.load(pred_file)).dataobj)
-            zooms = image.header.get_zooms()[:3]
-            extent = (0, data.shape[1] * zooms[1], 0, data.shape[2] * zooms[2])
-            ax.imshow(data[x].T, cmap="gray", origin="lower", vmin=low, vmax=high, extent=extent)
-            ax.imshow(pred[x].T, cmap=colours, vmin=0, vmax=5, origin="lower", alpha=0.55, interpolation="nearest",
-                      extent=extent)
+            shown = data[x][:, rows]
+            extent = (0, shown.shape[0] * zooms[1], 0, shown.shape[1] * zooms[2])
+            ax.imshow(shown.T, cmap="gray", origin="lower", vmin=low, vmax=high, extent=extent)
+            ax.imshow(pred[x][:, rows].T, cmap=colours, vmin=0, vmax=5, origin="lower", alpha=0.55,
+                      interpolation="nearest", extent=extent)
             if reference is not None:
-                ax.contour(reference[x].T.astype(float), levels=[0.5], colors="white", linewidths=0.8,
+                ax.contour(reference[x][:, rows].T.astype(float), levels=[0.5], colors="white", linewidths=0.8,
                            extent=extent, origin="lower")
             ax.set_xticks([])
             ax.set_yticks([])
