@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from volgan.data.io import NIFTI_SUFFIXES, strip_nifti_suffix
-from volgan.data.masks import DERIVATIVE_LABELS, MASK_TAIL, normal_tail
+from volgan.data.masks import DERIVATIVE_LABELS, mask_owner, mask_stem, normal_tail
 from volgan.errors import VolganInputError
 from volgan.labels import tumor_type_from_name
 
@@ -109,18 +109,16 @@ def find_bids_cases(src: str | os.PathLike, suffix: str | None = None,
             if derivatives.is_dir() else []:
         for anat in folder:
             for path in _nifti_files(anat):
-                _attach_mask(path, cases, wanted, explicit=masks is not None)
+                _attach_mask(path, cases, wanted)
     return sorted(cases.values(), key=lambda c: c.name)
 
 
-def _attach_mask(path: Path, cases: dict[str, BidsCase], wanted: dict[str, int], explicit: bool) -> None:
+def _attach_mask(path: Path, cases: dict[str, BidsCase], wanted: dict[str, int]) -> None:
     stem = strip_nifti_suffix(path.name)
-    owner = next((name for name in sorted(cases, key=len, reverse=True)
-                  if stem.startswith(name + "_") and MASK_TAIL.fullmatch(stem[len(name) + 1:])), None)
+    owner = mask_owner(stem, set(cases), separators="_")
     if owner is None:
-        image_stem = next((stem[:i] for i, ch in enumerate(stem) if ch == "_" and MASK_TAIL.fullmatch(stem[i + 1:])),
-                          None)
-        if image_stem is not None and image_stem.rsplit("_", 1)[-1] in {c.rsplit("_", 1)[-1] for c in cases} \
+        image_stem = mask_stem(stem, separators="_")
+        if image_stem != stem and image_stem.rsplit("_", 1)[-1] in {c.rsplit("_", 1)[-1] for c in cases} \
                 and normal_tail(stem[len(image_stem) + 1:]) in wanted:
             raise VolganInputError(path, f"mask matches no image: no raw image {image_stem!r} in the tree")
         return  # another contrast's mask, or not a mask

@@ -16,7 +16,7 @@ import numpy as np
 
 from volgan.data.io import Volume, check_same_grid, integer_labels, read_array
 from volgan.errors import VolganInputError
-from volgan.labels import CORD, CSF, LABELS, TUMOR_LABEL, label_number
+from volgan.labels import CORD, CSF, LABELS, TUMOR_LABEL, annotated_labels, label_number
 
 # NAME<sep><tail>: what follows an image's stem in its mask's file name (sep "_" or "-")
 MASK_TAIL = re.compile(r"(seg([-_]manual)?|dseg|mask|gt|labels?|label[-_][A-Za-z0-9]+([-_]seg)?|lesion[-_]manual)",
@@ -54,7 +54,7 @@ def normal_tail(tail: str) -> str:
     return tail.lower().replace("_", "-")
 
 
-def mask_owner(name: str, stems: set[str]) -> str | None:
+def mask_owner(name: str, stems: set[str], separators: str = "_-") -> str | None:
     """The stem in ``stems`` whose mask ``name`` is (``name`` = stem + ``_`` or ``-`` + a tail of :data:`MASK_TAIL`),
     the longest such; None when ``name`` is no other file's mask.
 
@@ -64,6 +64,8 @@ def mask_owner(name: str, stems: set[str]) -> str | None:
         a file's stem.
     stems : set[str]
         the stems of the folder's files.
+    separators : str
+        the characters that may join stem and tail (BIDS: ``"_"`` alone).
 
     Returns
     -------
@@ -71,17 +73,19 @@ def mask_owner(name: str, stems: set[str]) -> str | None:
         the image's stem, or None.
     """
     owners = [stem for stem in stems if stem != name and len(name) > len(stem) + 1 and name.startswith(stem)
-              and name[len(stem)] in "_-" and MASK_TAIL.fullmatch(name[len(stem) + 1:])]
+              and name[len(stem)] in separators and MASK_TAIL.fullmatch(name[len(stem) + 1:])]
     return max(owners, key=len) if owners else None
 
 
-def mask_stem(name: str) -> str:
+def mask_stem(name: str, separators: str = "_-") -> str:
     """``name`` less its mask tail (``"t2_seg-manual"`` → ``"t2"``), or ``name`` when it has none.
 
     Parameters
     ----------
     name : str
         a file's stem.
+    separators : str
+        the characters that may join stem and tail (BIDS: ``"_"`` alone).
 
     Returns
     -------
@@ -89,7 +93,7 @@ def mask_stem(name: str) -> str:
         the stem of the image it would be the mask of.
     """
     for i, char in enumerate(name):
-        if i and char in "_-" and MASK_TAIL.fullmatch(name[i + 1:]):
+        if i and char in separators and MASK_TAIL.fullmatch(name[i + 1:]):
             return name[:i]
     return name
 
@@ -201,6 +205,4 @@ def merge_masks(image: Volume, masks: list[tuple[Path, int]]) -> tuple[Volume, t
                                              "may overlap only where a lesion lies inside another structure")
         labels[mask] = label
         owner[label] = path
-    from volgan.labels import annotated_labels
-
     return Volume(labels, image.affine, str(masks[0][0])), annotated_labels({label for _, label in masks})

@@ -28,10 +28,7 @@ from volgan.data.datalist import DATASET_FILE, FORMATS, Case, balanced_test_spli
 from volgan.data.io import Volume, reorient, staged_output_dir, write_nifti
 from volgan.data.summary import case_stats
 from volgan.errors import VolganInputError
-from volgan.labels import TUMOR_LABEL
-
-# Label numbers (docs/design.md).
-BACKGROUND, VERTEBRA, DISC, CORD, CSF = 0, 1, 2, 3, 4
+from volgan.labels import CORD, CSF, DISC, TUMOR_LABEL, VERTEBRA
 
 # Tissue intensities (arbitrary units, 1.0 = fat on T1) before per-case jitter.
 TISSUES = ("air", "fat", "muscle", "body", "posterior", "disc", "csf", "cord")

@@ -150,10 +150,9 @@ def evaluate_model(model_path: Path, test: list[Case], severities: tuple[int, ..
     """
     from volgan.evaluation.metrics import confusion_counts, dice_iou
     from volgan.segcls.predict import load_model, predict
-    from volgan.training import bf16_autocast
 
     model = load_model(model_path)
-    precision = "bf16" if bf16_autocast("auto", model.device) else "fp32"  # as spine_segcls trains by default
+    precision = evaluation_precision(model.device)
     rows = []
     for case in test:
         for severity in severities:
@@ -209,14 +208,30 @@ def check_run_on_real(folder: Path, out: Path, run_key: str, scans: list) -> Non
     scans : list[RealScan]
         the real scans.
     """
-    import torch
-
     from volgan.evaluation.real_mri import write_check
+    from volgan.segcls.predict import default_device
+
+    model = out / "stages" / run_key / "models" / FINAL_MODEL
+    write_check(folder, model, scans, evaluation_precision(default_device()))
+
+
+def evaluation_precision(device) -> str:
+    """The precision the study evaluates every model in: bfloat16 where spine_segcls trains in it by default (a CPU
+    with native bfloat16, a GPU), float32 elsewhere, for every arm alike.
+
+    Parameters
+    ----------
+    device : torch.device
+        where the model runs.
+
+    Returns
+    -------
+    str
+        ``"bf16"`` or ``"fp32"``.
+    """
     from volgan.training import bf16_autocast
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = "bf16" if bf16_autocast("auto", device) else "fp32"
-    write_check(folder, out / "stages" / run_key / "models" / FINAL_MODEL, scans, precision)
+    return "bf16" if bf16_autocast("auto", device) else "fp32"
 
 
 def train_gan(folder: Path, out: Path, names: tuple[str, ...], profile: StudyProfile, progress: Progress) -> None:

@@ -330,7 +330,10 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
     stages.append(Stage("quality", "quality", f"volgan quality of synth-{full}", {"model": ref_key},
                         ("data", f"synth-{full}", ref_key), lambda f: judge_synthetic(f, out, full, ref_key)))
     eval_keys = sorted(k for k in runs if k.startswith(("eval-", "real-")))
-    arms_doc = [{**asdict(a), "eval": eval_key(run_key(a, profile)[0])} for a in arms]
+    arms_doc = []
+    for a in arms:
+        key = run_key(a, profile)[0]
+        arms_doc.append({**asdict(a), "run": key, "eval": eval_key(key), "real_check": real_key(key)})
 
     def build_report(folder: Path) -> None:
         from volgan.study.report import write_study_report

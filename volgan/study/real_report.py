@@ -24,22 +24,6 @@ def _arm_label(arm: dict) -> str:
     return f"{arm['arm']} (pool {arm['real_pool']})"
 
 
-def real_key_of(arm: dict) -> str:
-    """The real-MRI check stage of an arm's run (``eval-X`` → ``real-X``).
-
-    Parameters
-    ----------
-    arm : dict
-        an arm of the study document, with its ``eval`` stage key.
-
-    Returns
-    -------
-    str
-        the stage key.
-    """
-    return "real-" + arm["eval"].removeprefix("eval-")
-
-
 def gather(arms: list[dict], stages: Path) -> dict | None:
     """Every run's real-MRI rows, and per arm (its seeds together) each scan's mean Dice per annotated label, mean
     tumor probability and the healthy scans called a tumor.
@@ -47,7 +31,7 @@ def gather(arms: list[dict], stages: Path) -> dict | None:
     Parameters
     ----------
     arms : list[dict]
-        the study's arms (section, arm, seed, real_pool, share, eval).
+        the study's arms (section, arm, seed, real_pool, share and their run, eval and real_check stage keys).
     stages : Path
         the study's ``stages`` folder.
 
@@ -59,11 +43,11 @@ def gather(arms: list[dict], stages: Path) -> dict | None:
     """
     per_run, scans = {}, {}
     for arm in arms:
-        path = stages / real_key_of(arm) / "real_mri.json"
+        path = stages / arm["real_check"] / "real_mri.json"
         if not path.is_file():
             return None
         doc = json.loads(path.read_text(encoding="utf-8"))
-        per_run["run-" + arm["eval"].removeprefix("eval-")] = doc["rows"]
+        per_run[arm["run"]] = doc["rows"]
         for row in doc["rows"]:
             scans[row["scan"]] = {"annotated": row["annotated"], "tumor_type": row["tumor_type"]}
     groups: dict[tuple, list[dict]] = {}
@@ -71,7 +55,7 @@ def gather(arms: list[dict], stages: Path) -> dict | None:
         groups.setdefault((arm["section"], arm["arm"], arm["real_pool"], arm["share"]), []).append(arm)
     per_arm = []
     for (section, name, pool, share), members in groups.items():
-        runs = [per_run["run-" + a["eval"].removeprefix("eval-")] for a in sorted(members, key=lambda a: a["seed"])]
+        runs = [per_run[a["run"]] for a in sorted(members, key=lambda a: a["seed"])]
         entry = {"section": section, "arm": name, "real_pool": pool, "synthetic_share": share,
                  "label": _arm_label(members[0]), "seeds": len(runs), "scans": {}}
         for scan in scans:
@@ -223,7 +207,7 @@ def figure(real: dict, arms: list[dict], stages: Path, folder: Path) -> dict[str
     pools = [a["real_pool"] for a in arms if a["section"] == "augmentation"]
     chosen = [a for a in arms if a["seed"] == 0 and ((a["section"], a["share"]) in FIGURE_ARMS or (
         a["section"] == "augmentation" and pools and a["real_pool"] == max(pools)))]
-    scans = json.loads((stages / real_key_of(chosen[0]) / "real_mri.json").read_text(encoding="utf-8"))["scans"]
+    scans = json.loads((stages / chosen[0]["real_check"] / "real_mri.json").read_text(encoding="utf-8"))["scans"]
     fig, axes = plt.subplots(len(scans), len(chosen), figsize=(1.9 * len(chosen), 2.6 * len(scans)), squeeze=False)
     colours = matplotlib.colors.ListedColormap(["none", "#e6c229", "#3b8bd4", "#e8463a", "#56b870", "#b03ad4"])
     for i, scan in enumerate(scans):
@@ -242,7 +226,7 @@ def figure(real: dict, arms: list[dict], stages: Path, folder: Path) -> dict[str
         low, high = np.percentile(data, [1, 99])
         for j, arm in enumerate(chosen):
             ax = axes[i, j]
-            pred_file = stages / real_key_of(arm) / "predictions" / f"{scan['name']}_seg.nii.gz"
+            pred_file = stages / arm["real_check"] / "predictions" / f"{scan['name']}_seg.nii.gz"
             pred = np.asarray(nib.as_closest_canonical(nib.load(pred_file)).dataobj)
             shown = data[x][:, rows]
             extent = (0, shown.shape[0] * zooms[1], 0, shown.shape[1] * zooms[2])

@@ -841,7 +841,7 @@ def write_study_report(folder: Path, out: Path, profile, arms: list[dict], real:
         "degenerate_classifiers": degenerate,
         "arms": [{"section": a["section"], "arm": a["arm"], "seed": a["seed"], "real_pool": a["real_pool"],
                   "synthetic_share": a["share"], "n_real": len(a["real"]), "n_synthetic": len(a["synthetic"]),
-                  "run": "run-" + a["eval"].removeprefix("eval-")} for a in arms],
+                  "run": a["run"]} for a in arms],
         "findings": study_findings, "results": rows, "quality": quality, "real_mri": real_mri,
         "stage_seconds": {k: v["seconds"] for k, v in manifest.items()}, "definitions": DEFINITIONS,
     }
