@@ -553,3 +553,28 @@ def test_frechet_distance_of_a_shifted_set_is_the_squared_shift():
     with warnings.catch_warnings():  # fewer samples than features, as in a small study: no warning reaches the user
         warnings.simplefilter("error")
         assert np.isfinite(frechet_distance(features[:6], features[6:12]))
+
+
+@pytest.mark.parametrize("size", [16, (32, 32, 8), (16, 64, 64)])
+def test_the_generators_build_cubic_and_thick_slice_grids(size):
+    from volgan.gan.networks import ImageGenerator, LabelEncoder, LabelGenerator, grid_shape
+
+    shape = grid_shape(size)
+    labels = LabelGenerator(size, z_dim=8, base=4)
+    logits = labels(torch.randn(2, 8), torch.tensor([0, 3]))
+    assert logits.shape == (2, 6, *shape)
+    onehot = torch.softmax(logits, 1)
+    assert ImageGenerator(size, z_dim=4, base=4)(onehot).shape == (2, 1, *shape)
+    assert LabelEncoder(size, z_dim=8, base=4)(onehot, torch.tensor([0, 3]))[0].shape == (2, 8)
+    scripted = torch.jit.script(ImageGenerator(size, z_dim=4, base=4))
+    assert scripted(onehot).shape == (2, 1, *shape)
+
+
+@pytest.mark.parametrize("size, needle", [(24, "power of two"), ((16, 16, 12), "power of two"),
+                                          ((16, 20, 16), "multiple of 8"), ((32, 32), "three"),
+                                          ((4, 4, 4), "8 or more")])
+def test_grids_the_generators_cannot_build_are_refused(size, needle):
+    from volgan.gan.networks import grid_shape
+
+    with pytest.raises(ValueError, match=needle):
+        grid_shape(size)

@@ -279,3 +279,21 @@ def test_cord_only_cases_do_not_teach_that_vertebrae_are_background(tmp_path):
     marginal = vertebra_dice(train[:4] + [replace(c, annotated=("cord",)) for c in cord_only])
     as_background = vertebra_dice(train[:4] + cord_only)
     assert marginal > as_background + 0.2, (marginal, as_background)
+
+
+def test_a_study_field_across_the_datas_slices_gets_a_note():
+    from dataclasses import replace
+
+    from volgan.data.summary import ras_spacing
+    from volgan.study.data import slice_axis_note
+    from volgan.study.profiles import PROFILES
+
+    sagittal = np.array([[0, 0, 3.3, 0], [0.6, 0, 0, 0], [0, 0.6, 0, 0], [0, 0, 0, 1.0]])  # slices along R
+    axial = np.diag([0.5, 0.5, 7.5, 1.0])
+    assert ras_spacing(sagittal) == pytest.approx((3.3, 0.6, 0.6)) and ras_spacing(axial) == (0.5, 0.5, 7.5)
+    thick_s = replace(PROFILES["tiny"], size=(16, 16, 8), spacing=(3.0, 3.0, 6.0))
+    note = slice_axis_note([ras_spacing(sagittal)] * 3, thick_s)
+    assert "coarsest axis is S" in note and "thickest along R" in note
+    assert slice_axis_note([ras_spacing(axial)], thick_s) is None  # both thick along S
+    assert slice_axis_note([ras_spacing(sagittal)], PROFILES["tiny"]) is None  # an isotropic field
+    assert slice_axis_note([(1.0, 1.0, 1.0)], thick_s) is None  # isotropic data

@@ -233,8 +233,9 @@ def test_the_users_datalist(tmp_path, phantom_dir):
     real = Path(__file__).resolve().parents[1] / "data" / "real"
     shutil.copy(real / "t2.nii.gz", scans / "mine.nii.gz")
     shutil.copy(real / "t2_seg-manual.nii.gz", scans / "mine_seg-manual.nii.gz")
+    field, spacing = (16, 16, 8), (3.0, 3.0, 6.0)  # an anisotropic field: thick slices along S
     result = run("--out", tmp_path / "mine", "--real", phantom_dir, "--seeds", "2",  # the folder form
-                 "--real-check", scans)
+                 "--real-check", scans, "--size", "16,16,8", "--spacing", "3,3,6")
     assert result.returncode == 0, result.stderr[-3000:]
     doc = json.loads((tmp_path / "mine" / "study.json").read_text(encoding="utf-8"))
     assert [s["name"] for s in doc["real_mri"]["scans"]] == ["t2", "pam50_t2", "mine"]
@@ -244,18 +245,26 @@ def test_the_users_datalist(tmp_path, phantom_dir):
     assert doc["data"].endswith("dataset.json")
     assert doc["n"]["test"] == len(data.split("test"))
     assert doc["profile"]["real_pool"] == len(data.split("training"))
-    profile = PROFILES["tiny"]  # every case resampled onto the profile's field, centred on its labeled spine
+    assert doc["profile"]["size"] == list(field) and doc["profile"]["spacing"] == list(spacing)
+    assert "16×16×8 voxels of 3×3×6 mm" in (tmp_path / "mine" / "report.md").read_text(encoding="utf-8")
+    # every case resampled onto the field, centred on its labeled spine; the GAN's volumes on that field too
     for case in read_datalist(tmp_path / "mine" / "stages" / "data" / "real").cases:
         label = read_volume(case.label, label=True)
-        assert label.shape == (profile.size,) * 3 and np.allclose(label.spacing, profile.spacing)
+        assert label.shape == field and np.allclose(label.spacing, spacing)
         index = np.argwhere(label.array > 0)
-        assert np.abs((index.min(0) + index.max(0)) / 2 - (profile.size - 1) / 2).max() <= 1.0
+        assert np.abs((index.min(0) + index.max(0)) / 2 - (np.array(field) - 1) / 2).max() <= 1.0
+    synthetic = sorted((tmp_path / "mine" / "stages").glob("synth-*/synthetic"))
+    assert synthetic and all(read_volume(c.image).shape == field and np.allclose(read_volume(c.image).spacing, spacing)
+                             for folder in synthetic for c in read_datalist(folder).cases[:2])
 
 
 @pytest.mark.parametrize("args, needle", [
     (["--real", "missing/dataset.json"], "missing"),
     (["--seeds", "1"], "--seeds must be at least 2"),
     (["--size", "24"], "--size must be a power of two"),
+    (["--size", "16,16,12"], "the smallest side must be a power of two"),
+    (["--size", "16,20,16"], "every side must be a multiple of 8"),
+    (["--spacing", "1,1"], "--spacing must be a number or three numbers"),
     (["--spacing", "0"], "--spacing must be a positive number"),
 ])
 def test_bad_input(tmp_path, args, needle):

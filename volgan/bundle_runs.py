@@ -71,6 +71,16 @@ def _whole(minimum: int) -> Callable[[object], str | None]:
     return check
 
 
+def _grid(value: object) -> str | None:
+    from volgan.gan.networks import grid_shape
+
+    try:
+        grid_shape(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        return f"one side or three [X, Y, Z] that the generators build ({error})"
+    return None
+
+
 def _number(low: float, high: float = math.inf, high_open: bool = False, low_open: bool = False):
     def check(value: object) -> str | None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -93,7 +103,7 @@ RULES: dict[str, Callable[[object], str | None]] = {
     "monitor_interval": _whole(1),
     "num_workers": _whole(0),
     "seed": _whole(0),
-    "size": _whole(8),
+    "size": _grid,
     "base": _whole(1),
     "z_label": _whole(1),
     "z_image": _whole(1),

@@ -497,9 +497,11 @@ def add_study_parser(sub) -> None:
     p.add_argument("--label-source", choices=["gan", "real-deformed"], default=None,
                    help="synthetic label maps from the GAN's label generator or from its real training maps, deformed "
                         "and given new tumors (profile default)")
-    p.add_argument("--size", type=int, help="field side in voxels, a power of two ≥ 16 (profile default: quick 32)")
-    p.add_argument("--spacing", type=float, help="field voxel size in mm (profile default: quick 1.5); with --real "
-                                                 "each case is resampled to this field centred on its labeled spine")
+    p.add_argument("--size", type=_triple(int, "--size"), help="the field in voxels: N (a cube, a power of two ≥ 16) "
+                   "or NX,NY,NZ along R, A, S, e.g. 16,64,64 for sagittal thick slices (profile default: quick 32)")
+    p.add_argument("--spacing", type=_triple(float, "--spacing"),
+                   help="field voxel size in mm: S or SX,SY,SZ along R, A, S (profile default: quick 1.5); with --real "
+                        "each case is resampled to this field centred on its labeled spine")
     p.add_argument("--jobs", type=int, help="stages built at a time (default: 2 on a CPU of two or more cores, each "
                                             "on its share of them; 1 with a GPU)")
     p.add_argument("--real-check", metavar="DIR|DATALIST",

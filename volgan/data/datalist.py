@@ -456,7 +456,8 @@ def check_cases(cases: list[Case], datalist: Path | None = None) -> list[dict]:
     Returns
     -------
     list[dict]
-        one dict per case, in order: its ``orientation`` (axis codes) and :func:`volgan.data.summary.case_stats`.
+        one dict per case, in order: its ``orientation`` (axis codes), ``ras_spacing_mm`` (mm along R, A, S) and
+        :func:`volgan.data.summary.case_stats`.
 
     Raises
     ------
@@ -464,14 +465,14 @@ def check_cases(cases: list[Case], datalist: Path | None = None) -> list[dict]:
         naming the file and what is wrong, at the first case that fails a check.
     """
     from volgan.data.io import check_same_grid, read_volume
-    from volgan.data.summary import case_stats
+    from volgan.data.summary import case_stats, ras_spacing
     from volgan.labels import TUMOR_LABEL
 
     check_unique_names(cases, datalist)
     stats = []
     for case in cases:
         image = read_volume(case.image)
-        row = {"orientation": image.orientation}
+        row = {"orientation": image.orientation, "ras_spacing_mm": ras_spacing(image.affine)}
         label_array = np.zeros(image.shape, dtype=np.uint8)
         if case.label is not None:
             label = read_volume(case.label, label=True)

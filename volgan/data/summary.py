@@ -9,6 +9,28 @@ import numpy as np
 from volgan.labels import LABELS, TUMOR_LABEL, TUMOR_TYPES
 
 
+def ras_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """The voxel size in mm along the RAS axes (R, A, S) of a grid whose voxel axes lie closest to them.
+
+    Parameters
+    ----------
+    affine : np.ndarray
+        4×4 voxel-to-RAS affine (mm).
+
+    Returns
+    -------
+    tuple[float, float, float]
+        mm along R, A and S.
+    """
+    import nibabel as nib
+
+    voxel = np.linalg.norm(affine[:3, :3], axis=0)
+    out = [0.0, 0.0, 0.0]
+    for axis, (world, _) in enumerate(nib.orientations.io_orientation(affine)):
+        out[int(world)] = float(voxel[axis])
+    return tuple(out)  # type: ignore[return-value]
+
+
 def case_stats(image: np.ndarray, label: np.ndarray, spacing: tuple[float, float, float]) -> dict:
     """Shape, spacing (mm), voxels per label, tumor volume (mm³) and the image's 1st/99th percentiles.
 

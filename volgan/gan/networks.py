@@ -1,16 +1,17 @@
 """The 3D conditional GAN: a class-conditional generator of label maps and a SPADE generator of the image
 from a label map, each against a spectrally normalised patch discriminator that sees the condition.
 
-Shapes (S = volume size, a power of two ≥ 16): label maps are one-hot (B, 6, S, S, S), images z-normalised
-(B, 1, S, S, S), classes ``tumor_type`` (B,). Stability on small data (Ainapure et al.'s first challenge): spectral
-normalisation in both discriminators, hinge loss with an R1 penalty on real samples, differentiable
-augmentation (translation and cutout) of everything the discriminators see, and EMA copies of the
-generators for sampling. :func:`volgan.gan.trainer.msssim_diversity` is the mode-collapse monitor.
+Shapes (S = the grid, X × Y × Z voxels, :func:`grid_shape`; a cube S³ by default): label maps are one-hot
+(B, 6, *S), images z-normalised (B, 1, *S), classes ``tumor_type`` (B,). Stability on small data (Ainapure et
+al.'s first challenge): spectral normalisation in both discriminators, hinge loss with an R1 penalty on real
+samples, differentiable augmentation (translation and cutout) of everything the discriminators see, and EMA copies
+of the generators for sampling. :func:`volgan.gan.trainer.msssim_diversity` is the mode-collapse monitor.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,20 +22,59 @@ from torch.nn.utils import spectral_norm
 from volgan.labels import NUM_LABELS, NUM_TUMOR_TYPES
 
 
+def grid_shape(size: int | Sequence[int]) -> tuple[int, int, int]:
+    """The generators' grid (X, Y, Z) in voxels for ``size``, one side (a cube) or three.
+
+    A grid the networks build: every side a multiple of 8 (the image generator starts at S/8), the smallest side
+    a power of two, at least 8 (the label generator starts there at 4 voxels), and every side a multiple of the
+    label generator's upsampling (the smallest side / 4). Cubes of 16, 32 and 64 qualify, and so do fields such
+    as 64 × 64 × 16 (thick slices along S).
+
+    Parameters
+    ----------
+    size : int | Sequence[int]
+        one side, or three sides (X, Y, Z), in voxels.
+
+    Returns
+    -------
+    tuple[int, int, int]
+        the grid's shape.
+
+    Raises
+    ------
+    ValueError
+        for a size the networks cannot build, saying why.
+    """
+    sides = (size,) * 3 if isinstance(size, int) else tuple(size)
+    if len(sides) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) for n in sides):
+        raise ValueError(f"size must be a whole number or three, got {size!r}")
+    smallest = min(sides)
+    if smallest < 8 or smallest & (smallest - 1):
+        raise ValueError(f"the smallest side must be a power of two, 8 or more, got {size!r}")
+    step = max(8, smallest // 4)
+    if any(n % step for n in sides):
+        raise ValueError(f"every side must be a multiple of {step} (8 and the smallest side / 4), got {size!r}")
+    return sides  # type: ignore[return-value]
+
+
 def _norm(channels: int) -> nn.Module:
     return nn.GroupNorm(min(8, channels), channels)
 
 
 class LabelGenerator(nn.Module):
-    """Noise (B, z_dim) and class (B,) → label-map logits (B, 6, S, S, S)."""
+    """Noise (B, z_dim) and class (B,) → label-map logits (B, 6, *S) for the grid S of ``size``
+    (:func:`grid_shape`)."""
 
-    def __init__(self, size: int = 32, z_dim: int = 64, base: int = 32, classes: int = NUM_TUMOR_TYPES):
+    def __init__(self, size: int | Sequence[int] = 32, z_dim: int = 64, base: int = 32,
+                 classes: int = NUM_TUMOR_TYPES):
         super().__init__()
+        shape = grid_shape(size)
         self.size, self.z_dim = size, z_dim
         self.embed = nn.Embedding(classes, z_dim)
-        steps = int(math.log2(size)) - 2  # from 4³ up to S³
+        steps = int(math.log2(min(shape))) - 2  # from 4 voxels on the smallest side (4³ for a cube) up to S
+        self.start = tuple(n >> steps for n in shape)
         widths = [base * 2 ** min(steps - i, 3) for i in range(steps + 1)]
-        self.project = nn.Linear(2 * z_dim, widths[0] * 4**3)
+        self.project = nn.Linear(2 * z_dim, widths[0] * math.prod(self.start))
         self.widths = widths
         blocks = []
         for i in range(steps):
@@ -48,7 +88,8 @@ class LabelGenerator(nn.Module):
         self.classes = classes
 
     def forward(self, z: torch.Tensor, tumor_type: torch.Tensor) -> torch.Tensor:
-        x = self.project(torch.cat([z, self.embed(tumor_type)], dim=1)).view(z.shape[0], self.widths[0], 4, 4, 4)
+        x = self.project(torch.cat([z, self.embed(tumor_type)], dim=1))
+        x = x.view(z.shape[0], self.widths[0], self.start[0], self.start[1], self.start[2])
         onehot = F.one_hot(tumor_type, self.classes).float()
         for block in self.blocks:
             cond = onehot[:, :, None, None, None].expand(-1, -1, x.shape[2], x.shape[3], x.shape[4])
@@ -57,20 +98,21 @@ class LabelGenerator(nn.Module):
 
 
 class LabelEncoder(nn.Module):
-    """One-hot label map (B, 6, S³) and class (B,) → posterior mean and log-variance (B, z_dim) each.
+    """One-hot label map (B, 6, *S) and class (B,) → posterior mean and log-variance (B, z_dim) each.
 
     Makes the label generator a conditional VAE-GAN: reconstruction gives the generator a dense signal that
     pure adversarial training lacks on small data and a CPU budget; the KL term keeps the posterior near the
     prior that synthesis samples from."""
 
-    def __init__(self, size: int = 32, z_dim: int = 64, base: int = 16, classes: int = NUM_TUMOR_TYPES):
+    def __init__(self, size: int | Sequence[int] = 32, z_dim: int = 64, base: int = 16,
+                 classes: int = NUM_TUMOR_TYPES):
         super().__init__()
         layers, c = [], NUM_LABELS + classes
         for width in (base, base * 2, base * 4):
             layers += [nn.Conv3d(c, width, 4, stride=2, padding=1), _norm(width), nn.LeakyReLU(0.2)]
             c = width
         self.net = nn.Sequential(*layers)
-        self.head = nn.Linear(c * (size // 8) ** 3, 2 * z_dim)
+        self.head = nn.Linear(c * math.prod(n // 8 for n in grid_shape(size)), 2 * z_dim)
         self.classes = classes
 
     def forward(self, onehot: torch.Tensor, tumor_type: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,16 +151,16 @@ class SPADEBlock(nn.Module):
 
 
 class ImageGenerator(nn.Module):
-    """One-hot label map (B, 6, S, S, S) and noise → image (B, 1, S, S, S), SPADE blocks from S/8 up to S.
+    """One-hot label map (B, 6, *S) and noise → image (B, 1, *S), SPADE blocks from S/8 up to S.
 
     The noise is a vector (B, z_dim) for the global look (contrast, bias) plus per-voxel noise for texture.
     """
 
-    def __init__(self, size: int = 32, z_dim: int = 32, base: int = 32):
+    def __init__(self, size: int | Sequence[int] = 32, z_dim: int = 32, base: int = 32):
         super().__init__()
         self.size, self.z_dim = size, z_dim
-        self.start = size // 8
-        self.project = nn.Linear(z_dim, base * 4 * self.start**3)
+        self.start = tuple(n // 8 for n in grid_shape(size))
+        self.project = nn.Linear(z_dim, base * 4 * math.prod(self.start))
         self.base = base
         self.blocks = nn.ModuleList([SPADEBlock(base * 4, base * 2), SPADEBlock(base * 2, base),
                                      SPADEBlock(base, base)])
@@ -127,12 +169,12 @@ class ImageGenerator(nn.Module):
 
     def forward(self, label: torch.Tensor, z: torch.Tensor | None = None,
                 texture: torch.Tensor | None = None) -> torch.Tensor:
-        """Image (B, 1, S, S, S) for one-hot maps ``label`` (B, 6, S, S, S); ``z`` (B, z_dim) is the global noise
-        and ``texture`` (B, 1, S, S, S) the per-voxel noise, each drawn from the global random generator when
+        """Image (B, 1, *S) for one-hot maps ``label`` (B, 6, *S); ``z`` (B, z_dim) is the global noise
+        and ``texture`` (B, 1, *S) the per-voxel noise, each drawn from the global random generator when
         None."""
         if z is None:
             z = torch.randn(label.shape[0], self.z_dim, device=label.device, dtype=label.dtype)
-        x = self.project(z).view(z.shape[0], self.base * 4, self.start, self.start, self.start)
+        x = self.project(z).view(z.shape[0], self.base * 4, self.start[0], self.start[1], self.start[2])
         for block in self.blocks:
             x = block(F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=False), label)
         if texture is None:
@@ -193,7 +235,7 @@ def one_hot_labels(label: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample(label_generator: LabelGenerator, image_generator: ImageGenerator, tumor_type: torch.Tensor,
            generator: torch.Generator, inferer: Inferer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Label logits (N, 6, S³) and images (N, 1, S³) for classes (N,), noise drawn from ``generator``; each
+    """Label logits (N, 6, *S) and images (N, 1, *S) for classes (N,), noise drawn from ``generator``; each
     generator runs through ``inferer`` (a MONAI ``Inferer``, called as ``inferer(inputs, network, *args)``;
     default :class:`~monai.inferers.SimpleInferer`).
 
@@ -213,7 +255,7 @@ def sample(label_generator: LabelGenerator, image_generator: ImageGenerator, tum
     Returns
     -------
     tuple[torch.Tensor, torch.Tensor]
-        label logits (N, 6, S, S, S) and images (N, 1, S, S, S), z-normalised.
+        label logits (N, 6, *S) and images (N, 1, *S), z-normalised.
     """
     inferer = inferer or SimpleInferer()
     device = next(label_generator.parameters()).device

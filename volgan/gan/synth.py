@@ -33,7 +33,7 @@ from volgan.data.datalist import Case, layout_paths, write_datalist
 from volgan.data.io import Volume, read_volume, reorient, staged_output_dir, volume_files, volume_stem, write_nifti
 from volgan.errors import VolganInputError
 from volgan.gan.checkpoints import GENERATOR_FILE
-from volgan.gan.networks import ImageGenerator, LabelGenerator
+from volgan.gan.networks import ImageGenerator, LabelGenerator, grid_shape
 from volgan.gan.pose import POSE_FIELDS, missing_spread, pose_spread, random_pose
 from volgan.labels import NUM_LABELS, NUM_TUMOR_TYPES, TUMOR_LABEL, TUMOR_TYPES, tumor_type_from_name
 from volgan.transforms import model_grid, resample
@@ -51,15 +51,16 @@ class Synthesizer:
     device: torch.device
 
     @property
-    def size(self) -> int:
-        return int(self.config["size"])
+    def shape(self) -> tuple[int, int, int]:
+        """The generators' grid (X, Y, Z) in voxels."""
+        return grid_shape(self.config["size"])
 
     @property
     def affine(self) -> np.ndarray:
         """RAS affine of the generators' grid: training spacing, centred on the origin."""
         spacing = np.asarray(self.config["spacing"], dtype=np.float64)
         affine = np.diag([*spacing, 1.0])
-        affine[:3, 3] = -spacing * (self.size - 1) / 2.0
+        affine[:3, 3] = -spacing * (np.asarray(self.shape, dtype=np.float64) - 1) / 2.0
         return affine
 
     @cached_property
@@ -132,8 +133,9 @@ def load_synthesizer(path: str | os.PathLike, device: str | torch.device | None 
 
 
 def check_generator_config(config: object, path: str | os.PathLike) -> None:
-    """Refuse a generator checkpoint whose config cannot describe a grid: ``size`` a whole number of at least 8,
-    ``spacing`` three positive finite mm, ``base``, ``z_label`` and ``z_image`` positive whole numbers.
+    """Refuse a generator checkpoint whose config cannot describe a grid: ``size`` one side or three that the
+    networks build (:func:`volgan.gan.networks.grid_shape`), ``spacing`` three positive finite mm, ``base``,
+    ``z_label`` and ``z_image`` positive whole numbers.
 
     Parameters
     ----------
@@ -151,9 +153,13 @@ def check_generator_config(config: object, path: str | os.PathLike) -> None:
 
     if not isinstance(config, dict):
         raise VolganInputError(path, "not a spine_cgan generator checkpoint (its config is not a mapping)")
-    for key in ("size", "base", "z_label", "z_image"):
+    try:
+        grid_shape(config.get("size"))
+    except (TypeError, ValueError) as error:
+        raise VolganInputError(path, f"generator config: {error}") from None
+    for key in ("base", "z_label", "z_image"):
         value = config.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < (8 if key == "size" else 1):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise VolganInputError(path, f"generator config: {key} {value!r} is not a positive whole number")
     spacing = config.get("spacing")
     if not (isinstance(spacing, (list, tuple)) and len(spacing) == 3
@@ -235,23 +241,23 @@ TUMOR_HOSTS = {1: (3,), 2: (4,), 3: (1,)}  # docs/design.md: in the cord; in the
 
 
 def grow_region(score: np.ndarray, size: int, preferred: np.ndarray | None = None) -> np.ndarray:
-    """A face-connected region of ``size`` voxels of an S³ grid, grown from the highest-``score`` voxel of
-    ``preferred`` (bool, S³; everything when None or empty), each step taking the bordering voxel of highest
+    """A face-connected region of ``size`` voxels of an (X, Y, Z) grid, grown from the highest-``score`` voxel of
+    ``preferred`` (bool, (X, Y, Z); everything when None or empty), each step taking the bordering voxel of highest
     score among the preferred ones, and others only when no preferred voxel borders the region.
 
     Parameters
     ----------
     score : np.ndarray
-        (S, S, S) float scores.
+        (X, Y, Z) float scores.
     size : int
         the region's size in voxels.
     preferred : np.ndarray | None
-        (S, S, S) bool voxels to grow through first, or None.
+        (X, Y, Z) bool voxels to grow through first, or None.
 
     Returns
     -------
     np.ndarray
-        (S, S, S) bool region.
+        (X, Y, Z) bool region.
     """
     preferred = np.ones(score.shape, bool) if preferred is None or not preferred.any() else preferred
     region, taken = np.zeros(score.shape, bool), 0
@@ -272,7 +278,7 @@ def grow_region(score: np.ndarray, size: int, preferred: np.ndarray | None = Non
 
 
 def _enforce_class(logits: torch.Tensor, tumor_type: int, tumor_size: int | None = None) -> np.ndarray:
-    """Label map from (6, S³) logits with label 5 present exactly when ``tumor_type`` ≠ 0.
+    """Label map from (6, X, Y, Z) logits with label 5 present exactly when ``tumor_type`` ≠ 0.
 
     With ``tumor_size`` the tumor has that many voxels, grown (:func:`grow_region`) in its class's host label
     (:data:`TUMOR_HOSTS`) along the tumor logit's margin over the other labels, from where that margin is
@@ -306,14 +312,14 @@ def paint_inputs(synth: Synthesizer, label: np.ndarray, noise: torch.Generator
     synth : Synthesizer
         the synthesizer whose image generator paints.
     label : np.ndarray
-        (S, S, S) integer label map.
+        (X, Y, Z) integer label map.
     noise : torch.Generator
         the case's random generator; the global noise is drawn from it, then the per-voxel texture.
 
     Returns
     -------
     tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-        The one-hot map (1, 6, S, S, S) float32, the global noise (1, z_dim) and the texture (1, 1, S, S, S).
+        The one-hot map (1, 6, X, Y, Z) float32, the global noise (1, z_dim) and the texture (1, 1, X, Y, Z).
     """
     onehot = F.one_hot(torch.from_numpy(label.astype(np.int64)), NUM_LABELS).permute(3, 0, 1, 2)[None].float()
     z = torch.randn(1, synth.image_generator.z_dim, generator=noise)
@@ -342,21 +348,21 @@ def training_intensity(stats: dict, image: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def paint(synth: Synthesizer, label: np.ndarray, noise: torch.Generator) -> np.ndarray:
-    """Image (S³ float32, training intensity units) for a label map on the generators' grid.
+    """Image ((X, Y, Z) float32, training intensity units) for a label map on the generators' grid.
 
     Parameters
     ----------
     synth : Synthesizer
         the loaded generators.
     label : np.ndarray
-        (S, S, S) label map on the generators' grid.
+        (X, Y, Z) label map on the generators' grid.
     noise : torch.Generator
         the case's random source (its image noise and texture are drawn from it).
 
     Returns
     -------
     np.ndarray
-        (S, S, S) float32 image, in training intensity units.
+        (X, Y, Z) float32 image, in training intensity units.
     """
     onehot, z, texture = paint_inputs(synth, label, noise)
     image = synth.image_generator(onehot.to(synth.device), z.to(synth.device), texture.to(synth.device))
@@ -391,7 +397,7 @@ def draw_label_map(synth: Synthesizer, tumor_type: int, seed: int, index: int, m
     Returns
     -------
     tuple[np.ndarray, dict, torch.Generator]
-        The (S, S, S) uint8 map on the generators' RAS grid, what was drawn (tries, whether the site was
+        The (X, Y, Z) uint8 map on the generators' RAS grid, what was drawn (tries, whether the site was
         verified, the pose, the tumor's size), and the case's random generator, to paint the image with.
     """
     noise = _generator(seed, index)
@@ -445,8 +451,8 @@ def check_label_source(label_source: str) -> str:
 
 def to_generator_grid(synth: Synthesizer, label: Volume) -> tuple[np.ndarray, np.ndarray, tuple, list, list]:
     """A label map on the generators' grid: resampled (nearest) onto a RAS grid of the training spacing, then
-    centre-cropped or padded to S³. Returns (S³ uint8 map, that RAS grid's affine and shape, and the slices
-    ``src`` of the grid and ``dst`` of the S³ map that correspond).
+    centre-cropped or padded to its shape. Returns ((X, Y, Z) uint8 map, that RAS grid's affine and shape, and the
+    slices ``src`` of the grid and ``dst`` of the generators' map that correspond).
 
     Parameters
     ----------
@@ -458,15 +464,14 @@ def to_generator_grid(synth: Synthesizer, label: Volume) -> tuple[np.ndarray, np
     Returns
     -------
     tuple[np.ndarray, np.ndarray, tuple, list, list]
-        (S, S, S) uint8 map, the RAS grid's affine (4×4, mm) and shape, and the matching slices of that grid and of the
-        S³ map.
+        (X, Y, Z) uint8 map on the generators' grid, the RAS grid's affine (4×4, mm) and shape, and the matching
+        slices of that grid and of the generators' map.
     """
     affine, shape = model_grid(label.affine, label.shape, synth.config["spacing"])
     on_grid = resample(torch.from_numpy(label.array[None].astype(np.int64)), label.affine, affine, shape, "nearest")[0]
-    s = synth.size
-    crop = np.zeros((s, s, s), np.uint8)
+    crop = np.zeros(synth.shape, np.uint8)
     src, dst = [], []
-    for n in shape:
+    for n, s in zip(shape, synth.shape, strict=True):
         start = (n - s) // 2
         src.append(slice(max(start, 0), max(start, 0) + min(n, s)))
         dst.append(slice(max(-start, 0), max(-start, 0) + min(n, s)))
@@ -544,7 +549,7 @@ def place_tumor(label: np.ndarray, tumor_type: int, size: int, noise: torch.Gene
     Parameters
     ----------
     label : np.ndarray
-        (S, S, S) label map, labels 0–4 (its tumor removed).
+        (X, Y, Z) label map, labels 0–4 (its tumor removed).
     tumor_type : int
         the class, 1–3.
     size : int
@@ -552,12 +557,12 @@ def place_tumor(label: np.ndarray, tumor_type: int, size: int, noise: torch.Gene
     noise : torch.Generator
         the random source.
     site : np.ndarray | None
-        (S, S, S) bool voxels to centre the tumor among (the removed tumor's site, widened), or None.
+        (X, Y, Z) bool voxels to centre the tumor among (the removed tumor's site, widened), or None.
 
     Returns
     -------
     np.ndarray
-        (S, S, S) map with the tumor (label 5).
+        (X, Y, Z) map with the tumor (label 5).
     """
     host = np.isin(label, TUMOR_HOSTS[tumor_type])
     depth = ndimage.distance_transform_edt(host)
@@ -593,9 +598,9 @@ PLACEMENTS = (DEFAULT_PLACEMENT, "anywhere")  # "anywhere": the rule before, kep
 def deformed_real_label(synth: Synthesizer, pool: list[np.ndarray], tumor_type: int, seed: int, index: int,
                         max_tries: int = 8, placement: str = DEFAULT_PLACEMENT, pool_sites: list[int] | None = None
                         ) -> tuple[np.ndarray, dict, torch.Generator]:
-    """A label map (S³, the generators' grid) for case ``index`` of class ``tumor_type`` made from a real map of
-    ``pool`` (S³ maps of the GAN's training pool, :func:`to_generator_grid`) of the same class (a tumor-free map for
-    a tumor-free case, one whose tumor site is the class's for a tumor class; any map when the pool has none):
+    """A label map ((X, Y, Z), the generators' grid) for case ``index`` of class ``tumor_type`` made from a real map
+    of ``pool`` ((X, Y, Z) maps of the GAN's training pool, :func:`to_generator_grid`) of the same class (a tumor-free
+    map for a tumor-free case, one whose tumor site is the class's for a tumor class; any map when the pool has none):
     deformed (:func:`elastic_deform`), moved (:func:`volgan.gan.pose.random_pose`, half the pool's own pose spread,
     so the set's spread grows by about 12%), its tumor removed (:func:`remove_tumor`) and, for a tumor class, a new
     tumor grown (:func:`place_tumor`) in the host tissue at the removed one's site (within 2 voxels of it; anywhere
@@ -617,7 +622,7 @@ def deformed_real_label(synth: Synthesizer, pool: list[np.ndarray], tumor_type: 
     synth : Synthesizer
         the loaded generators and their training statistics.
     pool : list[np.ndarray]
-        (S, S, S) real label maps on the generators' grid.
+        (X, Y, Z) real label maps on the generators' grid.
     tumor_type : int
         the class, 0–3.
     seed : int
@@ -634,7 +639,7 @@ def deformed_real_label(synth: Synthesizer, pool: list[np.ndarray], tumor_type: 
     Returns
     -------
     tuple[np.ndarray, dict, torch.Generator]
-        the (S, S, S) uint8 map, what was drawn (source map, tries, site, size, pose), and the case's random
+        the (X, Y, Z) uint8 map, what was drawn (source map, tries, site, size, pose), and the case's random
         generator.
 
     Raises
@@ -690,7 +695,7 @@ def read_pool(synth: Synthesizer, datalist: str | os.PathLike) -> tuple[list[np.
     Returns
     -------
     tuple[list[np.ndarray], list[str]]
-        Each case's (S, S, S) map on the generators' grid, and the cases' names.
+        Each case's (X, Y, Z) map on the generators' grid, and the cases' names.
     """
     from volgan.data.datalist import read_datalist
 
@@ -703,8 +708,8 @@ def read_pool(synth: Synthesizer, datalist: str | os.PathLike) -> tuple[list[np.
 
 def write_case(out: Path, name: str, image: np.ndarray, label: np.ndarray, affine: np.ndarray,
                code: str) -> tuple[Path, Path]:
-    """Write a case's image and map (S³, RAS, ``affine``) as ``imagesTr/NAME.nii.gz`` and ``labelsTr/NAME.nii.gz``
-    under ``out``, stored in axis order ``code`` (the training data's); returns their paths.
+    """Write a case's image and map ((X, Y, Z), RAS, ``affine``) as ``imagesTr/NAME.nii.gz`` and
+    ``labelsTr/NAME.nii.gz`` under ``out``, stored in axis order ``code`` (the training data's); returns their paths.
 
     Parameters
     ----------
@@ -713,9 +718,9 @@ def write_case(out: Path, name: str, image: np.ndarray, label: np.ndarray, affin
     name : str
         the case's name.
     image : np.ndarray
-        (S, S, S) float32 image, RAS.
+        (X, Y, Z) float32 image, RAS.
     label : np.ndarray
-        (S, S, S) uint8 label map, RAS.
+        (X, Y, Z) uint8 label map, RAS.
     affine : np.ndarray
         the 4×4 voxel-to-RAS affine (mm).
     code : str
@@ -737,7 +742,7 @@ def write_case(out: Path, name: str, image: np.ndarray, label: np.ndarray, affin
 class LabelPool:
     """The real training maps that real-deformed label maps start from (:func:`label_pool`)."""
 
-    maps: list[np.ndarray]  # (S, S, S) each, on the generators' grid
+    maps: list[np.ndarray]  # (X, Y, Z) each, on the generators' grid
     names: list[str]  # the cases' names
     sites: list[int]  # each map's :func:`tumor_site`
 
@@ -756,7 +761,7 @@ def label_pool(synth: Synthesizer, datalist: str | os.PathLike) -> LabelPool:
     Returns
     -------
     LabelPool
-        the maps (S, S, S each), names and tumor sites.
+        the maps ((X, Y, Z) each), names and tumor sites.
 
     Raises
     ------
@@ -794,7 +799,7 @@ def draw_case_label(synth: Synthesizer, tumor_type: int, seed: int, index: int, 
     Returns
     -------
     tuple[np.ndarray, dict, torch.Generator]
-        The (S, S, S) uint8 map on the generators' RAS grid, what was drawn (with ``from``, the source map's
+        The (X, Y, Z) uint8 map on the generators' RAS grid, what was drawn (with ``from``, the source map's
         name, or ``label_source: gan``), and the case's random generator, to paint the image with.
     """
     if pool is not None:
@@ -946,7 +951,7 @@ def synthesize(synth: Synthesizer, out: str | os.PathLike, n_cases: int | None =
 
 
 def _paint_given(synth: Synthesizer, label: Volume, staging: Path, seed: int, index: int):
-    """Image for a user's label map: onto the generators' grid (nearest), centre crop/pad to S³, paint, and
+    """Image for a user's label map: onto the generators' grid (nearest), centre crop/pad to its shape, paint, and
     back onto the label map's own grid; the label map is kept as given."""
     crop, affine, shape, src, dst = to_generator_grid(synth, label)
     painted = paint(synth, crop, _generator(seed, index))

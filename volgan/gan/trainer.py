@@ -82,7 +82,7 @@ def msssim_pairs(volumes: torch.Tensor, pairs: int = 16, seed: int = 0) -> tuple
     lo, hi = volumes.min(), volumes.max()
     scaled = (volumes - lo) / (hi - lo + 1e-8)
     size = min(volumes.shape[2:])
-    weights = (0.2, 0.3, 0.5) if size >= 32 else (0.5, 0.5)
+    weights = (0.2, 0.3, 0.5) if size >= 32 else (0.5, 0.5) if size >= 16 else (1.0,)  # a scale needs 4+ voxels
     metric = MultiScaleSSIMMetric(spatial_dims=3, data_range=1.0, kernel_size=5, weights=weights)
     with torch.no_grad():
         values = [metric(scaled[part[:, 0]], scaled[part[:, 1]]) for part in chosen.split(64)]

@@ -50,10 +50,12 @@ def train_segcls(folder: Path, out: Path, config: dict, progress: Progress) -> N
         cases += [replace(named[n], split="training") for n in config["synthetic"]]
     cases.sort(key=lambda c: (c.source, c.name))
     write_datalist(cases, folder)
-    s, sp = config["size"], config["spacing"]
+    size, spacing = config["size"], config["spacing"]
+    patch = [size] * 3 if isinstance(size, int) else list(size)
+    spacing = [spacing] * 3 if isinstance(spacing, (int, float)) else list(spacing)
     with progress.bar(config["epochs"], "segcls") as bar:
         run_bundle("spine_segcls", folder, {
-            "dataset_dir": str(folder), "max_epochs": config["epochs"], "patch": [s, s, s], "spacing": [sp] * 3,
+            "dataset_dir": str(folder), "max_epochs": config["epochs"], "patch": patch, "spacing": spacing,
             "channels": config["channels"], "batch_size": config["batch_size"], "augment": config["augment"],
             "seed": config["seed"], "learning_rate": config["learning_rate"],
             "val_fraction": 0.0, "val_interval": config["epochs"], "num_workers": config["loader_workers"]}, bar)
@@ -278,8 +280,9 @@ def gan_overrides(profile: StudyProfile, data: Path, n_cases: int) -> dict:
     dict
         the bundle's command-line overrides.
     """
-    return {"dataset_dir": str(data), "max_epochs": profile.gan_epochs(n_cases), "size": profile.size,
-            "spacing": [profile.spacing] * 3, "base": profile.gan_base, "batch_size": profile.gan_batch_size,
+    size = profile.size if isinstance(profile.size, int) else list(profile.shape)
+    return {"dataset_dir": str(data), "max_epochs": profile.gan_epochs(n_cases), "size": size,
+            "spacing": list(profile.voxel_mm), "base": profile.gan_base, "batch_size": profile.gan_batch_size,
             "seed": profile.seed, "monitor_interval": 10**6}
 
 

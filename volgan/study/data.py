@@ -21,8 +21,8 @@ from volgan.study.stages import digest
 
 
 def phantom_data(folder: Path, profile: StudyProfile) -> None:
-    """Build the data stage from phantoms: the profile's real pool and test set (``size``³ voxels of ``spacing`` mm),
-    generated with its seed into ``folder/real``.
+    """Build the data stage from phantoms: the profile's real pool and test set (:attr:`~StudyProfile.shape` voxels
+    of :attr:`~StudyProfile.voxel_mm` mm), generated with its seed into ``folder/real``.
 
     Parameters
     ----------
@@ -34,7 +34,7 @@ def phantom_data(folder: Path, profile: StudyProfile) -> None:
     from volgan.data.phantom import PhantomConfig, make_dataset
 
     n = profile.real_pool + profile.test
-    make_dataset(folder / "real", n, PhantomConfig(size=(profile.size,) * 3, spacing=(profile.spacing,) * 3,
+    make_dataset(folder / "real", n, PhantomConfig(size=profile.shape, spacing=profile.voxel_mm,
                                                    anatomy_field_mm=profile.anatomy_field_mm),
                  seed=profile.seed, test_fraction=profile.test / n, workers=min(2, os.cpu_count() or 1))
 
@@ -62,7 +62,7 @@ def user_data(folder: Path, datalist: Path, profile: StudyProfile) -> None:
     data = read_datalist(datalist)
     pool, test = split_user_data(data, profile)
     root = folder / "real"
-    size, spacing = (profile.size,) * 3, (profile.spacing,) * 3
+    size, spacing = profile.shape, profile.voxel_mm
     cases = []
     for case, split in [(c, "training") for c in pool] + [(c, "test") for c in test]:
         image, label = read_volume(case.image), read_volume(case.label, label=True)
@@ -73,8 +73,38 @@ def user_data(folder: Path, datalist: Path, profile: StudyProfile) -> None:
         write_nifti(Volume(field_image, affine), image_path)
         write_nifti(Volume(field_label.astype(np.uint8), affine), label_path)
         cases.append(replace(case, image=image_path, label=label_path, split=split))
-    write_datalist(cases, root, meta={"volgan": {"source_datalist": str(datalist), "field_voxels": profile.size,
-                                                 "field_spacing_mm": profile.spacing}})
+    write_datalist(cases, root, meta={"volgan": {"source_datalist": str(datalist), "field_voxels": list(profile.shape),
+                                                 "field_spacing_mm": list(profile.voxel_mm)}})
+
+RAS_AXES = ("R", "A", "S")
+
+
+def slice_axis_note(spacings: list[tuple[float, float, float]], profile: StudyProfile) -> str | None:
+    """A note when the study field's thick axis is not the data's: the field's axes are R, A and S, and a stack of
+    thick slices keeps its detail only on a field whose coarse axis is the stack's slice direction (a sagittal
+    stack: R). None when the field or the data is isotropic (coarsest axis within 1.5 times the finest) or both
+    agree.
+
+    Parameters
+    ----------
+    spacings : list[tuple[float, float, float]]
+        the cases' voxel sizes in mm along R, A and S (:func:`volgan.data.summary.ras_spacing`).
+    profile : StudyProfile
+        the study profile (its field).
+
+    Returns
+    -------
+    str | None
+        the note, or None.
+    """
+    field = np.asarray(profile.voxel_mm)
+    data = np.median(spacings, axis=0) if spacings else field
+    if field.max() < 1.5 * field.min() or data.max() < 1.5 * data.min() or field.argmax() == data.argmax():
+        return None
+    return (f"note: the field's coarsest axis is {RAS_AXES[int(field.argmax())]} ({field.max():g} mm) but the data's "
+            f"slices are thickest along {RAS_AXES[int(data.argmax())]} (median "
+            f"{' x '.join(f'{v:g}' for v in data)} mm along R, A, S); --size and --spacing are in R, A, S order")
+
 
 MIN_USER_CASES = 8
 

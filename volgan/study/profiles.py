@@ -15,11 +15,13 @@ GRADCAM_ARMS = ("none", "gan")  # the arms Ainapure et al.'s Grad-CAM claim comp
 
 @dataclass(frozen=True)
 class StudyProfile:
-    """Sizes of one study. Volumes are ``size``³ voxels of ``spacing`` mm; counts are volumes."""
+    """Sizes of one study. Volumes are ``size`` voxels of ``spacing`` mm: one number for a cube of isotropic voxels,
+    or three per RAS axis (left-right, posterior-anterior, inferior-superior) for a field of thick slices, such as
+    ``(16, 64, 64)`` voxels of ``(3.3, 0.75, 0.75)`` mm for a sagittal stack; counts are volumes."""
 
     name: str
-    size: int
-    spacing: float
+    size: int | tuple[int, int, int]
+    spacing: float | tuple[float, float, float]
     real_pool: int                      # real training pool (phantoms; with --real, what the datalist holds)
     test: int                           # fixed real test set, equal per tumor_type
     sweep_size: int                     # fixed training-set size of the ratio sweep
@@ -41,6 +43,24 @@ class StudyProfile:
 
     def gan_epochs(self, pool: int) -> int:
         return max(1, round(self.gan_presentations / pool))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The field in voxels along R, A and S."""
+        return (self.size,) * 3 if isinstance(self.size, int) else tuple(self.size)  # type: ignore[return-value]
+
+    @property
+    def voxel_mm(self) -> tuple[float, float, float]:
+        """The field's voxel size in mm along R, A and S."""
+        return (self.spacing,) * 3 if isinstance(self.spacing, (int, float)) else tuple(self.spacing)  # type: ignore
+
+    @property
+    def field_text(self) -> str:
+        """The field in words: ``32³ voxels of 1.5 mm`` or ``16×64×64 voxels of 3.3×0.75×0.75 mm``."""
+        if isinstance(self.size, int) and isinstance(self.spacing, (int, float)):
+            return f"{self.size}³ voxels of {self.spacing} mm"
+        return (f"{'×'.join(map(str, self.shape))} voxels of {'×'.join(f'{v:g}' for v in self.voxel_mm)} mm "
+                f"(R, A, S)")
 
     @classmethod
     def from_dict(cls, saved: dict) -> StudyProfile:

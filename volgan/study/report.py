@@ -849,7 +849,7 @@ def write_study_report(folder: Path, out: Path, profile, arms: list[dict], real:
     figures = _figures(document["results"], pools, folder / "figures", quality_dir / "quality.png")
     if real_mri is not None:
         figures = {**real_report.figure(real_mri, arms, stages, folder / "figures"), **figures}
-    header = [f"Data: {document['data']}; profile {profile.name} ({profile.size}³ voxels of {profile.spacing} mm); "
+    header = [f"Data: {document['data']}; profile {profile.name} ({profile.field_text}); "
               f"{len(test_order)} real test volumes, equal per tumor_type; {profile.seeds} seeds per configuration; "
               f"{document['n']['trained_models']} segmenter-classifiers trained."]
     table_list = [claims_table(document["claims"], document["gradcam_tumor_share"]),

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ from pathlib import Path
 from volgan.data.datalist import read_datalist
 from volgan.data.io import atomic_path, write_text
 from volgan.errors import VolganInputError
-from volgan.study.data import adapt_profile, split_user_data
+from volgan.study.data import adapt_profile, slice_axis_note, split_user_data
 from volgan.study.plan import StudySettings, base_stages, plan_study
 from volgan.study.profiles import PROFILES, StudyProfile
 from volgan.study.stages import MANIFEST, PARALLEL_KINDS, Manifest, Progress, Stage, bundles_root, hash_plan
@@ -224,9 +225,34 @@ def _prune(out: Path, keep: set[str], manifest: Manifest) -> None:
     manifest.save()
 
 
+def _field_size(size: int | tuple[int, ...], profile: StudyProfile) -> int | tuple[int, int, int]:
+    """The study field for ``--size``: one side (a cube, kept a number so that a cube's stages keep their keys) or
+    three, refused in one line unless the GAN builds it (:func:`volgan.gan.networks.grid_shape`), every side is at
+    least 16 voxels for the smallest (the GAN's grid) and a multiple of the segmenter's divisor (2 per level below
+    the top of the profile's widths)."""
+    from volgan.gan.networks import grid_shape
+
+    sides = (size,) * 3 if isinstance(size, int) else tuple(size)
+    divisor = 2 ** (len(profile.channels) - 1)
+    side = sides[0]
+    if len(set(sides)) == 1 and (side < 16 or side & (side - 1)):
+        raise VolganInputError(None, f"--size must be a power of two, 16 or more (the GAN doubles its grid from 4³), "
+                                     f"got {side}")
+    try:
+        shape = grid_shape(sides)
+    except ValueError as error:
+        raise VolganInputError(None, f"--size: {error} (the GAN doubles its grid from 4 voxels on the smallest "
+                                     f"side)") from None
+    if any(n % divisor for n in shape):
+        raise VolganInputError(None, f"--size: every side must be a multiple of {divisor} (the segmenter halves the "
+                                     f"field {len(profile.channels) - 1} times), got {size}")
+    return shape[0] if len(set(shape)) == 1 else shape
+
+
 def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", seeds: int | None = None,
               real: str | os.PathLike | None = None, quiet: bool = False, label_source: str | None = None,
-              size: int | None = None, spacing: float | None = None, jobs: int | None = None,
+              size: int | tuple[int, int, int] | None = None,
+              spacing: float | tuple[float, float, float] | None = None, jobs: int | None = None,
               real_check: str | os.PathLike | None = None) -> Path:
     """Run (or resume) the study under ``out``.
 
@@ -245,10 +271,11 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
     label_source : str | None
         where synthetic label maps come from (:data:`volgan.gan.synth.LABEL_SOURCES`; None: the
         profile's).
-    size : int | None
-        voxels per side of the field, a power of two ≥ 16 (None: the profile's).
-    spacing : float | None
-        mm per voxel (None: the profile's).
+    size : int | tuple[int, int, int] | None
+        the field in voxels: one side of a cube, a power of two ≥ 16, or three along R, A and S (thick slices along
+        one of them), as :func:`_field_size` checks (None: the profile's).
+    spacing : float | tuple[float, float, float] | None
+        mm per voxel, one or three along R, A and S (None: the profile's).
     jobs : int | None
         stages built at a time (None: :func:`default_jobs`; 1 builds every stage in this process).
     real_check : str | os.PathLike | None
@@ -267,14 +294,12 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
     if label_source is not None:
         profile = replace(profile, label_source=check_label_source(label_source))
     if size is not None:
-        if size < 16 or size & (size - 1):
-            raise VolganInputError(None, f"--size must be a power of two, 16 or more (the GAN doubles its grid from "
-                                         f"4³), got {size}")
-        profile = replace(profile, size=size)
+        profile = replace(profile, size=_field_size(size, profile))
     if spacing is not None:
-        if not (math.isfinite(spacing) and spacing > 0):
-            raise VolganInputError(None, f"--spacing must be a positive number of mm, got {spacing}")
-        profile = replace(profile, spacing=spacing)
+        sides = (spacing,) * 3 if isinstance(spacing, (int, float)) else tuple(spacing)
+        if len(sides) != 3 or not all(math.isfinite(v) and v > 0 for v in sides):
+            raise VolganInputError(None, f"--spacing must be a positive number of mm or three, got {spacing}")
+        profile = replace(profile, spacing=sides[0] if len(set(sides)) == 1 else sides)
     if jobs is not None and jobs < 1:
         raise VolganInputError(None, f"--jobs must be at least 1, got {jobs}")
     if seeds is not None:
@@ -289,7 +314,9 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
         data = read_datalist(real)
         real_path = Path(data.path)
         pool, test = split_user_data(data, profile)
-        check_cases(pool + test, data.path)
+        note = slice_axis_note([row["ras_spacing_mm"] for row in check_cases(pool + test, data.path)], profile)
+        if note:
+            print(f"volgan study: {note}", file=sys.stderr)
         profile = adapt_profile(profile, len(pool))
     bundles_root()
     out.mkdir(parents=True, exist_ok=True)
