@@ -27,6 +27,8 @@ from volgan.transforms import field_about_foreground
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = PhantomConfig(size=(32, 32, 24), spacing=(1.5, 1.5, 2.0), tumor_fraction=0.0, orientation="LPS")
+# SPIDER's stacks: sagittal slices 3.3 mm thick (the third voxel axis runs along R), fine in-plane
+SPIDER = PhantomConfig(size=(16, 48, 64), spacing=(3.3, 1.0, 1.0), tumor_fraction=0.0, orientation="PIR")
 
 
 def spider_values(label: np.ndarray) -> np.ndarray:
@@ -48,7 +50,7 @@ def spider_expected(label: np.ndarray) -> np.ndarray:
 def make_spider(root: Path, n: int = 3) -> list:
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    cases = [generate_case(3, i, CONFIG) for i in range(n)]
+    cases = [generate_case(3, i, SPIDER) for i in range(n)]
     for i, case in enumerate(cases):
         write_volume(case.image, root / "images" / f"{i + 1}_t2.mha")
         write_volume(Volume(spider_values(case.label.array).astype(np.float32), case.label.affine),
@@ -102,11 +104,13 @@ def assert_same_geometry(a: Path, b: Path) -> None:
         assert np.allclose(x, y, atol=1e-4), (a, b, x, y)
 
 
-def train_one_epoch(dataset: Path, root: Path) -> Path:
+def train_one_epoch(dataset: Path, root: Path, field: tuple[str, str] = ("[32,32,32]", "[1.5,1.5,1.5]")) -> Path:
+    """spine_segcls trained one epoch on ``dataset`` into ``root``, on a field (patch, spacing) along R, A, S."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
                            "--bundle_root", str(root), "--dataset_dir", str(dataset), "--max_epochs", "1",
-                           "--patch", "[32,32,32]", "--batch_size", "2"], cwd=ROOT / "bundles" / "spine_segcls",
+                           "--patch", field[0], "--spacing", field[1], "--batch_size", "2"],
+                          cwd=ROOT / "bundles" / "spine_segcls",
                           capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root
@@ -142,7 +146,9 @@ def test_import_check_train_infer(tmp_path, cli, kind):
     check = cli("check", tmp_path / "imported")
     assert check.code == 0 and "tumor classification training: no" in check.out
     assert "volgan study --real: no: no case has a tumor_type" in check.out
-    model = train_one_epoch(tmp_path / "imported", tmp_path / "run")
+    # a sagittal stack trains on a field thick along R that holds the spine: 16×48×64 voxels of 3.3×1×1 mm
+    field = ("[16,48,64]", "[3.3,1.0,1.0]") if kind == "spider-mha" else ("[32,32,32]", "[1.5,1.5,1.5]")
+    model = train_one_epoch(tmp_path / "imported", tmp_path / "run", field)
     out = tmp_path / "pred"
     result = cli("infer", "--model", model, "--input", src / "images" if kind == "spider-mha" else src, "--out", out)
     assert result.code == 0, result.err

@@ -95,6 +95,11 @@ def format_summary(cases: list, stats: list[dict], header: str) -> str:
     lines.append(f"  shape      {_common(shapes)}   spacing (mm) {_common(spacings)}")
     orientations = Counter(s.get("orientation", "?") for s in stats)
     lines.append(f"  orientation {_common(orientations)}")
+    along_ras = [s["ras_spacing_mm"] for s in stats if "ras_spacing_mm" in s]
+    if along_ras:
+        median = np.median(along_ras, axis=0)
+        lines.append(f"  voxel (mm) along R, A, S: median {'×'.join(f'{v:.3g}' for v in median)} (volgan study's "
+                     f"--size and --spacing go in this order)")
     tumors = np.array([s["tumor_mm3"] for s in stats if s["tumor_mm3"] > 0])
     if tumors.size:
         lines.append(f"  tumor volume (mm³) median {np.median(tumors):.0f}, range {tumors.min():.0f}–{tumors.max():.0f}"
