@@ -153,6 +153,21 @@ def test_torchrun_two_gloo_processes(tmp_path, phantom_dir):
     assert len(writers) == 1, writers  # TensorBoard events from the first process only (its pid in each name)
 
 
+@pytest.mark.parametrize("name", ["spine_segcls", "spine_cgan"])
+def test_multi_gpu_overrides_never_address_a_handler_by_position(name):
+    """Reordering train.json's handlers must not silently retarget multi_gpu_train.json: it sets the TensorBoard
+    writer by id and picks the every-process handlers by type."""
+    configs = ROOT / "bundles" / name / "configs"
+    train = json.loads((configs / "train.json").read_text(encoding="utf-8"))
+    multi = json.loads((configs / "multi_gpu_train.json").read_text(encoding="utf-8"))
+    assert not any(re.search(r"handlers#\d", key) or re.search(r"handlers\[", str(value))
+                   for key, value in multi.items())
+    assert "tensorboard_writer" in multi and train["tensorboard_writer"] is None
+    boards = [h for part in ("train", "validate") if part in train for h in train[part]["handlers"]
+              if h["_target_"] == "TensorBoardStatsHandler"]
+    assert boards and all(h["summary_writer"] == "@tensorboard_writer" for h in boards)
+
+
 def test_tracking_mlflow(tmp_path, phantom_dir):
     pytest.importorskip("mlflow")
     bundle("run", "--config_file", "configs/train.json", "--bundle_root", tmp_path, "--dataset_dir", phantom_dir,

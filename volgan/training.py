@@ -15,6 +15,7 @@ import torchio as tio
 from ignite.handlers import DiskSaver
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver as MonaiCheckpointSaver
+from monai.handlers import LrScheduleHandler, ValidationHandler
 from monai.inferers import SimpleInferer
 from monai.utils import CommonKeys as Keys
 from torch import nn
@@ -451,3 +452,8 @@ class CheckpointSaver(MonaiCheckpointSaver):
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is not None:
                 checkpoint.save_handler = ReplaceAfterSave(checkpoint.save_handler)
+
+
+# The handlers every process of a torchrun run attaches (the others, which save, log and draw, run in the first
+# process alone); multi_gpu_train.json picks them by type, so reordering train.json's handlers changes nothing.
+EVERY_RANK_HANDLERS = (ValidationHandler, LrScheduleHandler, StopOnNonFinite)
