@@ -1,6 +1,8 @@
 """The package's layout: one sub-package per stage of the data flow, and no import cycles."""
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import volgan
@@ -52,3 +54,17 @@ def test_ignite_progress_bar_resolves_on_the_installed_ignite():
 
     bar = ignite_progress_bar()(persist=False)
     bar.attach(Engine(lambda engine, batch: {"loss": 0.0}), output_transform=lambda out: {"loss": out["loss"]})
+
+
+def test_every_public_function_documents_its_parameters_and_result(tmp_path, monkeypatch):
+    script = ROOT / "scripts" / "check_docstrings.py"
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    spec = importlib.util.spec_from_file_location("check_docstrings", script)
+    checker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checker)
+    (tmp_path / "gap.py").write_text('def scale(x: float) -> float:\n    """Twice x."""\n    return 2 * x\n',
+                                     encoding="utf-8")
+    monkeypatch.setattr(checker, "PACKAGE", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["check_docstrings.py"])
+    assert checker.main() == 1  # a gap fails the check
