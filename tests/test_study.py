@@ -88,12 +88,12 @@ def test_report_has_every_field(study):
     csv_lines = (study / "study.csv").read_text(encoding="utf-8").splitlines()
     assert csv_lines[0].split(",") == list(CSV_FIELDS) and len(csv_lines) == len(rows) + 1
     html = (study / "report.html").read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 5 and "src='http" not in html
+    assert html.count("data:image/png;base64,") == 6 and "src='http" not in html
     md = (study / "report.md").read_text(encoding="utf-8")
     for title in ("Ratio sweep at a fixed training-set size", "paired difference against no augmentation",
                   "Robustness", "Synthetic quality", "Definitions"):
         assert title in md
-    assert sorted(p.name for p in (study / "figures").iterdir()) == ["augmentation.png", "quality.png",
+    assert sorted(p.name for p in (study / "figures").iterdir()) == ["augmentation.png", "claims.png", "quality.png",
                                                                    "real_mri.png", "robustness.png", "sweep.png"]
     assert not list((study / "stages").glob(".*partial"))
 
@@ -141,10 +141,24 @@ def test_the_papers_claims_open_the_report(study):
     scarce = min(PROFILES["tiny"].pool_sizes)  # the claim's pool: Grad-CAM runs there only
     assert set(shares) == {f"pool {scarce}, {a}" for a in ("none", "gan")}
     assert all(0 <= v["mean"] <= 1 for v in shares.values())
-    for page in ("report.md", "report.html"):
+    for page in ("report.md", "report.html"):  # the answer, its claims' plot and the sweep come first
         text = (study / page).read_text(encoding="utf-8")
+        assert text.index("The answer") < text.index("each paired difference with its 95% CI")
         first_table = text.index("Claims of the two papers")
-        assert first_table < text.index("Findings") < text.index("Ratio sweep")
+        assert text.index("The answer") < first_table < text.index("Findings") < text.index("Ratio sweep")
+    html = (study / "report.html").read_text(encoding="utf-8")
+    assert html.count("<details>") == html.count("<summary>") >= 5  # the tables fold
+    answer = (study / "report.md").read_text(encoding="utf-8").split("## The answer")[1].split("\n\n![")[0]
+    sentences = [line for line in answer.splitlines() if line.startswith("- ")]
+    assert 3 <= len(sentences) <= 6, sentences
+    verdicts = [c["verdict"] for c in claims]
+    tally = (f"{len(claims)} claim tests: {verdicts.count('supported')} supported, "
+             f"{verdicts.count('contradicted')} contradicted, {verdicts.count('within noise')} within noise")
+    assert any(tally in s for s in sentences), sentences
+    decided = [c for c in claims if c["verdict"] == "supported"] + [c for c in claims if c["verdict"] == "contradicted"]
+    for c in decided[:3]:  # the claims beyond noise are stated with their numbers (the first three; then a count)
+        assert any(f"{c['difference']['mean']:+.3f}" in s for s in sentences), c
+    assert any(s.startswith("- On real MRI:") for s in sentences)
 
 
 def test_every_run_trains_on_exactly_its_arms_volumes(study):

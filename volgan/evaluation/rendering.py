@@ -40,8 +40,10 @@ def fmt(x, digits: int = 3) -> str:
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
 
-def markdown_page(title: str, header: list[str], tables, figures: dict[str, str], definitions: list[str]) -> str:
-    """A Markdown report: header lines, (title, header, rows) tables, figures under ``figures/``, definitions.
+def markdown_page(title: str, header: list[str], tables, figures: dict[str, str], definitions: list[str],
+                  opening: list[str] = (), lead_figures: dict[str, str] | None = None) -> str:
+    """A Markdown report: header lines, the opening (its answer in sentences, then its lead figures), (title,
+    header, rows) tables, the other figures under ``figures/``, definitions.
 
     Parameters
     ----------
@@ -55,6 +57,10 @@ def markdown_page(title: str, header: list[str], tables, figures: dict[str, str]
         {file name under ``figures/``: title}.
     definitions : list[str]
         the metric definitions, one per line.
+    opening : list[str]
+        sentences that answer the report's question, shown first as a list ("The answer").
+    lead_figures : dict[str, str] | None
+        {file name under ``figures/``: title} shown right after the opening.
 
     Returns
     -------
@@ -62,6 +68,10 @@ def markdown_page(title: str, header: list[str], tables, figures: dict[str, str]
         the page.
     """
     lines = [f"# {title}", "", *header, ""]
+    if opening:
+        lines += ["## The answer", ""] + [f"- {s}" for s in opening] + [""]
+    for n, t in (lead_figures or {}).items():
+        lines += [f"![{t}](figures/{n})", ""]
     for name, head, rows in tables:
         lines += [f"## {name}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -73,8 +83,9 @@ def markdown_page(title: str, header: list[str], tables, figures: dict[str, str]
 
 
 def html_page(title: str, header: list[str], tables, figures: dict[str, str], figure_dir: Path,
-              definitions: list[str]) -> str:
-    """The same report as one self-contained HTML file (figures embedded as base64 PNG).
+              definitions: list[str], opening: list[str] = (), lead_figures: dict[str, str] | None = None) -> str:
+    """The same report as one self-contained HTML file (figures embedded as base64 PNG). With an ``opening``, the
+    answer and its lead figures come first and each table folds (``<details>``, open on a click).
 
     Parameters
     ----------
@@ -90,27 +101,40 @@ def html_page(title: str, header: list[str], tables, figures: dict[str, str], fi
         the folder holding the figures' PNG files.
     definitions : list[str]
         the metric definitions, one per line.
+    opening : list[str]
+        sentences that answer the report's question, shown first.
+    lead_figures : dict[str, str] | None
+        {file name: title} shown right after the opening.
 
     Returns
     -------
     str
         the page.
     """
+
+    def image(name: str, caption: str) -> str:
+        data = base64.b64encode((figure_dir / name).read_bytes()).decode()
+        return f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
              "margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}th{background:#eee}"
-             "td:first-child{text-align:left}img{max-width:100%}</style></head><body>",
+             "td:first-child{text-align:left}img{max-width:100%}.answer li{margin:0.4em 0;font-size:1.05em}"
+             "summary{font-size:1.2em;font-weight:bold;margin:0.8em 0;cursor:pointer}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>"]
     parts += [f"<p>{html.escape(line)}</p>" for line in header]
+    if opening:
+        parts.append("<h2>The answer</h2><ul class='answer'>"
+                     + "".join(f"<li>{html.escape(s)}</li>" for s in opening) + "</ul>")
+    parts += [image(name, caption) for name, caption in (lead_figures or {}).items()]
     for name, head, rows in tables:
-        parts.append(f"<h2>{html.escape(name)}</h2><table><tr>"
-                     + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
-        parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
-        parts.append("</table>")
+        table = ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+                 + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+                 + "</table>")
+        parts.append(f"<details><summary>{html.escape(name)}</summary>{table}</details>" if opening else
+                     f"<h2>{html.escape(name)}</h2>{table}")
     for name, caption in figures.items():
-        data = base64.b64encode((figure_dir / name).read_bytes()).decode()
-        parts.append(f"<h2>{html.escape(caption)}</h2>"
-                     f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>")
+        parts.append(f"<h2>{html.escape(caption)}</h2>{image(name, caption)}")
     parts.append("<h2>Definitions</h2><ul>" + "".join(f"<li>{html.escape(d)}</li>" for d in definitions) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)

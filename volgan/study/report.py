@@ -27,13 +27,10 @@ from volgan.data.io import strict_json, write_text
 from volgan.evaluation.rendering import fmt, html_page, markdown_page
 from volgan.labels import NUM_TUMOR_TYPES
 from volgan.study import real_report
+from volgan.study.answer import KEY_METRICS, METRICS, answer, diff_cell, forest_plot, number, pick, unlearned
 from volgan.study.profiles import ARMS
 from volgan.transforms import SEVERITIES
 
-METRICS = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1", "auc": "AUC",
-           "type_accuracy": "tumor-type accuracy", "tumor_dice": "tumor Dice", "tumor_iou": "tumor IoU",
-           "anatomy_dice": "anatomy Dice"}
-KEY_METRICS = ("accuracy", "f1", "auc", "tumor_dice", "anatomy_dice")
 ROBUSTNESS_METRICS = ("accuracy", "auc", "tumor_dice", "anatomy_dice")
 TITLE = "volgan study: real/synthetic ratio sweep and augmentation comparison"
 DEFINITIONS = [
@@ -434,26 +431,8 @@ def claims(matrices: dict, replicates: Replicates, pools: list[int]) -> list[dic
     return rows
 
 
-def _num(x) -> float:
-    return math.nan if x is None else float(x)
-
-
-def _pick(rows, section, severity="clean", metric=None, pool=None):
-    return [r for r in rows if r["section"] == section and r["severity"] == severity
-            and (metric is None or r["metric"] == metric) and (pool is None or r["real_pool"] == pool)]
-
-
 def _cell(row: dict) -> str:
     return f"{fmt(row['mean'])} ± {fmt(row['sd'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
-
-
-def _diff_cell(d: dict | None) -> str:
-    if not d:
-        return "reference"
-    sign = "+" if (d["mean"] or 0) >= 0 else ""
-    mean = "–" if not math.isfinite(_num(d["mean"])) else f"{sign}{d['mean']:.3f}"
-    verdict = "within noise" if d["within_noise"] else ("better" if d["mean"] > 0 else "worse")
-    return f"{mean} [{fmt(d['ci_low'])}, {fmt(d['ci_high'])}] {verdict}"
 
 
 def degenerate_classifiers(arms: list[dict], evals: dict[str, list[dict]]) -> dict:
@@ -499,7 +478,7 @@ def phantom_order(rows: list[dict]) -> list[str]:
             label = f"sweep {100 - share}:{share}"
         else:
             label = f"{row['arm']} (pool {row['real_pool']})"
-        scored.append((-np.nan_to_num(_num(row["mean"]), nan=-1.0), label))
+        scored.append((-np.nan_to_num(number(row["mean"]), nan=-1.0), label))
     return [label for _, label in sorted(scored)]
 
 
@@ -525,18 +504,13 @@ def findings(rows: list[dict], pools: list[int], degenerate: dict) -> list[str]:
         lines.append(f"{degenerate['n']} of {degenerate['of']} trained models give every clean test volume the same "
                      f"tumor call: their accuracy, precision, recall and F1 reflect the test set's class balance, "
                      f"not detection; AUC (from the probabilities) still ranks.")
-    for metric in ("tumor_dice", "anatomy_dice", "auc"):
-        best = max((_num(r["mean"]) for r in _pick(rows, "sweep", metric=metric) + _pick(rows, "augmentation",
-                                                                                        metric=metric)),
-                   default=math.nan)
-        floor = {"tumor_dice": 0.05, "anatomy_dice": 0.5, "auc": 0.6}[metric]
-        if not best >= floor:
-            lines.append(f"{METRICS[metric]} stays below {floor} in every configuration (best {fmt(best)}): at this "
-                         f"training budget the models did not learn it, so it cannot separate the arms.")
+    for metric, best, floor in unlearned(rows):
+        lines.append(f"{METRICS[metric]} stays below {floor} in every configuration (best {fmt(best)}): at this "
+                     f"training budget the models did not learn it, so it cannot separate the arms.")
     for metric in KEY_METRICS:
-        sweep = [r for r in _pick(rows, "sweep", metric=metric) if "difference" in r]
-        beyond = [f"{r['arm']} ({_diff_cell(r['difference'])})" for r in sweep if not r["difference"]["within_noise"]]
-        best = max(_pick(rows, "sweep", metric=metric), key=lambda r: np.nan_to_num(_num(r["mean"]), nan=-1.0))
+        sweep = [r for r in pick(rows, "sweep", metric=metric) if "difference" in r]
+        beyond = [f"{r['arm']} ({diff_cell(r['difference'])})" for r in sweep if not r["difference"]["within_noise"]]
+        best = max(pick(rows, "sweep", metric=metric), key=lambda r: np.nan_to_num(number(r["mean"]), nan=-1.0))
         lines.append(f"Sweep, {METRICS[metric]}: highest mean at {best['arm']} ({fmt(best['mean'])}); against 100:0, "
                      + (f"beyond noise: {'; '.join(beyond)}." if beyond else
                         "every mix is within noise (each 95% CI of the paired difference includes 0)."))
@@ -544,12 +518,12 @@ def findings(rows: list[dict], pools: list[int], degenerate: dict) -> list[str]:
         for arm in ("classical", "gan", "both"):
             parts = []
             for metric in KEY_METRICS:
-                row = next(r for r in _pick(rows, "augmentation", metric=metric, pool=pool) if r["arm"] == arm)
-                parts.append(f"{METRICS[metric]} {_diff_cell(row.get('difference'))}")
+                row = next(r for r in pick(rows, "augmentation", metric=metric, pool=pool) if r["arm"] == arm)
+                parts.append(f"{METRICS[metric]} {diff_cell(row.get('difference'))}")
             lines.append(f"Real pool {pool}, {arm} vs no augmentation: " + "; ".join(parts) + ".")
     spans = []
     for metric in ("auc", "anatomy_dice"):
-        widths = [_num(r["difference"]["ci_high"]) - _num(r["difference"]["ci_low"]) for r in rows
+        widths = [number(r["difference"]["ci_high"]) - number(r["difference"]["ci_low"]) for r in rows
                   if "difference" in r and r["severity"] == "clean" and r["metric"] == metric]
         widths = [w for w in widths if math.isfinite(w)]
         if widths:
@@ -578,7 +552,7 @@ def _summary_rows(groups: dict[str, dict[str, dict]]) -> list[list[str]]:
 
 
 def _difference_rows(groups: dict[str, dict[str, dict]]) -> list[list[str]]:
-    return [[arm, *[_diff_cell(cells[m].get("difference")) for m in KEY_METRICS]] for arm, cells in groups.items()]
+    return [[arm, *[diff_cell(cells[m].get("difference")) for m in KEY_METRICS]] for arm, cells in groups.items()]
 
 
 def claims_table(rows: list[dict], gradcam: dict) -> tuple[str, list[str], list[list[str]]]:
@@ -628,13 +602,13 @@ def tables(rows: list[dict], pools: list[int], quality: dict | None) -> list[tup
         (title, column names, rows of cells) per table.
     """
     out = []
-    sweep = _by_arm(sorted(_pick(rows, "sweep"), key=lambda r: r["synthetic_share"]))
+    sweep = _by_arm(sorted(pick(rows, "sweep"), key=lambda r: r["synthetic_share"]))
     out.append(("Ratio sweep at a fixed training-set size, clean real test set (mean ± sd over seeds [95% CI])",
                 ["real:synthetic", "n real", "n synthetic", *METRICS.values()], _summary_rows(sweep)))
     out.append(("Ratio sweep: paired difference against 100:0 [95% CI]",
                 ["real:synthetic", *[METRICS[m] for m in KEY_METRICS]], _difference_rows(sweep)))
     for pool in pools:
-        aug = _by_arm(sorted(_pick(rows, "augmentation", pool=pool), key=lambda r: ARMS.index(r["arm"])))
+        aug = _by_arm(sorted(pick(rows, "augmentation", pool=pool), key=lambda r: ARMS.index(r["arm"])))
         out.append((f"Augmentation comparison, real pool {pool} (mean ± sd over seeds [95% CI])",
                     ["arm", "n real", "n synthetic", *METRICS.values()], _summary_rows(aug)))
         out.append((f"Augmentation comparison, real pool {pool}: paired difference against no augmentation",
@@ -644,7 +618,7 @@ def tables(rows: list[dict], pools: list[int], quality: dict | None) -> list[tup
     for pool in pools:
         for arm in ARMS:
             for metric in ROBUSTNESS_METRICS:
-                cells = [next((r for r in _pick(rows, "augmentation", sev, metric, pool) if r["arm"] == arm), None)
+                cells = [next((r for r in pick(rows, "augmentation", sev, metric, pool) if r["arm"] == arm), None)
                          for sev in SEVERITIES]
                 if all(cells):
                     robust.append([f"pool {pool}, {arm}", METRICS[metric],
@@ -705,7 +679,7 @@ def _figures(rows: list[dict], pools: list[int], folder: Path, quality_png: Path
     figures = {}
     fig, axes = plt.subplots(3, 3, figsize=(12, 10))
     for ax, metric in zip(axes.ravel(), METRICS, strict=True):
-        sweep = sorted(_pick(rows, "sweep", metric=metric), key=lambda r: r["synthetic_share"])
+        sweep = sorted(pick(rows, "sweep", metric=metric), key=lambda r: r["synthetic_share"])
         x = np.array([100 * r["synthetic_share"] for r in sweep])
         mean = np.array([r["mean"] for r in sweep], dtype=float)
         low = np.array([r["ci_low"] for r in sweep], dtype=float)
@@ -723,11 +697,11 @@ def _figures(rows: list[dict], pools: list[int], folder: Path, quality_png: Path
     for ax, metric in zip(axes, KEY_METRICS, strict=True):
         labels, means, errs = [], [], [[], []]
         for pool in pools:
-            for r in _pick(rows, "augmentation", metric=metric, pool=pool):
+            for r in pick(rows, "augmentation", metric=metric, pool=pool):
                 if "difference" in r:
                     d = r["difference"]
                     labels.append(f"{r['arm']}\n{pool}")
-                    mean, low, high = _num(d["mean"]), _num(d["ci_low"]), _num(d["ci_high"])
+                    mean, low, high = number(d["mean"]), number(d["ci_low"]), number(d["ci_high"])
                     means.append(mean)
                     errs[0].append(np.nan_to_num(max(mean - low, 0)))
                     errs[1].append(np.nan_to_num(max(high - mean, 0)))
@@ -744,10 +718,10 @@ def _figures(rows: list[dict], pools: list[int], folder: Path, quality_png: Path
     for ax, metric in zip(axes, ROBUSTNESS_METRICS, strict=True):
         for p, pool in enumerate(pools):
             for c, arm in enumerate(ARMS):
-                curve = [next((r for r in _pick(rows, "augmentation", sev, metric, pool) if r["arm"] == arm), None)
+                curve = [next((r for r in pick(rows, "augmentation", sev, metric, pool) if r["arm"] == arm), None)
                          for sev in SEVERITIES]
                 if all(curve):
-                    ax.plot(range(len(SEVERITIES)), [_num(r["mean"]) for r in curve], styles[p % 4], marker="o",
+                    ax.plot(range(len(SEVERITIES)), [number(r["mean"]) for r in curve], styles[p % 4], marker="o",
                             color=f"C{c}", label=f"{arm}, pool {pool}")
         ax.set_xticks(range(len(SEVERITIES)), SEVERITIES)
         ax.set_title(METRICS[metric])
@@ -858,7 +832,12 @@ def write_study_report(folder: Path, out: Path, profile, arms: list[dict], real:
                   *tables(document["results"], pools, quality)]
     write_text(folder / "study.json", json.dumps(document, indent=1) + "\n")
     write_text(folder / "study.csv", to_csv(document["results"]))
-    write_text(folder / "report.md", markdown_page(TITLE, header, table_list, figures, DEFINITIONS))
+    opening = answer(document, pools)
+    forest_plot(document["claims"], folder / "figures" / "claims.png")
+    lead = {"claims.png": "The papers' claims: each paired difference with its 95% CI"}
+    if "sweep.png" in figures:
+        lead["sweep.png"] = figures.pop("sweep.png")
+    write_text(folder / "report.md", markdown_page(TITLE, header, table_list, figures, DEFINITIONS, opening, lead))
     write_text(folder / "report.html", html_page(TITLE, header, table_list, figures, folder / "figures",
-                                                 DEFINITIONS))
+                                                 DEFINITIONS, opening, lead))
     return document
