@@ -165,7 +165,7 @@ def test_prediction_keeps_the_head_and_the_evidence(model):
 def test_axis_aligned_resampling_equals_grid_sample(trial, monkeypatch):
     """The one-axis-at-a-time path of resample (grids differing by flips, axis order, spacing and shift) gives
     grid_sample's trilinear values, zero padding included."""
-    import volgan.transforms as transforms
+    import volgan.transforms.grid as transforms
 
     rng = np.random.default_rng(trial)
     src_shape, dst_shape = (tuple(int(n) for n in rng.integers(5, 20, 3)) for _ in range(2))
