@@ -17,9 +17,10 @@ import pytest
 from volgan.data.datalist import read_datalist
 from volgan.data.io import read_volume
 from volgan.evaluation.metrics import binary_rates, roc_auc
+from volgan.study.bootstrap import Replicates, weighted_metrics
 from volgan.study.data import adapt_profile, pool_subset
 from volgan.study.profiles import ARMS, PROFILES, SHARES
-from volgan.study.report import CSV_FIELDS, METRICS, Replicates, weighted_metrics
+from volgan.study.report import CSV_FIELDS, METRICS
 from volgan.transforms import SEVERITIES
 
 STUDY = [sys.executable, "-m", "volgan", "study", "--profile", "tiny"]
