@@ -35,7 +35,7 @@ from pathlib import Path
 from benchmarks import write_section
 
 from volgan.data.datalist import Case, read_datalist, write_datalist
-from volgan.data.io import write_text
+from volgan.data.files import write_text
 from volgan.study.build import FINAL_MODEL, evaluate_model, gan_overrides, test_volume
 from volgan.study.plan import evaluated_runs, plan_arms, run_key
 from volgan.study.profiles import PROFILES, StudyProfile

@@ -351,7 +351,7 @@ def run_evaluate(args) -> int:
     """
     import math
 
-    from volgan.data.io import check_writable_dir
+    from volgan.data.files import check_writable_dir
     from volgan.evaluation.report import evaluate, summary_line
 
     if args.bootstrap < 1:
@@ -413,7 +413,7 @@ def run_synth(args) -> int:
     """
     from collections import Counter
 
-    from volgan.data.io import check_writable_dir
+    from volgan.data.files import check_writable_dir
     from volgan.gan.synth import load_synthesizer, synthesize
     from volgan.labels import TUMOR_TYPES
 
@@ -463,7 +463,7 @@ def run_quality(args) -> int:
     int
         0 (bad input raises, and :func:`main` turns it into one line and status 2).
     """
-    from volgan.data.io import check_writable_dir
+    from volgan.data.files import check_writable_dir
     from volgan.evaluation.quality import quality_report, summary_line
 
     check_writable_dir(args.out)

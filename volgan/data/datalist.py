@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from volgan.data.io import volume_stem, write_text
+from volgan.data.files import write_text
+from volgan.data.io import volume_stem
 from volgan.errors import VolganInputError
 from volgan.labels import LABELS, SOURCES, TUMOR_TYPES, annotated_labels
 

@@ -30,6 +30,7 @@ from volgan.data.datalist import (
     read_datalist,
     write_datalist,
 )
+from volgan.data.files import staged_output_dir
 from volgan.data.io import (
     DicomSeries,
     Volume,
@@ -38,7 +39,6 @@ from volgan.data.io import (
     integer_labels,
     read_array,
     read_volume,
-    staged_output_dir,
     write_nifti,
 )
 from volgan.data.masks import DERIVATIVE_LABELS, mask_owner, mask_stem, merge_masks, normal_tail

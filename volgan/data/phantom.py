@@ -25,7 +25,8 @@ import numpy as np
 from scipy import ndimage
 
 from volgan.data.datalist import DATASET_FILE, FORMATS, Case, balanced_test_split, layout_paths, write_datalist
-from volgan.data.io import Volume, reorient, staged_output_dir, write_nifti
+from volgan.data.files import staged_output_dir
+from volgan.data.io import Volume, reorient, write_nifti
 from volgan.data.summary import case_stats
 from volgan.errors import VolganInputError
 from volgan.labels import CORD, CSF, DISC, TUMOR_LABEL, VERTEBRA

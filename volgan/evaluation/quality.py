@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from volgan.data.datalist import Case, read_datalist
-from volgan.data.io import read_volume, staged_output_dir, strict_json, write_text
+from volgan.data.files import staged_output_dir, strict_json, write_text
+from volgan.data.io import read_volume
 from volgan.data.loader import subject_for
 from volgan.errors import VolganInputError
 from volgan.evaluation.rendering import fmt

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from volgan.data.datalist import read_datalist
-from volgan.data.io import read_volume, strict_json, write_text, write_volume
+from volgan.data.files import strict_json, write_text
+from volgan.data.io import read_volume, write_volume
 from volgan.errors import VolganInputError
 from volgan.labels import LABELS, label_number
 

@@ -19,15 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from volgan.data.datalist import DATASET_FILE, read_datalist
-from volgan.data.io import (
-    check_same_grid,
-    read_volume,
-    staged_output_dir,
-    strict_json,
-    volume_files,
-    volume_stem,
-    write_text,
-)
+from volgan.data.files import staged_output_dir, strict_json, write_text
+from volgan.data.io import check_same_grid, read_volume, volume_files, volume_stem
 from volgan.errors import VolganInputError
 from volgan.evaluation.metrics import (
     COUNT_KEYS,

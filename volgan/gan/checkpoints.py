@@ -44,7 +44,7 @@ def attach_checkpointing(trainer: CGanTrainer, ckpt_dir: str, config: dict, stat
     from ignite.engine import Events
     from monai.handlers import CheckpointLoader
 
-    from volgan.data.io import atomic_path
+    from volgan.data.files import atomic_path
     from volgan.errors import NonFiniteTraining
     from volgan.training import CheckpointSaver, all_finite
 

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from volgan.data.datalist import Case, layout_paths, write_datalist
-from volgan.data.io import Volume, read_volume, reorient, staged_output_dir, volume_files, volume_stem, write_nifti
+from volgan.data.files import staged_output_dir
+from volgan.data.io import Volume, read_volume, reorient, volume_files, volume_stem, write_nifti
 from volgan.errors import VolganInputError
 from volgan.gan.checkpoints import GENERATOR_FILE
 from volgan.gan.networks import ImageGenerator, LabelGenerator, grid_shape

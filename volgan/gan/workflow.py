@@ -20,7 +20,7 @@ from monai.engines import Workflow
 from monai.transforms import MapTransform
 
 from volgan.data.datalist import Case, write_datalist
-from volgan.data.io import staged_output_dir
+from volgan.data.files import staged_output_dir
 from volgan.gan.synth import (
     DEFAULT_PLACEMENT,
     SYNTH_ENTRIES,
@@ -85,7 +85,7 @@ class SynthesisWriter:
     ``imagesTr/NAME.nii.gz`` and ``labelsTr/NAME.nii.gz`` in the training orientation, then the MSD datalist.
 
     Everything is built in a staging folder and moved into ``output_dir`` when the run completes
-    (:func:`volgan.data.io.staged_output_dir`): a run that fails leaves ``output_dir`` as it was.
+    (:func:`volgan.data.files.staged_output_dir`): a run that fails leaves ``output_dir`` as it was.
 
     Parameters
     ----------

@@ -14,16 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from volgan.data.files import atomic_path, first_line, write_text
 from volgan.data.io import (
     OUTPUT_SUFFIXES,
     DicomSeries,
-    atomic_path,
     find_volumes,
-    first_line,
     read_volume,
     volume_stem,
     volume_suffix,
-    write_text,
     write_volume,
 )
 from volgan.errors import VolganInputError
@@ -309,7 +307,7 @@ def run_inference(model: LoadedModel, inputs: list[str | os.PathLike], out: str 
     InferenceInterrupted
         on Ctrl-C, after the table was rebuilt from the volumes finished so far.
     """
-    from volgan.data.io import check_writable_dir
+    from volgan.data.files import check_writable_dir
 
     out = Path(out)
     check_overlap(overlap)

@@ -25,7 +25,8 @@ import torchio as tio
 from monai.inferers import sliding_window_inference
 from monai.transforms import MapTransform
 
-from volgan.data.io import Volume, first_line
+from volgan.data.files import first_line
+from volgan.data.io import Volume
 from volgan.errors import VolganInputError
 from volgan.labels import TUMOR_LABEL
 from volgan.segcls.network import DEFAULT_CHANNELS, SegClsNet

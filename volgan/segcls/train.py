@@ -169,7 +169,7 @@ def write_model_card(ckpt_dir: str, prep, channels) -> str:
     import json
     from pathlib import Path
 
-    from volgan.data.io import write_text
+    from volgan.data.files import write_text
 
     card = {"spacing": list(prep.spacing), "patch": list(prep.patch), "channels": list(channels)}
     return str(write_text(Path(ckpt_dir) / MODEL_CARD, json.dumps(card, indent=2) + "\n"))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from volgan.data.datalist import Case, read_datalist, write_datalist
-from volgan.data.io import strict_json, write_text
+from volgan.data.files import strict_json, write_text
 from volgan.study.data import real_cases
 from volgan.study.profiles import StudyProfile
 from volgan.study.stages import Progress, run_bundle

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from volgan.data.io import strict_json, write_text
+from volgan.data.files import strict_json, write_text
 from volgan.evaluation.rendering import fmt, html_page, markdown_page
 from volgan.study import real_report
 from volgan.study.answer import KEY_METRICS, METRICS, answer, diff_cell, forest_plot, number, pick, unlearned

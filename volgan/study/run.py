@@ -31,7 +31,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from volgan.data.datalist import read_datalist
-from volgan.data.io import atomic_path, write_text
+from volgan.data.files import atomic_path, write_text
 from volgan.errors import VolganInputError
 from volgan.study.data import adapt_profile, slice_axis_note, split_user_data
 from volgan.study.plan import StudySettings, base_stages, plan_study

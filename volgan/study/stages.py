@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from volgan.data.io import write_text
+from volgan.data.files import write_text
 from volgan.errors import VolganInputError
 
 MANIFEST = "manifest.json"
