@@ -248,7 +248,7 @@ def test_cord_only_cases_do_not_teach_that_vertebrae_are_background(tmp_path):
     from volgan.training import prepare_batch
     from volgan.transforms import Preprocessing
 
-    make_dataset(tmp_path / "data", 20, PhantomConfig(size=(32, 32, 32), spacing=(3.0, 3.0, 3.0)), seed=3,
+    make_dataset(tmp_path / "data", 20, PhantomConfig(size=(24, 24, 24), spacing=(4.0, 4.0, 4.0)), seed=3,
                  test_fraction=0.2)
     data = read_datalist(tmp_path / "data")
     train, test = data.split("training"), data.split("test")
@@ -258,14 +258,14 @@ def test_cord_only_cases_do_not_teach_that_vertebrae_are_background(tmp_path):
         path = write_nifti(Volume(np.where(label.array == 3, 3, 0).astype(np.uint8), label.affine),
                            tmp_path / "cord" / f"{case.name}.nii.gz")
         cord_only.append(replace(case, label=path))
-    prep = Preprocessing(spacing=(3.0,) * 3, patch=(32,) * 3)
+    prep = Preprocessing(spacing=(4.0,) * 3, patch=(24,) * 3)
 
     def vertebra_dice(cases) -> float:
         torch.manual_seed(0)
         network, loss = SegClsNet(channels=(4, 8, 16, 32)), SegClsLoss(batch_dice=True)
         optimizer = torch.optim.AdamW(network.parameters(), 3e-3)
         loader = subjects_loader(segcls_dataset(cases, prep, "none", cache=True), batch_size=4, shuffle=True, seed=0)
-        for _ in range(25):
+        for _ in range(15):
             for batch in loader:
                 x, y = prepare_batch(batch)
                 optimizer.zero_grad()

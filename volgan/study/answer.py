@@ -210,9 +210,9 @@ def forest_plot(claims: list[dict], path: Path) -> Path:
     labels = [f"{c['claim'][:60]}{'…' if len(c['claim']) > 60 else ''} ({c['metric']})" for c in claims]
     ax.set_yticks(range(len(claims)), labels[::-1], fontsize=8)
     ax.axvline(0.0, color="k", lw=0.8)
-    ax.set_xlabel("paired difference, as each claim's comparison names it, with its 95% CI (green supported, "
-                  "red contradicted, grey within noise)")
-    ax.set_title("The papers' claims on this study", fontsize=10)
+    ax.set_xlabel("paired difference (the claim's comparison), 95% CI", fontsize=9)
+    fig.suptitle("The papers' claims on this study: green supported, red contradicted, grey within noise",
+                 fontsize=10)
     finite = [number(c["difference"][k]) for c in claims for k in ("ci_low", "ci_high")]
     finite = [v for v in finite if math.isfinite(v)]
     if finite:
