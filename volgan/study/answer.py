@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from volgan.evaluation.rendering import fmt
+from volgan.study.real_report import healthy_calls, real_only_arm
 
 METRICS = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1", "auc": "AUC",
            "type_accuracy": "tumor-type accuracy", "tumor_dice": "tumor Dice", "tumor_iou": "tumor IoU",
@@ -108,10 +109,11 @@ def unlearned(rows: list[dict]) -> list[tuple[str, float, float]]:
     return out
 
 
-def _beyond(rows: list[dict]) -> list[str]:
-    """``METRIC at ARM +0.031 [0.004, 0.060] better`` for each row whose difference lies beyond noise."""
-    return [f"{METRICS[r['metric']]} at {r['arm']} {diff_cell(r['difference'])}" for r in rows
-            if r.get("difference") and not r["difference"]["within_noise"] and r["metric"] in KEY_METRICS]
+def _beyond(rows: list[dict], name_arm: bool = True) -> list[str]:
+    """``METRIC at ARM +0.031 [0.004, 0.060] better`` (without `` at ARM`` unless ``name_arm``) for each row whose
+    difference lies beyond noise."""
+    return [" ".join([METRICS[r["metric"]], *(["at", r["arm"]] if name_arm else []), diff_cell(r["difference"])])
+            for r in rows if r.get("difference") and not r["difference"]["within_noise"] and r["metric"] in KEY_METRICS]
 
 
 def answer(document: dict, pools: list[int]) -> list[str]:
@@ -140,8 +142,7 @@ def answer(document: dict, pools: list[int]) -> list[str]:
     if pools:
         pool, parts = min(pools), []
         for arm, name in (("gan", "GAN volumes"), ("classical", "classical augmentation"), ("both", "both")):
-            found = [b.replace(f" at {arm} ", " ") for b in _beyond([r for r in pick(rows, "augmentation", pool=pool)
-                                                                      if r["arm"] == arm])]
+            found = _beyond([r for r in pick(rows, "augmentation", pool=pool) if r["arm"] == arm], name_arm=False)
             parts.append(f"{name} {'; '.join(found) if found else 'nothing beyond noise'}")
         sentences.append(f"With {pool} real training volumes, against no augmentation: " + ", ".join(parts) + ".")
     claims = document["claims"]
@@ -160,9 +161,8 @@ def answer(document: dict, pools: list[int]) -> list[str]:
                          + " were not learned at this training budget, so they cannot separate the arms.")
     real = document.get("real_mri")
     if real and real.get("per_arm"):
-        called = sum(a["healthy_called_tumor"]["n"] for a in real["per_arm"])
-        of = sum(a["healthy_called_tumor"]["of"] for a in real["per_arm"])
-        reference = next((a for a in real["per_arm"] if a["section"] == "sweep" and a["synthetic_share"] == 0), None)
+        called, of = healthy_calls(real)
+        reference = real_only_arm(real)
         cord = []
         if reference is not None:
             for scan, result in reference["scans"].items():

@@ -84,6 +84,39 @@ def _cord_or_first(entry: dict) -> tuple[str, float | None]:
     return label, dice.get(label)
 
 
+def healthy_calls(real: dict) -> tuple[int, int]:
+    """How many checks of a healthy real scan (every model, every healthy scan) called a tumor, and of how many.
+
+    Parameters
+    ----------
+    real : dict
+        :func:`gather`'s output.
+
+    Returns
+    -------
+    tuple[int, int]
+        (called, checks).
+    """
+    return (sum(a["healthy_called_tumor"]["n"] for a in real["per_arm"]),
+            sum(a["healthy_called_tumor"]["of"] for a in real["per_arm"]))
+
+
+def real_only_arm(real: dict) -> dict | None:
+    """The real-only arm's results (the sweep's 100:0, mean over seeds), or None when the study has none.
+
+    Parameters
+    ----------
+    real : dict
+        :func:`gather`'s output.
+
+    Returns
+    -------
+    dict | None
+        its entry of ``real["per_arm"]``.
+    """
+    return next((a for a in real["per_arm"] if a["section"] == "sweep" and a["synthetic_share"] == 0), None)
+
+
 def finding(real: dict, phantom_order: list[str]) -> list[str]:
     """Sentences for the findings: how the models do on the real scans, and whether the arms' order on the phantoms
     holds there (or that too few real scans exist to tell).
@@ -102,9 +135,8 @@ def finding(real: dict, phantom_order: list[str]) -> list[str]:
     """
     scans = [s["name"] for s in real["scans"]]
     lines = []
-    called = sum(a["healthy_called_tumor"]["n"] for a in real["per_arm"])
-    of = sum(a["healthy_called_tumor"]["of"] for a in real["per_arm"])
-    reference = next((a for a in real["per_arm"] if a["section"] == "sweep" and a["synthetic_share"] == 0), None)
+    called, of = healthy_calls(real)
+    reference = real_only_arm(real)
     if reference is not None:
         parts = []
         for scan in scans:
