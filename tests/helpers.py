@@ -1,8 +1,11 @@
-"""Test helpers: volumes written in forms volgan reads, and a save cut short."""
+"""Test helpers: volumes written in forms volgan reads, a save cut short, and the tiny study on the command line."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,3 +81,15 @@ def mlflow_metrics(database: Path) -> dict[str, list[float]]:
         for name in run.data.metrics:
             values.setdefault(name, []).extend(m.value for m in client.get_metric_history(run.info.run_id, name))
     return values
+
+
+STUDY = [sys.executable, "-m", "volgan", "study", "--profile", "tiny"]
+
+
+def run(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*STUDY, *map(str, args)], capture_output=True, encoding="utf-8", errors="replace",
+                          timeout=600, **kwargs)
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text(encoding="utf-8"))["stages"]

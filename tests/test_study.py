@@ -1,18 +1,16 @@
-"""The study end to end at the tiny profile: every report field, a kill and resume, a changed setting that
-recomputes only what depends on it, the user's own datalist, bad input; and its statistics."""
+"""The study end to end at the tiny profile: every report field, a kill and resume, the same figures on a local Ray
+cluster, a changed setting that recomputes only what depends on it, the user's own datalist, bad input; and its
+statistics."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import manifest, run
 
 from volgan.data.datalist import read_datalist
 from volgan.data.io import read_volume
@@ -22,44 +20,6 @@ from volgan.study.data import adapt_profile, pool_subset
 from volgan.study.profiles import ARMS, PROFILES, SHARES
 from volgan.study.report import CSV_FIELDS, METRICS
 from volgan.transforms import SEVERITIES
-
-STUDY = [sys.executable, "-m", "volgan", "study", "--profile", "tiny"]
-
-
-def run(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([*STUDY, *map(str, args)], capture_output=True, encoding="utf-8", errors="replace",
-                          timeout=600, **kwargs)
-
-
-def manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text(encoding="utf-8"))["stages"]
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    """A tiny study killed once mid-way and resumed to the end."""
-    out = tmp_path_factory.mktemp("study") / "run"
-    proc = subprocess.Popen([*STUDY, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if (out / "manifest.json").is_file() and len(manifest(out)) >= 8:
-                break
-            time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    before = manifest(out)
-    assert len(before) >= 8, "the study did not get far enough before the kill"
-    assert not (out / "report.html").exists()
-    result = run("--out", out)
-    assert result.returncode == 0, result.stderr[-3000:]
-    kept = result.stderr.count("kept (finished before)")
-    assert kept >= len(before) - 1, result.stderr[:3000]  # the data stage's line counts among them
-    for key, entry in before.items():
-        assert manifest(out)[key]["hash"] == entry["hash"]
-    assert str(out / "report.html") in result.stdout
-    return out
 
 
 def test_report_has_every_field(study):
@@ -212,8 +172,10 @@ def test_synthetic_label_maps_come_from_each_gans_own_pool(study):
     assert "## Synthetic data used by this study" in report and "real training maps of the GAN's own pool" in report
 
 
-def test_an_interrupted_study_reports_what_an_uninterrupted_one_does(study, tmp_path):
-    result = run("--out", tmp_path / "again", "--quiet")
+def test_an_interrupted_study_reports_what_an_uninterrupted_one_on_ray_does(study, tmp_path):
+    """The fixture's study ran on the local executor, killed once and resumed; this one runs whole on a local Ray
+    cluster (Ray Core tasks of one core each): the same figures."""
+    result = run("--out", tmp_path / "again", "--quiet", "--executor", "ray")
     assert result.returncode == 0, result.stderr[-3000:]
     first = json.loads((study / "study.json").read_text(encoding="utf-8"))
     second = json.loads((tmp_path / "again" / "study.json").read_text(encoding="utf-8"))

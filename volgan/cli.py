@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from volgan.errors import NonFiniteTraining, VolganInputError
+from volgan.errors import NonFiniteTraining, StageLost, VolganInputError
 from volgan.labels import tumor_type_from_name
 
 
@@ -502,8 +502,15 @@ def add_study_parser(sub) -> None:
     p.add_argument("--spacing", type=_triple(float, "--spacing"),
                    help="field voxel size in mm: S or SX,SY,SZ along R, A, S (profile default: quick 1.5); with --real "
                         "each case is resampled to this field centred on its labeled spine")
-    p.add_argument("--jobs", type=int, help="stages built at a time (default: 2 on a CPU of two or more cores, each "
-                                            "on its share of them; 1 with a GPU)")
+    p.add_argument("--jobs", type=int, help="stages built at a time on a machine without a GPU (default: 2 on two or "
+                                            "more cores, each on its share of them); with GPUs: one per GPU")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: worker processes on this machine, one per GPU; ray: Ray Core tasks on a Ray cluster "
+                        '(pip install "volgan[ray]"), each stage asking for a GPU or CPU cores')
+    p.add_argument("--address", help="with --executor ray: the cluster to join (auto: the one this machine belongs to; "
+                                     "default: a local one started for the study)")
+    p.add_argument("--gpu-share", type=float, default=1.0,
+                   help="the fraction of a GPU each stage asks for: 0.5 runs two stages on each GPU (default 1)")
     p.add_argument("--real-check", metavar="DIR|DATALIST",
                    help="your real scans (a datalist, or a folder volgan import reads: pairs, BIDS) on which every "
                         "trained model is also checked, beside the real scans shipped in data/real")
@@ -529,7 +536,8 @@ def run_study_command(args) -> int:
     try:
         report = run_study(args.out, args.profile, seeds=args.seeds, real=args.real, quiet=args.quiet,
                            label_source=args.label_source, size=args.size, spacing=args.spacing, jobs=args.jobs,
-                           real_check=args.real_check)
+                           real_check=args.real_check, executor=args.executor, address=args.address,
+                           gpu_share=args.gpu_share)
     except KeyboardInterrupt:
         print(f"volgan study: interrupted; finished stages are kept in {args.out}; run the same command to resume",
               file=sys.stderr)
@@ -581,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except NonFiniteTraining as exc:
         print(f"volgan {args.command}: error: {exc.message}", file=sys.stderr)
+        return 1
+    except StageLost as exc:
+        print(f"volgan {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"volgan {args.command}: interrupted; nothing was written", file=sys.stderr)

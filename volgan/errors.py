@@ -1,4 +1,5 @@
-"""The one error type for bad user input: the CLI prints it on one line and exits with status 2."""
+"""The errors the command line reports on one line: bad user input (status 2), training that stopped being finite and a
+study stage whose worker kept dying (status 1)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,7 @@ class NonFiniteTraining(SystemExit):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+class StageLost(RuntimeError):
+    """A study stage whose worker (or node) was lost on every attempt the executor made: one line, exit status 1."""

@@ -1,6 +1,8 @@
 """What the study's stages build: a spine_segcls run on one arm, its evaluation on the real test set (clean,
-at artifact severities, with Grad-CAM where asked), a spine_cgan run on a real pool, its synthetic pool, and
-the quality report of that pool judged by the real-only model.
+at artifact severities, with Grad-CAM where asked), its check on real MRI, a spine_cgan run on a real pool, its
+synthetic pool, and the quality report of that pool judged by the real-only model. :func:`build_stage` runs the
+builder of a stage's kind (:data:`BUILDERS`) from the stage record and the study's settings alone, in whichever
+process or machine the executor chose.
 """
 
 from __future__ import annotations
@@ -18,12 +20,9 @@ from volgan.data.datalist import Case, read_datalist, write_datalist
 from volgan.data.files import strict_json, write_text
 from volgan.study.data import real_cases
 from volgan.study.profiles import StudyProfile
-from volgan.study.stages import Progress, run_bundle
+from volgan.study.stages import Progress, Stage, StudySettings, run_bundle
 
 FINAL_MODEL = "model_final.pt"  # written by spine_segcls itself (its final-model CheckpointSaver)
-
-# How evaluation calls a tumor (and, since v2, that Grad-CAM leaves the head's dropout off); a change re-runs it
-EVALUATION_VERSION = "segmentation evidence, bf16 where native, v2: dropout off after Grad-CAM"
 
 
 def train_segcls(folder: Path, out: Path, config: dict, progress: Progress) -> None:
@@ -328,3 +327,69 @@ def judge_synthetic(folder: Path, out: Path, pool: int, model_run: str) -> None:
 
     quality_report(out / "stages" / "data" / "real", out / "stages" / f"synth-{pool}" / "synthetic",
                    folder / "quality", model=out / "stages" / model_run / "models" / FINAL_MODEL)
+
+
+def check_scans(settings: StudySettings) -> list:
+    """The real scans every model of the study is checked on: those shipped in ``data/real`` and the user's.
+
+    Parameters
+    ----------
+    settings : StudySettings
+        the study's settings.
+
+    Returns
+    -------
+    list[volgan.evaluation.real_mri.RealScan]
+        the scans.
+    """
+    from volgan.evaluation.real_mri import shipped_scans, user_scans
+
+    scans = shipped_scans()
+    if settings.real_check is not None:
+        scans += user_scans(settings.real_check)
+    return scans
+
+
+def _build_data(folder: Path, settings: StudySettings, progress: Progress) -> None:
+    from volgan.study.data import phantom_data, user_data
+
+    if settings.real is None:
+        phantom_data(folder, settings.profile)
+    else:
+        user_data(folder, settings.real, settings.profile)
+
+
+def _build_report(folder: Path, settings: StudySettings, progress: Progress, arms: list[dict]) -> None:
+    from volgan.study.report import write_study_report
+
+    write_study_report(folder, settings.out, settings.profile, arms, settings.real)
+
+
+BUILDERS = {
+    "data": _build_data,
+    "gan": lambda f, s, p, names: train_gan(f, s.out, tuple(names), s.profile, p),
+    "synth": lambda f, s, p, pool: synthesize_pool(f, s.out, pool, s.profile),
+    "run": lambda f, s, p, config: train_segcls(f, s.out, config, p),
+    "eval": lambda f, s, p, run, severities, gradcam: evaluate_run(f, s.out, run, tuple(severities), gradcam),
+    "real": lambda f, s, p, run: check_run_on_real(f, s.out, run, check_scans(s)),
+    "quality": lambda f, s, p, pool, model_run: judge_synthetic(f, s.out, pool, model_run),
+    "report": _build_report,
+}
+"""Each stage kind's builder: ``builder(folder, settings, progress, **stage.args)``."""
+
+
+def build_stage(stage: Stage, folder: Path, settings: StudySettings, progress: Progress) -> None:
+    """Build ``stage`` into ``folder`` with the builder of its kind.
+
+    Parameters
+    ----------
+    stage : Stage
+        the stage record.
+    folder : Path
+        the stage's folder (fresh, or for a resumable stage what an earlier attempt left).
+    settings : StudySettings
+        the study's settings.
+    progress : Progress
+        the progress display (bars for training; a quiet one in a worker).
+    """
+    BUILDERS[stage.kind](folder, settings, progress, **stage.args)

@@ -7,23 +7,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from volgan.data.datalist import Case
 from volgan.evaluation.real_mri import scan_digest
-from volgan.study.build import (
-    EVALUATION_VERSION,
-    FINAL_MODEL,
-    check_run_on_real,
-    evaluate_run,
-    judge_synthetic,
-    synthesize_pool,
-    train_gan,
-    train_segcls,
-)
-from volgan.study.data import data_fingerprint, phantom_data, pool_subset, real_cases, user_data
+from volgan.study.build import FINAL_MODEL, check_scans
+from volgan.study.data import data_fingerprint, pool_subset, real_cases
 from volgan.study.profiles import ARMS, GRADCAM_ARMS, SHARES, StudyProfile
-from volgan.study.stages import Progress, Stage, bundle_version, digest
+from volgan.study.stages import Stage, StudySettings, digest
 
 # --------------------------------------------------------------------------------------------------------
 # Arms
@@ -132,27 +122,6 @@ def real_key(run: str) -> str:
     return "real-" + run.removeprefix("run-")
 
 
-def check_scans(settings: StudySettings):
-    """The real scans every model of the study is checked on: those shipped in ``data/real`` and the user's.
-
-    Parameters
-    ----------
-    settings : StudySettings
-        the study's settings.
-
-    Returns
-    -------
-    list[volgan.evaluation.real_mri.RealScan]
-        the scans.
-    """
-    from volgan.evaluation.real_mri import shipped_scans, user_scans
-
-    scans = shipped_scans()
-    if settings.real_check is not None:
-        scans += user_scans(settings.real_check)
-    return scans
-
-
 def eval_key(run: str) -> str:
     """The evaluation stage of the run stage ``run``.
 
@@ -184,7 +153,7 @@ def training_config(arm: Arm, profile: StudyProfile) -> dict:
     -------
     dict
         the real and synthetic case names, the GAN's pool, the augmentation (and the classical recipe), seed, epochs,
-        field size and spacing, network widths, batch size, learning rate, loader workers and the bundle's version.
+        field size and spacing, network widths, batch size, learning rate and loader workers.
     """
     from volgan.transforms import CLASSICAL_RECIPE
 
@@ -193,8 +162,7 @@ def training_config(arm: Arm, profile: StudyProfile) -> dict:
               "seed": arm.seed, "epochs": epochs, "size": profile.size, "spacing": profile.spacing,
               "channels": list(profile.channels), "batch_size": profile.batch_size,
               "learning_rate": profile.learning_rate,
-              "loader_workers": profile.loader_workers if arm.augment != "none" else 0,  # none: no gain measured
-              "bundle": bundle_version("spine_segcls")}
+              "loader_workers": profile.loader_workers if arm.augment != "none" else 0}  # none: no gain measured
     if arm.augment == "classical":  # the preset lives in volgan, not in the bundle's config
         config["augment_recipe"] = CLASSICAL_RECIPE
     return config
@@ -202,16 +170,6 @@ def training_config(arm: Arm, profile: StudyProfile) -> dict:
 
 # --------------------------------------------------------------------------------------------------------
 # The plan
-
-
-@dataclass
-class StudySettings:
-    """What the user chose: where, which profile (seeds included), whose data."""
-
-    out: Path
-    profile: StudyProfile
-    real: Path | None = None
-    real_check: Path | None = None  # a datalist of the user's real scans for the real-MRI check, beside data/real
 
 
 def base_stages(settings: StudySettings) -> list[Stage]:
@@ -232,13 +190,11 @@ def base_stages(settings: StudySettings) -> list[Stage]:
     if settings.real is None:
         data_config = {"phantom": {k: v for k, v in asdict(profile).items()
                                    if k in ("size", "spacing", "real_pool", "test", "seed", "anatomy_field_mm")}}
-        build = lambda f: phantom_data(f, profile)  # noqa: E731
     else:
         data_config = {"datalist": str(settings.real.resolve()), "fingerprint": data_fingerprint(settings.real),
                        "test": profile.test, "seed": profile.seed, "size": profile.size, "spacing": profile.spacing,
                        "field": "foreground-centred"}
-        build = lambda f: user_data(f, settings.real, profile)  # noqa: E731
-    return [Stage("data", "data", "real data: training pool and balanced test set", data_config, (), build)]
+    return [Stage("data", "data", "real data: training pool and balanced test set", data_config, ())]
 
 
 def evaluated_runs(arms: list[Arm], profile: StudyProfile) -> tuple[set[str], set[str]]:
@@ -264,15 +220,13 @@ def evaluated_runs(arms: list[Arm], profile: StudyProfile) -> tuple[set[str], se
     return gradcam, robustness
 
 
-def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
+def plan_study(settings: StudySettings) -> list[Stage]:
     """Every stage of the study in running order (needs the data stage finished for case names).
 
     Parameters
     ----------
     settings : StudySettings
         the study's settings.
-    progress : Progress
-        the study's progress display (the data stage is built first when missing).
 
     Returns
     -------
@@ -286,18 +240,15 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
     stages: list[Stage] = []
     gan_config = {k: v for k, v in asdict(profile).items()
                   if k in ("size", "spacing", "gan_presentations", "gan_base", "gan_batch_size", "seed")}
-    gan_config["bundle"] = bundle_version("spine_cgan")
     synthetic: dict[int, list[str]] = {}
     for n in profile.pool_sizes:
         names = _names(pool_subset(pool, n, profile.seed))
         stages.append(Stage(f"gan-{n}", "gan", f"spine_cgan on {n} real volumes", {"pool": names, **gan_config},
-                            ("data",), lambda f, names=names: train_gan(f, out, names, profile, progress),
-                            resumable=True))
+                            ("data",), {"names": names}, resumable=True))
         stages.append(Stage(f"synth-{n}", "synth", f"{profile.synthetic} synthetic volumes from gan-{n}",
-                            {"n": profile.synthetic, "seed": profile.seed, "pose": "training spread v1",
-                             "label_source": profile.label_source, "placement": DEFAULT_PLACEMENT},
-                            (f"gan-{n}",),
-                            lambda f, n=n: synthesize_pool(f, out, n, profile)))
+                            {"n": profile.synthetic, "seed": profile.seed, "label_source": profile.label_source,
+                             "placement": DEFAULT_PLACEMENT},
+                            (f"gan-{n}",), {"pool": n}))
         synthetic[n] = [f"synth_{i:05d}" for i in range(profile.synthetic)]
     arms = plan_arms(profile, pool, synthetic)
     runs: dict[str, Stage] = {}
@@ -310,37 +261,28 @@ def plan_study(settings: StudySettings, progress: Progress) -> list[Stage]:
             continue
         runs[key] = Stage(key, "run", f"spine_segcls {arm.section} {arm.arm}"
                           + (f" (real pool {arm.real_pool})" if arm.real_pool else "") + f", seed {arm.seed}",
-                          config, deps, lambda f, c=config: train_segcls(f, out, c, progress))
+                          config, deps, {"config": config})
         evaluation, gradcam = eval_key(key), key in gradcam_runs
-        severities = (0, 1, 2, 3) if key in robustness_runs else (0,)  # only the comparison's arms are compared
+        severities = [0, 1, 2, 3] if key in robustness_runs else [0]  # only the comparison's arms are compared
         runs[evaluation] = Stage(evaluation, "eval", f"evaluate {key} on {len(test)} test volumes × "
                                  f"{len(severities)} condition(s)" + (" and Grad-CAM" if gradcam else ""),
-                                 {"test": _names(test), "severities": list(severities), "model": FINAL_MODEL,
-                                  "tumor_call": EVALUATION_VERSION,
+                                 {"test": _names(test), "severities": severities, "model": FINAL_MODEL,
                                   **({"gradcam": "tumor share, dilation 2"} if gradcam else {})},
-                                 ("data", key),
-                                 lambda f, k=key, g=gradcam, sv=severities: evaluate_run(f, out, k, sv, g))
+                                 ("data", key), {"run": key, "severities": severities, "gradcam": gradcam})
         if scans:
             runs[real_key(key)] = Stage(real_key(key), "real", f"check {key} on {len(scans)} real scan(s)",
-                                        scans_config, (key,), lambda f, k=key: check_run_on_real(f, out, k, scans))
+                                        scans_config, (key,), {"run": key})
     stages += list(runs.values())
     full = max(profile.pool_sizes)
     reference = next(a for a in arms if a.section == "sweep" and a.share == 0.0 and a.seed == 0)
     ref_key = run_key(reference, profile)[0]
     stages.append(Stage("quality", "quality", f"volgan quality of synth-{full}", {"model": ref_key},
-                        ("data", f"synth-{full}", ref_key), lambda f: judge_synthetic(f, out, full, ref_key)))
+                        ("data", f"synth-{full}", ref_key), {"pool": full, "model_run": ref_key}))
     eval_keys = sorted(k for k in runs if k.startswith(("eval-", "real-")))
     arms_doc = []
     for a in arms:
         key = run_key(a, profile)[0]
         arms_doc.append({**asdict(a), "run": key, "eval": eval_key(key), "real_check": real_key(key)})
-
-    def build_report(folder: Path) -> None:
-        from volgan.study.report import write_study_report
-
-        write_study_report(folder, out, profile, arms_doc, settings.real)
-
-    stages.append(Stage("report", "report", "study report", {"arms": arms_doc, "profile": asdict(profile),
-                                                             "version": 2},
-                        tuple(["quality", *eval_keys]), build_report))
+    stages.append(Stage("report", "report", "study report", {"arms": arms_doc, "profile": asdict(profile)},
+                        tuple(["quality", *eval_keys]), {"arms": arms_doc}))
     return stages

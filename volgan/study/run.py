@@ -33,106 +33,63 @@ from pathlib import Path
 from volgan.data.datalist import read_datalist
 from volgan.data.files import atomic_path, write_text
 from volgan.errors import VolganInputError
+from volgan.study.build import build_stage
 from volgan.study.data import adapt_profile, slice_axis_note, split_user_data
-from volgan.study.plan import StudySettings, base_stages, plan_study
+from volgan.study.plan import base_stages, plan_study
 from volgan.study.profiles import PROFILES, StudyProfile
-from volgan.study.stages import MANIFEST, PARALLEL_KINDS, Manifest, Progress, Stage, bundles_root, hash_plan
+from volgan.study.stages import (
+    MANIFEST,
+    PARALLEL_KINDS,
+    Manifest,
+    Progress,
+    Stage,
+    StudySettings,
+    bundles_root,
+    hash_plan,
+)
 
 REPORT_FILES = ("study.json", "study.csv", "report.md", "report.html")
 
 
 def default_jobs() -> int:
-    """Stages built at a time: 1 with a GPU (one device, its stages in turn); otherwise 2 when there are two or
-    more CPU cores, each worker on its share of the cores. On 2 cores two spine_segcls runs of one thread each
-    train 1.8× as many volumes a second as one run of two threads (BENCHMARKS.md, "Study stages side by side").
+    """Stages built at a time on a machine without a GPU: 2 when there are two or more CPU cores, each worker on its
+    share of the cores. On 2 cores two spine_segcls runs of one thread each train 1.8× as many volumes a second as
+    one run of two threads (BENCHMARKS.md, "Study stages side by side"). With GPUs the local executor runs one stage
+    per GPU (or ``1 / gpu_share`` per GPU) instead.
 
     Returns
     -------
     int
         the number of stages built at a time.
     """
-    import torch
-
-    if torch.cuda.is_available():
-        return 1
     return 2 if (os.cpu_count() or 1) >= 2 else 1
-
-_WORKER_STAGES: dict[str, Stage] = {}
-
-_WORKER_ERROR: list[BaseException] = []
-
-
-def _worker_init(settings: StudySettings, threads: int) -> None:
-    """A worker process: its share of the cores and the study's plan (rebuilt here: stages hold closures). It
-    leaves Ctrl-C to the main process, which stops it, and ends itself when that process is gone (killed)."""
-    import signal
-    import threading
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
-
-    def end_with_parent() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=end_with_parent, daemon=True).start()
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-        _WORKER_STAGES.update({s.key: s for s in plan_study(settings, Progress(quiet=True))})
-    except Exception as exc:  # reported with the first stage it was to build
-        _WORKER_ERROR.append(exc)
-
-
-def _worker_build(key: str, folder: str) -> tuple[str, object]:
-    """Build stage ``key`` into ``folder`` in a worker process: ("done", seconds), or ("error", the exception),
-    which the main process raises (a NaN stop, a SystemExit, included)."""
-    try:
-        if _WORKER_ERROR:
-            raise _WORKER_ERROR[0]
-        start = time.perf_counter()
-        _WORKER_STAGES[key].build(Path(folder))
-        return "done", time.perf_counter() - start
-    except (Exception, SystemExit) as exc:
-        return "error", exc
 
 
 def _partial_folder(stage: Stage, out: Path) -> Path:
-    """A fresh (or, for a resumable stage, the kept) folder the stage is built in."""
-    partial = out / "stages" / f".{stage.key}.{stage.hash[:12]}.partial"
-    if partial.exists() and not stage.resumable:
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    return partial
+    """The folder the stage is built in (hidden; started afresh unless the stage is resumable)."""
+    return out / "stages" / f".{stage.key}.{stage.hash[:12]}.partial"
 
 
 def _finish_stage(stage: Stage, out: Path, partial: Path, seconds: float, manifest: Manifest,
-                  progress: Progress) -> None:
+                  progress: Progress, where: dict | None = None) -> None:
     folder = out / "stages" / stage.key
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(partial, folder)
-    manifest.record(stage, seconds)
+    manifest.record(stage, seconds, where)
     progress.done(stage, seconds, False)
 
 
 def _run_stages(stages: list[Stage], first: int, settings: StudySettings, manifest: Manifest, progress: Progress,
-                jobs: int) -> None:
-    """Build every stage not finished before, each once all it reads is there. With ``jobs`` > 1 the stages of
-    :data:`PARALLEL_KINDS` are built by that many worker processes (spawned, each with its share of the torch
-    threads); the others run here, alone. Numbering and order of the progress lines follow the plan."""
-    import multiprocessing
-    import queue
-
+                executor=None) -> None:
+    """Build every stage not finished before, each once all it reads is there. With an ``executor``
+    (:mod:`volgan.study.executors`) the stages of :data:`PARALLEL_KINDS` are built by its workers, as many at a time
+    as it has slots; the others run here, alone. Numbering and order of the progress lines follow the plan."""
     out = settings.out
     planned = {s.key for s in stages}
     done = {key for key in manifest.stages if key not in planned and (out / "stages" / key).is_dir()}  # base stages
     pending = list(enumerate(stages, start=first))
     running: dict[str, tuple[Stage, Path]] = {}
-    finished: queue.Queue = queue.Queue()
-    pool = None
     try:
         while pending or running:
             launched = True
@@ -146,22 +103,21 @@ def _run_stages(stages: list[Stage], first: int, settings: StudySettings, manife
                         progress.start(index, stage, True)
                         progress.done(stage, 0.0, True)
                         done.add(stage.key)
-                    elif jobs > 1 and stage.kind in PARALLEL_KINDS:
-                        if len(running) >= jobs:
+                    elif executor is not None and stage.kind in PARALLEL_KINDS:
+                        if len(running) >= executor.slots:
                             continue
-                        if pool is None:
-                            threads = max(1, (os.cpu_count() or 1) // jobs)
-                            pool = multiprocessing.get_context("spawn").Pool(jobs, _worker_init, (settings, threads))
                         progress.start(index, stage, False)
                         partial = _partial_folder(stage, out)
                         running[stage.key] = (stage, partial)
-                        pool.apply_async(_worker_build, (stage.key, str(partial)),
-                                         callback=lambda result, key=stage.key: finished.put((key, result)))
+                        executor.submit(stage, settings, partial)
                     elif not running:
                         progress.start(index, stage, False)
                         partial = _partial_folder(stage, out)
+                        if partial.exists() and not stage.resumable:
+                            shutil.rmtree(partial)
+                        partial.mkdir(parents=True, exist_ok=True)
                         start = time.perf_counter()
-                        stage.build(partial)
+                        build_stage(stage, partial, settings, progress)
                         _finish_stage(stage, out, partial, time.perf_counter() - start, manifest, progress)
                         done.add(stage.key)
                     else:
@@ -170,26 +126,18 @@ def _run_stages(stages: list[Stage], first: int, settings: StudySettings, manife
                     launched = True
                     break
             if running:
-                while True:
-                    try:
-                        key, (status, value) = finished.get(timeout=1.0)
-                        break
-                    except queue.Empty:
-                        continue
+                key, status, value, where = executor.wait()
                 stage, partial = running.pop(key)
                 if status == "error":
                     raise value
-                _finish_stage(stage, out, partial, value, manifest, progress)
+                _finish_stage(stage, out, partial, value, manifest, progress, where)
                 done.add(key)
             elif pending:
                 raise RuntimeError(f"study plan: {pending[0][1].key} waits on a stage that is never built")
     except BaseException:
-        if pool is not None:
-            pool.terminate()  # stages in flight stay as .partial folders, rebuilt (the GAN resumed) next time
+        if executor is not None:
+            executor.stop()  # stages in flight stay as .partial folders, rebuilt (the GAN resumed) next time
         raise
-    if pool is not None:
-        pool.close()
-        pool.join()
 
 
 def _check_out(out: Path) -> None:
@@ -253,7 +201,8 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
               real: str | os.PathLike | None = None, quiet: bool = False, label_source: str | None = None,
               size: int | tuple[int, int, int] | None = None,
               spacing: float | tuple[float, float, float] | None = None, jobs: int | None = None,
-              real_check: str | os.PathLike | None = None) -> Path:
+              real_check: str | os.PathLike | None = None, executor: str = "local", address: str | None = None,
+              gpu_share: float = 1.0) -> Path:
     """Run (or resume) the study under ``out``.
 
     Parameters
@@ -277,10 +226,18 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
     spacing : float | tuple[float, float, float] | None
         mm per voxel, one or three along R, A and S (None: the profile's).
     jobs : int | None
-        stages built at a time (None: :func:`default_jobs`; 1 builds every stage in this process).
+        stages built at a time by the local executor on a machine without a GPU (None: :func:`default_jobs`; 1 builds
+        every stage in this process).
     real_check : str | os.PathLike | None
         the user's real scans for the real-MRI check (a datalist, or a folder ``volgan import`` reads), beside the
         scans shipped in ``data/real``.
+    executor : str
+        ``"local"`` (worker processes on this machine: one per GPU, or ``jobs`` on a CPU) or ``"ray"`` (Ray Core tasks
+        on the cluster at ``address``), :mod:`volgan.study.executors`.
+    address : str | None
+        the Ray cluster (``auto``: the one this machine belongs to; None: a local one started for the study).
+    gpu_share : float
+        the fraction of a GPU each stage asks for (0.5: two stages share a GPU).
 
     Returns
     -------
@@ -319,7 +276,32 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
             print(f"volgan study: {note}", file=sys.stderr)
         profile = adapt_profile(profile, len(pool))
     bundles_root()
+    from volgan.study.executors import make_executor, stages_per_gpu
+
+    stages_per_gpu(gpu_share)
+    jobs = default_jobs() if jobs is None else jobs
+    workers = None if executor == "local" and jobs == 1 and address is None else make_executor(
+        executor, jobs, gpu_share, address)
+    try:
+        _study(out, profile, real_path, real_check, quiet, workers)
+    finally:
+        if workers is not None:
+            workers.close()
+    return out / "report.html"
+
+
+def _study(out: Path, profile: StudyProfile, real_path: Path | None, real_check, quiet: bool, executor) -> None:
+    """Everything :func:`run_study` does once its arguments are checked: the folder, the base stages, the plan, the
+    stages (by ``executor``, or here when None), the report published."""
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    if hasattr(executor, "check_shared"):
+        try:
+            executor.check_shared(out)
+        except VolganInputError:
+            if created:
+                out.rmdir()
+            raise
     (out / "stages").mkdir(exist_ok=True)
     manifest = Manifest(out)
     check_list = None
@@ -336,13 +318,13 @@ def run_study(out: str | os.PathLike, profile: StudyProfile | str = "quick", see
     hash_plan(base)
     progress = Progress(quiet)
     progress.plan(base, complete=False)
-    _run_stages(base, 1, settings, manifest, progress, jobs=1)
-    stages = plan_study(settings, progress)
+    _run_stages(base, 1, settings, manifest, progress)
+    stages = plan_study(settings)
     everything = base + stages
     hash_plan(everything)
-    jobs = default_jobs() if jobs is None else jobs
-    progress.plan(stages, finished=len(base), jobs=jobs)
-    _run_stages(stages, len(base) + 1, settings, manifest, progress, jobs)
+    progress.plan(stages, finished=len(base), jobs=executor.slots if executor is not None else 1)
+    if executor is not None and not quiet:
+        print(f"volgan study: {executor.name} executor, {executor.describe()}", file=sys.stderr, flush=True)
+    _run_stages(stages, len(base) + 1, settings, manifest, progress, executor)
     _prune(out, {s.key for s in everything}, manifest)
     _publish(out)
-    return out / "report.html"

@@ -1,23 +1,25 @@
-"""The study's stages and their bookkeeping: a :class:`Stage` is one unit of work with a hash of its
-configuration and of every stage it reads; :class:`Manifest` records the finished ones in
-``OUT/manifest.json``; :class:`Progress` prints one line a stage with an estimate of what is left;
-:func:`run_bundle` runs a MONAI bundle (``python -m monai.bundle run``) for a stage.
+"""The study's stages and their bookkeeping: a :class:`Stage` is a plain record of one unit of work (its kind,
+configuration, inputs and the arguments of its kind's builder, :func:`volgan.study.build.build_stage`) with a hash of
+its content; :class:`Manifest` records the finished ones in ``OUT/manifest.json``; :class:`Progress` prints one line
+a stage with an estimate of what is left; :func:`run_bundle` runs a MONAI bundle (``python -m monai.bundle run``) for
+a stage.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from volgan.data.files import write_text
 from volgan.errors import VolganInputError
+from volgan.study.profiles import StudyProfile
 
 MANIFEST = "manifest.json"
 TRAINED_ON = "trained_on.json"  # beside a spine_segcls run: the cases it trained on
@@ -75,15 +77,28 @@ def digest(value) -> str:
 
 
 @dataclass
+class StudySettings:
+    """What the user chose: where, which profile (seeds included), whose data. With a :class:`Stage` it is all a
+    worker, local or remote, needs to build the stage."""
+
+    out: Path
+    profile: StudyProfile
+    real: Path | None = None
+    real_check: Path | None = None  # a datalist of the user's real scans for the real-MRI check, beside data/real
+
+
+@dataclass
 class Stage:
-    """One unit of work: ``build(folder)`` fills a fresh folder; ``config`` and ``deps`` decide its hash."""
+    """One unit of work as plain data: the builder of its ``kind`` (:data:`volgan.study.build.BUILDERS`) fills a
+    fresh folder from ``args`` (picklable values) and the study's settings; ``config``, the hashes of ``deps`` and
+    the code that runs it (:func:`code_digest`) decide its hash."""
 
     key: str
     kind: str
     label: str
     config: dict
     deps: tuple[str, ...]
-    build: Callable[[Path], None]
+    args: dict = field(default_factory=dict)
     resumable: bool = False             # keep a half-built folder (the GAN resumes from its checkpoint)
     hash: str = ""
 
@@ -105,18 +120,59 @@ class Manifest:
         entry = self.stages.get(stage.key)
         return bool(entry) and entry.get("hash") == stage.hash and folder.is_dir()
 
-    def record(self, stage: Stage, seconds: float) -> None:
+    def record(self, stage: Stage, seconds: float, where: dict | None = None) -> None:
+        """Record ``stage`` as finished in ``seconds``; ``where`` says where a worker built it (host, Ray node, GPUs,
+        start and end)."""
         self.stages[stage.key] = {"hash": stage.hash, "kind": stage.kind, "label": stage.label,
-                                  "seconds": round(seconds, 2), "deps": list(stage.deps)}
+                                  "seconds": round(seconds, 2), "deps": list(stage.deps),
+                                  **({"built_on": where} if where else {})}
         self.save()
 
     def save(self) -> None:
         write_text(self.path, json.dumps({"version": 1, "stages": self.stages}, indent=1) + "\n")
 
 
+# The bundles whose configuration files each kind of stage runs (every kind runs volgan's own code)
+BUNDLES_RUN = {"gan": ("spine_cgan",), "synth": ("spine_cgan",), "run": ("spine_segcls",),
+               "eval": ("spine_segcls",), "real": ("spine_segcls",), "quality": ("spine_cgan", "spine_segcls")}
+
+
+@functools.cache
+def _files_digest(folder: Path, pattern: str) -> str:
+    digest_ = hashlib.sha256()
+    for path in sorted(folder.rglob(pattern)):
+        if "__pycache__" not in path.parts:
+            digest_.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest_.hexdigest()
+
+
+def code_digest(kind: str) -> str:
+    """What runs a stage of ``kind``, as content: the SHA-256 of volgan's version and every source file of the package,
+    and of the configuration files of the bundles the kind runs (:data:`BUNDLES_RUN`). Any change to that code or
+    those configurations rebuilds the stages it runs; nothing depends on a version string bumped by hand.
+
+    Parameters
+    ----------
+    kind : str
+        the stage kind (``"data"``, ``"gan"``, ``"synth"``, ``"run"``, ``"eval"``, ``"real"``, ``"quality"``,
+        ``"report"``).
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
+    import volgan
+
+    package = Path(volgan.__file__).resolve().parent
+    parts = [volgan.__version__, _files_digest(package, "*.py")]
+    parts += [_files_digest(bundles_root() / bundle / "configs", "*.json") for bundle in BUNDLES_RUN.get(kind, ())]
+    return digest(parts)
+
+
 def hash_plan(stages: list[Stage]) -> None:
-    """Set each stage's hash from its kind, configuration and its dependencies' hashes, so that a change anywhere
-    upstream changes every stage below it.
+    """Set each stage's hash from its kind, configuration, its dependencies' hashes and the code that runs it
+    (:func:`code_digest`), so that a change anywhere upstream changes every stage below it.
 
     Parameters
     ----------
@@ -125,7 +181,8 @@ def hash_plan(stages: list[Stage]) -> None:
     """
     known: dict[str, str] = {}
     for stage in stages:
-        stage.hash = digest({"kind": stage.kind, "config": stage.config, "deps": [known[d] for d in stage.deps]})
+        stage.hash = digest({"kind": stage.kind, "config": stage.config, "deps": [known[d] for d in stage.deps],
+                             "code": code_digest(stage.kind)})
         known[stage.key] = stage.hash
 
 
@@ -250,4 +307,4 @@ def run_bundle(bundle: str, folder: Path, overrides: dict, bar=None) -> None:
                 handler.close()
                 logging.getLogger().removeHandler(handler)
 
-PARALLEL_KINDS = ("gan", "synth", "run", "eval")  # stages a worker process may build beside another
+PARALLEL_KINDS = ("gan", "synth", "run", "eval", "real", "quality")  # stages a worker may build beside another

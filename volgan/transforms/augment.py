@@ -13,7 +13,7 @@ from volgan.transforms.pipeline import normalize_intensity
 
 AUGMENTATIONS = ("none", "light", "classical")
 # What the classical preset draws; a study run that augments keys its stage on it, so a new recipe retrains it.
-CLASSICAL_RECIPE = "flip, affine p=0.5, one of eight artifacts or deformations p=0.5 (v2)"
+CLASSICAL_RECIPE = "flip, affine p=0.5, one of eight artifacts or deformations p=0.5"
 
 
 def augmentation(preset: str = "none") -> tio.Transform | None:
