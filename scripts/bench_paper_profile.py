@@ -39,7 +39,7 @@ from volgan.data.files import write_text
 from volgan.study.build import FINAL_MODEL, evaluate_model, gan_overrides, test_volume
 from volgan.study.plan import evaluated_runs, plan_arms, run_key
 from volgan.study.profiles import PROFILES, StudyProfile
-from volgan.study.stages import run_bundle
+from volgan.study.stages import Stage, critical_first, run_bundle
 
 SECTION = "The paper profile, measured and projected"
 TARGET_HOURS = 6.0
@@ -243,6 +243,121 @@ def project(results: dict, profile: StudyProfile, workers: int) -> dict[str, flo
     }
 
 
+def stage_graph(results: dict, profile: StudyProfile, workers: int) -> list[tuple[Stage, float]]:
+    """The study's stages after the data stage, as ``volgan study`` plans them (with the expected costs its driver
+    orders them by, :func:`volgan.study.plan.stage_cost`), each with its projected seconds from the measured rates of
+    :func:`project`. The real-MRI check of each model is counted as a clean evaluation of two volumes (not measured
+    on a GPU); the report as nothing."""
+    from volgan.data.phantom import PhantomConfig, tumor_type_for
+    from volgan.study.plan import eval_key, real_key, stage_cost
+
+    phantom = PhantomConfig()
+    types = [tumor_type_for(profile.seed, i, phantom.tumor_fraction, phantom.types) for i in range(profile.real_pool)]
+    pool = [Case(f"case_{i:05d}", Path("."), Path("."), t) for i, t in enumerate(types)]
+    synthetic = {n: [f"synth_{i:05d}" for i in range(profile.synthetic)] for n in profile.pool_sizes}
+    seg = {"none": results["segcls_none_fp32_w0"], "classical": results[f"segcls_classical_fp32_w{workers}"]}
+    gan, test = results["gan"], profile.test
+    clean = results["eval_clean"]["per_volume_s"]
+    robust_rate = results["eval_robust_gradcam"]["per_volume_s"]
+    corrupt_once = test * max(0.0, results["eval_robust_gradcam_cold"]["per_volume_s"] - robust_rate)
+    graph: list[tuple[Stage, float]] = []
+
+    def add(key: str, kind: str, deps: tuple[str, ...], cost: float, seconds: float) -> None:
+        graph.append((Stage(key, kind, key, {}, tuple(d for d in deps if d != "data"), cost=cost), seconds))
+
+    for n in profile.pool_sizes:
+        presentations = profile.gan_epochs(n) * n
+        add(f"gan-{n}", "gan", (), stage_cost("gan", presentations), presentations * gan["per_presentation_s"]
+            + gan["overhead_per_volume_s"] * results["sample"]["cases"])
+        add(f"synth-{n}", "synth", (f"gan-{n}",), stage_cost("synth", profile.synthetic),
+            profile.synthetic * results["synth"]["per_volume_s"])
+    arms = plan_arms(profile, pool, synthetic)
+    _, robustness = evaluated_runs(arms, profile)
+    seen: set[str] = set()
+    first_robust = True
+    for arm in arms:
+        key, config, deps = run_key(arm, profile)
+        if key in seen:
+            continue
+        seen.add(key)
+        rate, presentations = seg[arm.augment], config["epochs"] * arm.n_train
+        add(key, "run", deps, stage_cost("run-classical" if arm.augment == "classical" else "run", presentations),
+            presentations * rate["per_presentation_s"] + arm.n_train * rate["overhead_per_volume_s"])
+        robust = key in robustness
+        add(eval_key(key), "eval", (key,), stage_cost("eval-robust" if robust else "eval", test),
+            test * (robust_rate if robust else clean) + (corrupt_once if robust and first_robust else 0.0))
+        first_robust = first_robust and not robust
+        add(real_key(key), "real", (key,), stage_cost("real", 2), 2 * clean)
+    reference = next(a for a in arms if a.section == "sweep" and a.share == 0.0 and a.seed == 0)
+    add("quality", "quality", (f"synth-{max(profile.pool_sizes)}", run_key(reference, profile)[0]),
+        stage_cost("quality", profile.synthetic), profile.synthetic * results["quality"]["per_synthetic_volume_s"])
+    return graph
+
+
+def schedule(graph: list[tuple[Stage, float]], slots: int, slowdown: float = 1.0, plan_order: bool = False) -> float:
+    """The wall time of ``graph`` built as the study's driver builds it: whenever a slot is free, the first ready stage
+    (its inputs finished) in :func:`volgan.study.stages.critical_first` order (or, with ``plan_order``, in the plan's
+    order) starts; ``slots`` stages at a time, each taking ``slowdown`` × its own time (stages sharing a GPU slow each
+    other down).
+
+    Returns
+    -------
+    float
+        seconds from the first stage to the last.
+    """
+    import heapq
+
+    seconds = {stage.key: t for stage, t in graph}
+    stages = [stage for stage, _ in graph]
+    pending = stages if plan_order else critical_first(stages)
+    finished: set[str] = set()
+    running: list[tuple[float, str]] = []
+    now = 0.0
+    while pending or running:
+        for stage in [s for s in pending if all(d in finished for d in s.deps)][:slots - len(running)]:
+            heapq.heappush(running, (now + seconds[stage.key] * slowdown, stage.key))
+            pending = [s for s in pending if s is not stage]
+        now, key = heapq.heappop(running)
+        finished.add(key)
+    return now
+
+
+def critical_path(graph: list[tuple[Stage, float]]) -> float:
+    """The longest chain of stages through ``graph`` in seconds: no number of GPUs builds the study faster."""
+    longest: dict[str, float] = {}
+    for stage, seconds in graph:
+        longest[stage.key] = seconds + max((longest[d] for d in stage.deps), default=0.0)
+    return max(longest.values())
+
+
+def scale_out_lines(results: dict, profile: StudyProfile) -> list[str]:
+    """The paper profile's projected wall time on 1, 2, 4 and 8 GPUs (one stage per GPU), and on one GPU shared by
+    2 and 4 stages, against the 1-hour target on 8 GPUs."""
+    graph = stage_graph(results, profile, profile.loader_workers)
+    data = (profile.real_pool + profile.test) * results["phantoms"]["per_volume_s"]
+    path = critical_path(graph)
+    lines = ["", "On several GPUs (`volgan study --executor local` on one node, or `--executor ray` across nodes): "
+             "the stages after the data stage scheduled as the study's driver schedules them (whenever a GPU is "
+             "free, the ready stage with the most expected work on its path to the end: GANs and the classical "
+             "runs first), at the rates above, plus the data stage first "
+             f"({data / 3600:.2f} h). Critical path (no number of GPUs goes below it): {(data + path) / 3600:.2f} h.",
+             "", "| GPUs | stages at a time | projected wall time | against 1 h on 8 GPUs |", "|---|---|---|---|"]
+    for gpus in (1, 2, 4, 8):
+        hours = (data + schedule(graph, gpus)) / 3600
+        in_plan_order = (data + schedule(graph, gpus, plan_order=True)) / 3600
+        verdict = ("**meets**" if hours <= 1.0 else f"**NOT met** ({hours:.2f}×)") if gpus == 8 else ""
+        lines.append(f"| {gpus} | {gpus} | {hours:.2f} h ({in_plan_order:.2f} h in plan order) | {verdict} |")
+    for share in (2, 4):
+        ideal = (data + schedule(graph, share)) / 3600
+        lines.append(f"| 1, shared by {share} stages (`--gpu-share {1 / share:g}`) | {share} | {ideal:.2f} h if they "
+                     f"do not slow each other, {(data + schedule(graph, share, slowdown=share)) / 3600:.2f} h if each "
+                     f"gets only its share of the GPU | |")
+    lines += ["", "How much a GPU gains from running 2 or 4 stages at once is unmeasured (no GPU was at hand): the "
+              "shared rows give its two bounds. The spine_segcls runs used 2.7 GiB of the H100's 80 GiB at 6.5 ms a "
+              "presentation, which suggests room to share; only a measurement can say how much."]
+    return lines
+
+
 def project_command(args: argparse.Namespace) -> None:
     results = json.loads(Path(args.results).read_text(encoding="utf-8"))
     measured = StudyProfile.from_dict(results["profile"])
@@ -300,7 +415,8 @@ def project_command(args: argparse.Namespace) -> None:
     lines.append("| **total** | " + " | ".join(
         f"**{t:.2f} h** ({'meets' if t <= TARGET_HOURS else 'NOT met:'} {TARGET_HOURS:.0f} h"
         f"{'' if t <= TARGET_HOURS else f', {t / TARGET_HOURS:.2f}×'})" for t in totals) + " |")
-    body = "\n".join(lines + ([args.note] if args.note else []))
+    lines += scale_out_lines(results, replace(profile, loader_workers=variants[-1]))
+    body = "\n".join(lines + (["", args.note] if args.note else []))
     print(body)
     if args.write:
         options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sample.items() if k not in ("json", "size",

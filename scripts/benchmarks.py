@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from volgan.data.io import write_text  # noqa: E402
+from volgan.data.files import write_text  # noqa: E402
 
 
 def machine() -> str:

@@ -220,6 +220,32 @@ def evaluated_runs(arms: list[Arm], profile: StudyProfile) -> tuple[set[str], se
     return gradcam, robustness
 
 
+# Expected work per unit of each stage kind, in spine_segcls presentations without augmentation (6.5 ms each on an
+# H100): a GAN presentation 7.1, a classical-preset presentation 4.6, a synthetic volume 58, a test volume evaluated
+# clean 8 or at four conditions 16, a synthetic volume judged 175 (BENCHMARKS.md, "The paper profile, measured and
+# projected"). Only their order matters: they decide which ready stage starts first (stages.critical_first).
+COST_PER_UNIT = {"gan": 7.1, "run": 1.0, "run-classical": 4.6, "synth": 58.0, "eval": 8.0, "eval-robust": 16.0,
+                 "real": 8.0, "quality": 175.0}
+
+
+def stage_cost(kind: str, units: float) -> float:
+    """The expected work of a stage: ``units`` (presentations, or volumes) × :data:`COST_PER_UNIT` of ``kind``.
+
+    Parameters
+    ----------
+    kind : str
+        a key of :data:`COST_PER_UNIT`.
+    units : float
+        presentations (``gan``, ``run``, ``run-classical``) or volumes (the others).
+
+    Returns
+    -------
+    float
+        the cost, in spine_segcls presentations.
+    """
+    return COST_PER_UNIT[kind] * units
+
+
 def plan_study(settings: StudySettings) -> list[Stage]:
     """Every stage of the study in running order (needs the data stage finished for case names).
 
@@ -244,11 +270,12 @@ def plan_study(settings: StudySettings) -> list[Stage]:
     for n in profile.pool_sizes:
         names = _names(pool_subset(pool, n, profile.seed))
         stages.append(Stage(f"gan-{n}", "gan", f"spine_cgan on {n} real volumes", {"pool": names, **gan_config},
-                            ("data",), {"names": names}, resumable=True))
+                            ("data",), {"names": names}, resumable=True,
+                            cost=stage_cost("gan", profile.gan_epochs(n) * n)))
         stages.append(Stage(f"synth-{n}", "synth", f"{profile.synthetic} synthetic volumes from gan-{n}",
                             {"n": profile.synthetic, "seed": profile.seed, "label_source": profile.label_source,
                              "placement": DEFAULT_PLACEMENT},
-                            (f"gan-{n}",), {"pool": n}))
+                            (f"gan-{n}",), {"pool": n}, cost=stage_cost("synth", profile.synthetic)))
         synthetic[n] = [f"synth_{i:05d}" for i in range(profile.synthetic)]
     arms = plan_arms(profile, pool, synthetic)
     runs: dict[str, Stage] = {}
@@ -261,23 +288,27 @@ def plan_study(settings: StudySettings) -> list[Stage]:
             continue
         runs[key] = Stage(key, "run", f"spine_segcls {arm.section} {arm.arm}"
                           + (f" (real pool {arm.real_pool})" if arm.real_pool else "") + f", seed {arm.seed}",
-                          config, deps, {"config": config})
+                          config, deps, {"config": config},
+                          cost=stage_cost("run-classical" if arm.augment == "classical" else "run",
+                                          config["epochs"] * arm.n_train))
         evaluation, gradcam = eval_key(key), key in gradcam_runs
         severities = [0, 1, 2, 3] if key in robustness_runs else [0]  # only the comparison's arms are compared
         runs[evaluation] = Stage(evaluation, "eval", f"evaluate {key} on {len(test)} test volumes × "
                                  f"{len(severities)} condition(s)" + (" and Grad-CAM" if gradcam else ""),
                                  {"test": _names(test), "severities": severities, "model": FINAL_MODEL,
                                   **({"gradcam": "tumor share, dilation 2"} if gradcam else {})},
-                                 ("data", key), {"run": key, "severities": severities, "gradcam": gradcam})
+                                 ("data", key), {"run": key, "severities": severities, "gradcam": gradcam},
+                                 cost=stage_cost("eval-robust" if len(severities) > 1 else "eval", len(test)))
         if scans:
             runs[real_key(key)] = Stage(real_key(key), "real", f"check {key} on {len(scans)} real scan(s)",
-                                        scans_config, (key,), {"run": key})
+                                        scans_config, (key,), {"run": key}, cost=stage_cost("real", len(scans)))
     stages += list(runs.values())
     full = max(profile.pool_sizes)
     reference = next(a for a in arms if a.section == "sweep" and a.share == 0.0 and a.seed == 0)
     ref_key = run_key(reference, profile)[0]
     stages.append(Stage("quality", "quality", f"volgan quality of synth-{full}", {"model": ref_key},
-                        ("data", f"synth-{full}", ref_key), {"pool": full, "model_run": ref_key}))
+                        ("data", f"synth-{full}", ref_key), {"pool": full, "model_run": ref_key},
+                        cost=stage_cost("quality", profile.synthetic)))
     eval_keys = sorted(k for k in runs if k.startswith(("eval-", "real-")))
     arms_doc = []
     for a in arms:

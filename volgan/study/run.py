@@ -45,6 +45,7 @@ from volgan.study.stages import (
     Stage,
     StudySettings,
     bundles_root,
+    critical_first,
     hash_plan,
 )
 
@@ -84,11 +85,14 @@ def _run_stages(stages: list[Stage], first: int, settings: StudySettings, manife
                 executor=None) -> None:
     """Build every stage not finished before, each once all it reads is there. With an ``executor``
     (:mod:`volgan.study.executors`) the stages of :data:`PARALLEL_KINDS` are built by its workers, as many at a time
-    as it has slots; the others run here, alone. Numbering and order of the progress lines follow the plan."""
+    as it has slots; the others run here, alone. Ready stages start in :func:`critical_first` order; each keeps its
+    number in the plan."""
     out = settings.out
     planned = {s.key for s in stages}
     done = {key for key in manifest.stages if key not in planned and (out / "stages" / key).is_dir()}  # base stages
     pending = list(enumerate(stages, start=first))
+    order = {s.key: i for i, s in enumerate(critical_first(stages))}
+    pending.sort(key=lambda item: order[item[1].key])
     running: dict[str, tuple[Stage, Path]] = {}
     try:
         while pending or running:

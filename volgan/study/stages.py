@@ -100,6 +100,7 @@ class Stage:
     deps: tuple[str, ...]
     args: dict = field(default_factory=dict)
     resumable: bool = False             # keep a half-built folder (the GAN resumes from its checkpoint)
+    cost: float = 0.0                   # expected work (:func:`volgan.study.plan.stage_cost`), to order the stages
     hash: str = ""
 
 
@@ -168,6 +169,32 @@ def code_digest(kind: str) -> str:
     parts = [volgan.__version__, _files_digest(package, "*.py")]
     parts += [_files_digest(bundles_root() / bundle / "configs", "*.json") for bundle in BUNDLES_RUN.get(kind, ())]
     return digest(parts)
+
+
+def critical_first(stages: list[Stage]) -> list[Stage]:
+    """The stages by the expected work on their longest path to the study's end (their own ``cost`` and that of the
+    costliest chain of stages waiting on them), highest first; ties keep the plan's order. Started in this order as
+    their inputs are done, the long chains (GAN → synthesis → the runs on its volumes) begin first and the study
+    ends sooner on many workers (scripts/bench_paper_profile.py, "On several GPUs").
+
+    Parameters
+    ----------
+    stages : list[Stage]
+        the stages, dependencies first.
+
+    Returns
+    -------
+    list[Stage]
+        the same stages, reordered.
+    """
+    waiting: dict[str, list[str]] = {}
+    for stage in stages:
+        for dep in stage.deps:
+            waiting.setdefault(dep, []).append(stage.key)
+    chain: dict[str, float] = {}
+    for stage in reversed(stages):
+        chain[stage.key] = stage.cost + max((chain[k] for k in waiting.get(stage.key, ())), default=0.0)
+    return sorted(stages, key=lambda s: -chain[s.key])
 
 
 def hash_plan(stages: list[Stage]) -> None:
