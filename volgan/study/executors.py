@@ -13,9 +13,12 @@ import socket
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from volgan.errors import StageLost, VolganInputError
-from volgan.study.stages import Progress, Stage, StudySettings
+
+if TYPE_CHECKING:  # imported where used: a local worker must set its thread counts before numpy loads
+    from volgan.study.stages import Stage, StudySettings
 
 RAY_GPU_RESOURCE = "VOLGAN_RAY_GPU_RESOURCE"  # environment: the Ray resource a stage asks for instead of "GPU"
 RAY_INSTALL = 'pip install "volgan[ray]"'
@@ -79,6 +82,7 @@ def build_task(stage: Stage, settings: StudySettings, partial: str, threads: int
         GPUs and the wall-clock start and end (s since the epoch) of the attempt.
     """
     from volgan.study.build import build_stage
+    from volgan.study.stages import Progress
 
     where = {"host": socket.gethostname(), "pid": os.getpid(), "start": time.time(),
              "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
@@ -112,15 +116,22 @@ def build_task(stage: Stage, settings: StudySettings, partial: str, threads: int
 # On this machine
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _local_worker(device: str | None, threads: int | None) -> None:
     """A local worker process: pinned to ``device`` (set before CUDA starts, so that ``cuda:0`` is that GPU), on
-    ``threads`` torch threads; it leaves Ctrl-C to the driver, which stops it, and ends when the driver is gone."""
+    ``threads`` threads for torch and for numpy's BLAS (set before either loads, as Ray sets them for a task of that
+    many cores, so a stage computes the same figures under either executor); it leaves Ctrl-C to the driver, which
+    stops it, and ends when the driver is gone."""
     import signal
     import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
+    if threads:
+        os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
     parent = os.getppid()
 
     def end_with_parent() -> None:
