@@ -110,9 +110,10 @@ def test_local_workers_are_pinned_to_their_gpu(monkeypatch, tmp_path):
     assert sorted(where["gpus"] for *_, where in seen) == ["3", "3", "5", "5"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def two_node_cluster():
-    """A real Ray cluster of two nodes on this machine, one core and one stand-in GPU (a custom resource) each."""
+    """A real Ray cluster of two nodes on this machine, one core and one stand-in GPU (a custom resource) each
+    (the test that adds a third node stops it before it ends)."""
     import ray
     from ray.cluster_utils import Cluster
 
