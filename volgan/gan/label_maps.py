@@ -12,7 +12,19 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from volgan.labels import NUM_LABELS, TUMOR_LABEL
+from volgan.labels import (
+    BACKGROUND,
+    CORD,
+    CSF,
+    DISC,
+    EXTRAMEDULLARY,
+    INTRAMEDULLARY,
+    NO_TUMOR,
+    NUM_LABELS,
+    TUMOR_LABEL,
+    VERTEBRA,
+    VERTEBRAL,
+)
 
 FACES = ndimage.generate_binary_structure(3, 1)
 
@@ -33,15 +45,16 @@ def tumor_site(label: np.ndarray) -> int:
     """
     tumor = label == TUMOR_LABEL
     if not tumor.any():
-        return 0
+        return NO_TUMOR
     shell = ndimage.binary_dilation(tumor, FACES) & ~tumor
     share = np.bincount(label[shell], minlength=NUM_LABELS) / max(int(shell.sum()), 1)
-    if share[1] + share[2] >= 0.5:
-        return 3
-    return 1 if share[3] >= share[4] else 2
+    if share[VERTEBRA] + share[DISC] >= 0.5:
+        return VERTEBRAL
+    return INTRAMEDULLARY if share[CORD] >= share[CSF] else EXTRAMEDULLARY
 
 
-TUMOR_HOSTS = {1: (3,), 2: (4,), 3: (1,)}  # docs/design.md: in the cord; in the canal outside the cord; in a vertebra
+# docs/design.md: in the cord; in the canal outside the cord; in a vertebra
+TUMOR_HOSTS = {INTRAMEDULLARY: (CORD,), EXTRAMEDULLARY: (CSF,), VERTEBRAL: (VERTEBRA,)}
 
 
 def grow_region(score: np.ndarray, size: int, preferred: np.ndarray | None = None) -> np.ndarray:
@@ -208,7 +221,7 @@ def place_tumor(label: np.ndarray, tumor_type: int, size: int, noise: torch.Gene
     lo, hi = int(0.15 * label.shape[2]), int(np.ceil(0.85 * label.shape[2]))
     weight = np.zeros(label.shape)
     weight[:, :, lo:hi] = depth[:, :, lo:hi] ** 2
-    if tumor_type == 3:  # a vertebral body rather than a thin posterior element
+    if tumor_type == VERTEBRAL:  # a vertebral body rather than a thin posterior element
         weight[depth < 0.6 * depth.max()] = 0.0
     if site is not None and (weight * site).sum() > 0:
         weight = weight * site
@@ -224,7 +237,7 @@ def place_tumor(label: np.ndarray, tumor_type: int, size: int, noise: torch.Gene
     out = label.copy()
     tumor = grow_region(-distance + 0.6 * radius * bend, size, host)
     out[tumor] = TUMOR_LABEL
-    if tumor_type == 1:  # the cord widens around its tumor (as in the phantom), never up to the canal wall
-        wall = ndimage.binary_dilation(np.isin(label, (0, 1, 2)), FACES)
-        out[ndimage.binary_dilation(tumor, FACES) & (label == 4) & ~wall] = 3
+    if tumor_type == INTRAMEDULLARY:  # the cord widens around its tumor (as in the phantom), never up to the canal wall
+        wall = ndimage.binary_dilation(np.isin(label, (BACKGROUND, VERTEBRA, DISC)), FACES)
+        out[ndimage.binary_dilation(tumor, FACES) & (label == CSF) & ~wall] = CORD
     return out
