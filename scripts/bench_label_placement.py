@@ -5,7 +5,7 @@
 From the finished study in DIR (``volgan study``; any profile) this draws ``--cases`` synthetic volumes (equal
 classes) with real-deformed label maps from the GAN of the full real pool (``gan-N``, or ``--gan``: a spine_cgan
 bundle folder trained on that same pool, such as one retrained at another batch size), once per placement rule of
-:func:`volgan.gan.synth.deformed_real_label`:
+:func:`volgan.gan.label_sources.deformed_real_label`:
 
 - ``source``: from a map of the asked class (a tumor-free map for a tumor-free volume), the new tumor grown at the
   removed one's site;

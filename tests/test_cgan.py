@@ -310,7 +310,8 @@ def test_synth_real_deformed_label_maps(cli, tmp_path, gan, real16):
     meta = data.meta["volgan"]
     training = {c.name for c in read_datalist(real16).split("training")}
     assert meta["label_source"] == "real-deformed"
-    from volgan.gan.synth import read_pool, tumor_site
+    from volgan.gan.label_maps import tumor_site
+    from volgan.gan.label_sources import read_pool
 
     pool_maps, pool_names = read_pool(load_synthesizer(root, "cpu"), real16)  # on the generators' grid
     sources = dict(zip(pool_names, pool_maps, strict=True))
@@ -335,7 +336,7 @@ def test_synth_real_deformed_label_maps(cli, tmp_path, gan, real16):
 
 def test_tumor_removed_and_placed_in_its_host():
     from volgan.data.phantom import generate_case
-    from volgan.gan.synth import place_tumor, remove_tumor, tumor_site
+    from volgan.gan.label_maps import place_tumor, remove_tumor, tumor_site
 
     case = generate_case(0, 1, PhantomConfig(size=(32, 32, 32), anatomy_field_mm=96.0))
     label = case.label.array
@@ -466,7 +467,7 @@ def test_bundle_switches_refuse_other_words():
 def test_tumors_grow_in_their_host_to_the_asked_size():
     from scipy import ndimage
 
-    from volgan.gan.synth import TUMOR_HOSTS, _enforce_class, grow_region
+    from volgan.gan.label_maps import TUMOR_HOSTS, enforce_class, grow_region
 
     rng = np.random.default_rng(0)
     score = rng.normal(size=(12, 12, 12))
@@ -483,10 +484,10 @@ def test_tumors_grow_in_their_host_to_the_asked_size():
     logits = torch.from_numpy(5.0 * np.eye(6)[anatomy].transpose(3, 0, 1, 2)).float()
     logits[5] = torch.from_numpy(score).float()
     for tumor_type, hosts in TUMOR_HOSTS.items():
-        label = _enforce_class(logits, tumor_type, 10)
+        label = enforce_class(logits, tumor_type, 10)
         assert (label == 5).sum() == 10 and set(np.unique(anatomy[label == 5])) == set(hosts)
         assert np.array_equal(label[label != 5], anatomy[label != 5])
-    assert np.array_equal(_enforce_class(logits, 0), anatomy)
+    assert np.array_equal(enforce_class(logits, 0), anatomy)
 
 
 def test_synthetic_tumors_take_the_training_tumor_sizes(tmp_path, gan, real16):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import manifest, run
 
 from volgan.data.datalist import read_datalist
@@ -272,15 +273,26 @@ def _cases(n=40, seed=0):
     return probabilities, truth, dice, dice / (2 - np.nan_to_num(dice)), rng.uniform(0.5, 1, n)
 
 
-def test_weighted_metrics_agree_with_the_unweighted_definitions():
+def test_weighted_metrics_agree_with_independent_definitions():
+    """Every case counted once: the rates by hand and the AUC by MONAI's compute_roc_auc (ties included)."""
+    from monai.metrics import compute_roc_auc
+
     probabilities, truth, dice, iou, anatomy = _cases()
+    probabilities[:6] = probabilities[6:12]  # tied scores across the classes
     weights = np.ones((1, len(truth)))
     got = {k: v[0] for k, v in weighted_metrics(probabilities, truth, dice, iou, anatomy, weights).items()}
-    score = 1 - probabilities[:, 0]
-    rates = binary_rates((score >= 0.5).astype(int), (truth != 0).astype(int))
-    for name in ("accuracy", "precision", "recall", "f1"):
-        assert got[name] == pytest.approx(rates[name], abs=1e-12)
-    assert got["auc"] == pytest.approx(roc_auc(score, (truth != 0).astype(int)), abs=1e-12)
+    score, positive = 1 - probabilities[:, 0], truth != 0
+    called = score >= 0.5
+    tp, fp, fn = (called & positive).sum(), (called & ~positive).sum(), (~called & positive).sum()
+    assert got["accuracy"] == pytest.approx((called == positive).mean(), abs=1e-12)
+    assert got["precision"] == pytest.approx(tp / (tp + fp), abs=1e-12)
+    assert got["recall"] == pytest.approx(tp / (tp + fn), abs=1e-12)
+    assert got["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-12)
+    monai_auc = float(compute_roc_auc(torch.as_tensor(score), torch.as_tensor(positive.astype(int))))
+    assert got["auc"] == pytest.approx(monai_auc, abs=1e-12)
+    assert roc_auc(score, positive.astype(int)) == pytest.approx(monai_auc, abs=1e-12)
+    rates = binary_rates(called.astype(int), positive.astype(int))
+    assert rates["specificity"] == pytest.approx((~called & ~positive).sum() / (~positive).sum(), abs=1e-12)
     assert got["type_accuracy"] == pytest.approx((probabilities.argmax(1) == truth).mean())
     assert got["tumor_dice"] == pytest.approx(np.nanmean(dice))
     # a weight of 2 is the case counted twice

@@ -20,6 +20,8 @@ TUMOR_TYPES: dict[int, str] = {
     3: "vertebral",
 }
 NUM_TUMOR_TYPES = len(TUMOR_TYPES)
+# Named tumor types (TUMOR_TYPES): use these, not bare numbers.
+NO_TUMOR, INTRAMEDULLARY, EXTRAMEDULLARY, VERTEBRAL = 0, 1, 2, 3
 
 SOURCES = ("real", "synthetic")
 

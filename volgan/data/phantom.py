@@ -29,7 +29,7 @@ from volgan.data.files import staged_output_dir
 from volgan.data.io import Volume, reorient, write_nifti
 from volgan.data.summary import case_stats
 from volgan.errors import VolganInputError
-from volgan.labels import CORD, CSF, DISC, TUMOR_LABEL, VERTEBRA
+from volgan.labels import CORD, CSF, DISC, EXTRAMEDULLARY, INTRAMEDULLARY, TUMOR_LABEL, VERTEBRA
 
 # Tissue intensities (arbitrary units, 1.0 = fat on T1) before per-case jitter.
 TISSUES = ("air", "fat", "muscle", "body", "posterior", "disc", "csf", "cord")
@@ -290,7 +290,7 @@ class _Anatomy:
             levels = levels[centres <= max(0.7 * self.visible_z, centres.min())]
         for attempt in range(6):
             half = max(diameter / 2.0 * 1.3**attempt, 1.2 * min_voxel)
-            if tumor_type == 1:
+            if tumor_type == INTRAMEDULLARY:
                 zc = rng.uniform(z_lo, z_hi)
                 bump = np.exp(-(((self.z - zc) / max(half, 1e-3)) ** 2))
                 room = (self.canal_r - self.margin) / self.cord_r - 1.0
@@ -300,7 +300,7 @@ class _Anatomy:
                 centre = (0.0, self.canal_u, zc)
                 radii = (r_in[0], r_in[1], half)
                 host = self.cord
-            elif tumor_type == 2:
+            elif tumor_type == EXTRAMEDULLARY:
                 zc = rng.uniform(z_lo, z_hi)
                 bump = np.exp(-(((self.z - zc) / max(half, 1e-3)) ** 2))
                 angle = rng.uniform(0, 2 * math.pi)

@@ -15,8 +15,10 @@ One confusion matrix gives every label's counts; each label's two surfaces and b
 computed once and give HD95 and NSD together. Distance queries use a KD-tree on all cores.
 
 Classification: accuracy, precision, recall (sensitivity), specificity and F1 of ``tumor`` at 0.5,
-ROC AUC of ``tumor`` and one-vs-rest macro AUC of ``tumor_type`` (MONAI's ``compute_roc_auc``), each with
-a seeded percentile-bootstrap 95% confidence interval over cases.
+ROC AUC of ``tumor`` and one-vs-rest macro AUC of ``tumor_type`` (the Mann-Whitney statistic, as MONAI's
+``compute_roc_auc``), each with a seeded percentile-bootstrap 95% confidence interval over cases. The rates and the
+AUC are written once, for cases counted by weights (:func:`weighted_rates`, :func:`weighted_auc`), which the
+study's bootstrap uses with a row of weights per replicate.
 """
 
 from __future__ import annotations
@@ -296,8 +298,77 @@ def nan_mean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else math.nan
 
 
+def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator`` element by element, NaN where the denominator is 0.
+
+    Parameters
+    ----------
+    numerator : np.ndarray
+        any shape.
+    denominator : np.ndarray
+        the same shape.
+
+    Returns
+    -------
+    np.ndarray
+        the ratios.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan)
+
+
+def weighted_rates(predicted: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy, precision, recall (sensitivity), specificity and F1 of binary predictions, with the cases counted
+    by each row of ``weights``: the one definition behind :func:`binary_rates` (one row of ones) and the study's
+    bootstrap (a row per replicate, :func:`volgan.study.bootstrap.weighted_metrics`).
+
+    Parameters
+    ----------
+    predicted : np.ndarray
+        (n,) bool predictions.
+    truth : np.ndarray
+        (n,) bool truth.
+    weights : np.ndarray
+        (R, n) case counts.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        each rate, (R,), NaN where its denominator is 0.
+    """
+    w = weights.astype(np.float64)
+    tp, fp = w @ (predicted & truth), w @ (predicted & ~truth)
+    fn, tn = w @ (~predicted & truth), w @ (~predicted & ~truth)
+    return {"accuracy": ratio(tp + tn, w.sum(1)), "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
+            "specificity": ratio(tn, tn + fp), "f1": ratio(2 * tp, 2 * tp + fp + fn)}
+
+
+def weighted_auc(scores: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC (the Mann-Whitney statistic: the share of positive-negative pairs the score orders right, ties
+    counting half) with the cases counted by each row of ``weights``; :func:`roc_auc` is its one-row case.
+
+    Parameters
+    ----------
+    scores : np.ndarray
+        (n,) scores, higher meaning positive.
+    truth : np.ndarray
+        (n,) bool truth.
+    weights : np.ndarray
+        (R, n) case counts.
+
+    Returns
+    -------
+    np.ndarray
+        (R,) AUCs, NaN for a row without both classes.
+    """
+    w = weights.astype(np.float64)
+    pos, neg = np.flatnonzero(truth), np.flatnonzero(~truth)
+    beats = (scores[pos, None] > scores[None, neg]) + 0.5 * (scores[pos, None] == scores[None, neg])
+    return ratio(np.einsum("rp,pq,rq->r", w[:, pos], beats, w[:, neg]), w[:, pos].sum(1) * w[:, neg].sum(1))
+
+
 def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
-    """ROC AUC of binary ``truth`` from ``scores``.
+    """ROC AUC of binary ``truth`` from ``scores`` (:func:`weighted_auc` with every case counted once).
 
     Parameters
     ----------
@@ -311,11 +382,8 @@ def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
     float
         The AUC in [0, 1] (ties count half); NaN when only one class is present.
     """
-    from monai.metrics import compute_roc_auc
-
-    if truth.min() == truth.max():
-        return math.nan
-    return float(compute_roc_auc(torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(truth)))
+    return float(weighted_auc(np.asarray(scores, dtype=np.float64), np.asarray(truth) == 1,
+                              np.ones((1, len(truth))))[0])
 
 
 def macro_auc(probabilities: np.ndarray, truth: np.ndarray) -> float:
@@ -338,7 +406,8 @@ def macro_auc(probabilities: np.ndarray, truth: np.ndarray) -> float:
 
 
 def binary_rates(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Accuracy, precision, recall (sensitivity), specificity and F1 of 0/1 predictions.
+    """Accuracy, precision, recall (sensitivity), specificity and F1 of 0/1 predictions (:func:`weighted_rates`
+    with every case counted once).
 
     Parameters
     ----------
@@ -352,18 +421,8 @@ def binary_rates(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     dict[str, float]
         Each rate in [0, 1] by name; NaN where its denominator is 0.
     """
-    tp = float(((predicted == 1) & (truth == 1)).sum())
-    tn = float(((predicted == 0) & (truth == 0)).sum())
-    fp = float(((predicted == 1) & (truth == 0)).sum())
-    fn = float(((predicted == 0) & (truth == 1)).sum())
-
-    def ratio(a, b):
-        return a / b if b else math.nan
-
-    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    f1 = ratio(2 * tp, 2 * tp + fp + fn)
-    return {"accuracy": ratio(tp + tn, tp + tn + fp + fn), "precision": precision, "recall": recall,
-            "specificity": ratio(tn, tn + fp), "f1": f1}
+    rates = weighted_rates(np.asarray(predicted) == 1, np.asarray(truth) == 1, np.ones((1, len(truth))))
+    return {name: float(values[0]) for name, values in rates.items()}
 
 
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "auc_tumor",

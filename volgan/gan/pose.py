@@ -22,6 +22,8 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from volgan.labels import CORD, CSF, DISC, VERTEBRA
+
 POSE_FIELDS = ("tilt_about_r_deg", "tilt_about_a_deg", "turn_about_s_deg", "shift_r_vox", "shift_a_vox",
                "shift_s_vox", "size_r_log_pct", "size_a_log_pct")
 
@@ -50,7 +52,7 @@ def label_pose(label: np.ndarray) -> np.ndarray:
     axis = axis * (1 if axis[2] >= 0 else -1)
     pose[0] = np.degrees(np.arctan2(axis[1], axis[2]))
     pose[1] = np.degrees(np.arctan2(axis[0], axis[2]))
-    column, canal = np.argwhere((label == 1) | (label == 2)), np.argwhere((label == 3) | (label == 4))
+    column, canal = np.argwhere((label == VERTEBRA) | (label == DISC)), np.argwhere((label == CORD) | (label == CSF))
     if len(column) and len(canal):
         towards = column.mean(0) - canal.mean(0)
         pose[2] = np.degrees(np.arctan2(towards[0], towards[1]))

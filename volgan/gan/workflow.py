@@ -21,17 +21,9 @@ from monai.transforms import MapTransform
 
 from volgan.data.datalist import Case, write_datalist
 from volgan.data.files import staged_output_dir
-from volgan.gan.synth import (
-    DEFAULT_PLACEMENT,
-    SYNTH_ENTRIES,
-    Synthesizer,
-    draw_case_label,
-    label_pool,
-    paint_inputs,
-    synthesis_meta,
-    training_intensity,
-    write_case,
-)
+from volgan.gan.label_sources import DEFAULT_PLACEMENT, draw_case_label, label_pool
+from volgan.gan.synth import SYNTH_ENTRIES, synthesis_meta, write_case
+from volgan.gan.synthesizer import Synthesizer, paint_inputs, training_intensity
 
 
 class DrawLabelMapd(MapTransform):
@@ -41,9 +33,9 @@ class DrawLabelMapd(MapTransform):
     MetaTensors on the generators' RAS grid, named after the case), ``z``: the global noise (z_dim,) and
     ``texture``: the per-voxel noise (1, S, S, S). Case ``index`` depends only on (``seed``, ``index``) and its
     class. With a ``pool`` (a datalist of the GAN's real training cases) the map is a real one, deformed
-    (:func:`volgan.gan.synth.deformed_real_label`); otherwise the label generator draws it
-    (:func:`volgan.gan.synth.draw_label_map`). What was drawn goes with the case as JSON text, ``drawn``, so that
-    it reaches the writer from loader worker processes too.
+    (:func:`volgan.gan.label_sources.deformed_real_label`); otherwise the label generator draws it
+    (:func:`volgan.gan.label_sources.draw_label_map`). What was drawn goes with the case as JSON text, ``drawn``, so
+    that it reaches the writer from loader worker processes too.
     """
 
     def __init__(self, synthesizer: Synthesizer, seed: int = 0, pose: bool = True,

@@ -14,12 +14,8 @@ import warnings
 
 import numpy as np
 
+from volgan.evaluation.metrics import ratio, weighted_auc, weighted_rates
 from volgan.labels import NUM_TUMOR_TYPES
-
-
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
 
 def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -38,7 +34,7 @@ def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
         (R,) means (NaN where no case counts).
     """
     ok = np.isfinite(values)
-    return _ratio(weights[:, ok] @ values[ok], weights[:, ok].sum(1))
+    return ratio(weights[:, ok] @ values[ok], weights[:, ok].sum(1))
 
 
 def weighted_metrics(probabilities: np.ndarray, truth: np.ndarray, tumor_dice: np.ndarray, tumor_iou: np.ndarray,
@@ -68,20 +64,15 @@ def weighted_metrics(probabilities: np.ndarray, truth: np.ndarray, tumor_dice: n
     """
     score = 1.0 - probabilities[:, 0]
     y = truth != 0
-    pred = score >= 0.5
     w = weights.astype(np.float64)
-    tp, fp = w @ (pred & y), w @ (pred & ~y)
-    fn, tn = w @ (~pred & y), w @ (~pred & ~y)
-    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-    beats = (score[pos, None] > score[None, neg]) + 0.5 * (score[pos, None] == score[None, neg])
-    auc = _ratio(np.einsum("rp,pq,rq->r", w[:, pos], beats, w[:, neg]), w[:, pos].sum(1) * w[:, neg].sum(1))
+    rates = weighted_rates(score >= 0.5, y, w)
 
     def mean_of(values):
         return weighted_mean(values, w)
 
-    return {"accuracy": _ratio(tp + tn, w.sum(1)), "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
-            "f1": _ratio(2 * tp, 2 * tp + fp + fn), "auc": auc,
-            "type_accuracy": _ratio(w @ (probabilities.argmax(1) == truth), w.sum(1)),
+    return {**{name: rates[name] for name in ("accuracy", "precision", "recall", "f1")},
+            "auc": weighted_auc(score, y, w),
+            "type_accuracy": ratio(w @ (probabilities.argmax(1) == truth), w.sum(1)),
             "tumor_dice": mean_of(tumor_dice), "tumor_iou": mean_of(tumor_iou), "anatomy_dice": mean_of(anatomy_dice)}
 
 
