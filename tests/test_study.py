@@ -245,10 +245,10 @@ def test_the_users_datalist(tmp_path, phantom_dir):
     (["--spacing", "1,1"], "--spacing must be a number or three numbers"),
     (["--spacing", "0"], "--spacing must be a positive number"),
 ])
-def test_bad_input(tmp_path, args, needle):
-    result = run("--out", tmp_path / "s", *args)
-    assert result.returncode == 2 and needle in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+def test_bad_input(cli, tmp_path, args, needle):
+    result = cli("study", "--profile", "tiny", "--out", tmp_path / "s", *args)
+    assert result.code == 2 and needle in result.err
+    assert len(result.err.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
 
 
