@@ -62,6 +62,18 @@ def _kill_a_building_worker(proc: subprocess.Popen, out: Path, is_worker) -> int
     return kills
 
 
+def _task_processes() -> list[int]:
+    """Ray workers running a stage now (their process title names the task)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::build_task"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def _children(pid: int) -> set[int]:
     found, todo = set(), [pid]
     while todo:
@@ -127,11 +139,23 @@ def two_node_cluster():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the worker")
 def test_a_two_node_cluster_places_one_stage_per_gpu_and_retries_a_killed_worker(study, tmp_path, two_node_cluster):
+    """Ctrl-C first: every task stops and the finished stages stay; then the same command, with one worker killed
+    mid-stage, finishes with the figures of the local executor's study."""
     out = tmp_path / "study"
     struck = _rebuild_some(study, out, runs=4)
     env = {**os.environ, "VOLGAN_RAY_GPU_RESOURCE": "stand_in_gpu"}
-    proc = subprocess.Popen([*STUDY, "--out", str(out), "--executor", "ray", "--address", two_node_cluster.address],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", env=env)
+    command = [*STUDY, "--out", str(out), "--executor", "ray", "--address", two_node_cluster.address]
+    kept = set(manifest(out))
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", env=env)
+    while proc.poll() is None and not any(p.name.startswith(".run-") for p in (out / "stages").iterdir()):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "finished stages are kept" in err and "Traceback" not in err, err[-3000:]
+    assert kept <= set(manifest(out))
+    time.sleep(1.0)
+    assert not _task_processes(), "a stage's task outlived Ctrl-C"
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", env=env)
     kills = _kill_a_building_worker(proc, out, lambda pid, cmd: cmd.startswith("ray::build_task"))
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
