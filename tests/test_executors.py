@@ -62,6 +62,12 @@ def _kill_a_building_worker(proc: subprocess.Popen, out: Path, is_worker) -> int
     return kills
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child before it starts: SIGINT handled by default, as in a terminal, even when this test runs in a
+    background job of a shell without job control (which starts it with SIGINT ignored, and Python keeps that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _task_processes() -> list[int]:
     """Ray workers running a stage now (their process title names the task)."""
     found = []
@@ -146,12 +152,13 @@ def test_a_two_node_cluster_places_one_stage_per_gpu_and_retries_a_killed_worker
     env = {**os.environ, "VOLGAN_RAY_GPU_RESOURCE": "stand_in_gpu"}
     command = [*STUDY, "--out", str(out), "--executor", "ray", "--address", two_node_cluster.address]
     kept = set(manifest(out))
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", env=env)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", env=env,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
     while proc.poll() is None and not any(p.name.startswith(".run-") for p in (out / "stages").iterdir()):
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "finished stages are kept" in err and "Traceback" not in err, err[-3000:]
+    assert proc.returncode == 130 and "finished stages are kept" in err and "Traceback" not in err, err[:4000]
     assert kept <= set(manifest(out))
     time.sleep(1.0)
     assert not _task_processes(), "a stage's task outlived Ctrl-C"
