@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -86,15 +87,11 @@ def build_task(stage: Stage, settings: StudySettings, partial: str, threads: int
 
     where = {"host": socket.gethostname(), "pid": os.getpid(), "start": time.time(),
              "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
-    try:
-        import ray
-
-        if ray.is_initialized():
-            context = ray.get_runtime_context()
-            where["node"] = context.get_node_id()
-            where["resources"] = context.get_assigned_resources()
-    except ImportError:
-        pass
+    ray = sys.modules.get("ray")  # loaded in a Ray task; a local worker never imports it just to ask
+    if ray is not None and ray.is_initialized():
+        context = ray.get_runtime_context()
+        where["node"] = context.get_node_id()
+        where["resources"] = context.get_assigned_resources()
     try:
         if threads:
             import torch
