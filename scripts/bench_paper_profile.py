@@ -196,9 +196,9 @@ def measure_in(args: argparse.Namespace, work: Path) -> None:
     save("finished", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
 
-def stage_counts(profile: StudyProfile) -> dict:
-    """What the full study runs: GAN presentations, synthetic volumes, spine_segcls runs (presentations and
-    training volumes, by augmentation) and evaluations (clean, or at every artifact severity: ``robust``)."""
+def planned_arms(profile: StudyProfile) -> tuple[list, set[str]]:
+    """The full study's arms on a phantom pool of the profile's size (``volgan.study.plan.plan_arms``), and the run
+    keys evaluated at every artifact severity."""
     from volgan.data.phantom import PhantomConfig, tumor_type_for
 
     phantom = PhantomConfig()
@@ -206,7 +206,13 @@ def stage_counts(profile: StudyProfile) -> dict:
     pool = [Case(f"case_{i:05d}", Path("."), Path("."), t) for i, t in enumerate(types)]
     synthetic = {n: [f"synth_{i:05d}" for i in range(profile.synthetic)] for n in profile.pool_sizes}
     arms = plan_arms(profile, pool, synthetic)
-    _, robustness = evaluated_runs(arms, profile)
+    return arms, evaluated_runs(arms, profile)[1]
+
+
+def stage_counts(profile: StudyProfile) -> dict:
+    """What the full study runs: GAN presentations, synthetic volumes, spine_segcls runs (presentations and
+    training volumes, by augmentation) and evaluations (clean, or at every artifact severity: ``robust``)."""
+    arms, robustness = planned_arms(profile)
     runs: dict[str, dict] = {}
     for arm in arms:
         key, config, _ = run_key(arm, profile)
@@ -248,13 +254,8 @@ def stage_graph(results: dict, profile: StudyProfile, workers: int) -> list[tupl
     orders them by, :func:`volgan.study.plan.stage_cost`), each with its projected seconds from the measured rates of
     :func:`project`. The real-MRI check of each model is counted as a clean evaluation of two volumes (not measured
     on a GPU); the report as nothing."""
-    from volgan.data.phantom import PhantomConfig, tumor_type_for
     from volgan.study.plan import eval_key, real_key, stage_cost
 
-    phantom = PhantomConfig()
-    types = [tumor_type_for(profile.seed, i, phantom.tumor_fraction, phantom.types) for i in range(profile.real_pool)]
-    pool = [Case(f"case_{i:05d}", Path("."), Path("."), t) for i, t in enumerate(types)]
-    synthetic = {n: [f"synth_{i:05d}" for i in range(profile.synthetic)] for n in profile.pool_sizes}
     seg = {"none": results["segcls_none_fp32_w0"], "classical": results[f"segcls_classical_fp32_w{workers}"]}
     gan, test = results["gan"], profile.test
     clean = results["eval_clean"]["per_volume_s"]
@@ -271,8 +272,7 @@ def stage_graph(results: dict, profile: StudyProfile, workers: int) -> list[tupl
             + gan["overhead_per_volume_s"] * results["sample"]["cases"])
         add(f"synth-{n}", "synth", (f"gan-{n}",), stage_cost("synth", profile.synthetic),
             profile.synthetic * results["synth"]["per_volume_s"])
-    arms = plan_arms(profile, pool, synthetic)
-    _, robustness = evaluated_runs(arms, profile)
+    arms, robustness = planned_arms(profile)
     seen: set[str] = set()
     first_robust = True
     for arm in arms:
