@@ -40,7 +40,8 @@ from volgan.data.datalist import read_datalist
 from volgan.data.io import read_volume
 from volgan.data.phantom import PhantomConfig, make_dataset
 from volgan.evaluation.metrics import segmentation_metrics
-from volgan.evaluation.quality import DIVERSITY_PAIRS, label_consistency, load_arrays, quality_report
+from volgan.evaluation.quality import load_arrays, quality_report
+from volgan.evaluation.similarity import DIVERSITY_PAIRS, label_consistency
 from volgan.gan.synth import load_synthesizer, synthesize
 from volgan.gan.trainer import msssim_diversity
 from volgan.labels import LABELS

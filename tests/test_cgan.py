@@ -399,7 +399,7 @@ def test_synthesis_adds_what_the_training_spread_lacks(tmp_path, gan):
 
 
 def test_diversity_intervals_follow_the_volumes():
-    from volgan.evaluation.quality import diversity_figures
+    from volgan.evaluation.similarity import diversity_figures
 
     rng = np.random.default_rng(0)
     same = np.repeat(rng.normal(size=(1, 16, 16, 16)).astype(np.float32), 6, axis=0)
@@ -415,7 +415,7 @@ def test_diversity_intervals_follow_the_volumes():
 
 
 def test_memorization_counts_copies_and_says_what_chance_gives():
-    from volgan.evaluation.quality import memorization_figures
+    from volgan.evaluation.similarity import memorization_figures
 
     rng = np.random.default_rng(0)
     train = rng.normal(size=(20, 8, 8, 8)).astype(np.float32)
@@ -429,7 +429,7 @@ def test_memorization_counts_copies_and_says_what_chance_gives():
 
 
 def test_chance_of_as_many_nearer_volumes_matches_a_simulation():
-    from volgan.evaluation.quality import chance_of_at_least
+    from volgan.evaluation.similarity import chance_of_at_least
 
     rng = np.random.default_rng(1)
     draws = rng.random((20000, 48 + 12))  # exchangeable distances: 48 synthetic, then 12 test
@@ -541,7 +541,7 @@ def test_torchrun_two_gloo_processes(tmp_path, real16):
 
 def test_frechet_distance_of_a_shifted_set_is_the_squared_shift():
     """Same covariance, means apart by (1, 2, 0, ...): the Fréchet distance is 1² + 2² = 5; NaN under two samples."""
-    from volgan.evaluation.quality import frechet_distance
+    from volgan.evaluation.similarity import frechet_distance
 
     features = np.random.default_rng(0).normal(size=(50, 8))
     shift = np.zeros(8)

@@ -73,13 +73,13 @@ def test_sliding_windows_cover_a_volume_larger_than_the_patch(model, monkeypatch
     import volgan.segcls.predict as inference
 
     calls = []
-    real = inference.sliding_window_inference
 
-    def spy(inputs, roi_size, sw_batch_size, predictor, **kwargs):
-        calls.append(tuple(inputs.shape[2:]))
-        return real(inputs, roi_size, sw_batch_size, predictor, **kwargs)
+    class Spy(inference.ModelInferer):
+        def __call__(self, inputs, network, *args, **kwargs):
+            calls.append(tuple(inputs.shape[2:]))
+            return super().__call__(inputs, network, *args, **kwargs)
 
-    monkeypatch.setattr(inference, "sliding_window_inference", spy)
+    monkeypatch.setattr(inference, "ModelInferer", Spy)
     big = generate_case(0, 2, PhantomConfig(size=(80, 40, 72), spacing=(1.0, 2.0, 1.0)))
     prediction = predict(model, big.image)
     assert calls and any(n > 32 for n in calls[0])
@@ -131,12 +131,8 @@ def test_checkpoint_that_does_not_fit(cli, tmp_path):
 
 
 def test_tumor_call_from_the_segmentation():
-    from volgan.segcls.predict import (
-        MIN_TUMOR_MM3,
-        combine_type_probabilities,
-        tumor_evidence_mm3,
-        tumor_probability_from_segmentation,
-    )
+    from volgan.segcls.pipeline import MIN_TUMOR_MM3, tumor_evidence_mm3, tumor_probability_from_segmentation
+    from volgan.segcls.predict import combine_type_probabilities
 
     label = np.zeros((12, 12, 12), np.uint8)
     prob = np.full(label.shape, 0.01, np.float32)

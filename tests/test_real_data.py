@@ -246,7 +246,7 @@ def test_cord_only_cases_do_not_teach_that_vertebrae_are_background(tmp_path):
     from volgan.segcls.predict import LoadedModel, predict
     from volgan.segcls.train import SegClsLoss
     from volgan.training import prepare_batch
-    from volgan.transforms import Preprocessing
+    from volgan.transforms import Preprocessing, preprocessing
 
     make_dataset(tmp_path / "data", 20, PhantomConfig(size=(24, 24, 24), spacing=(4.0, 4.0, 4.0)), seed=3,
                  test_fraction=0.2)
@@ -264,7 +264,8 @@ def test_cord_only_cases_do_not_teach_that_vertebrae_are_background(tmp_path):
         torch.manual_seed(0)
         network, loss = SegClsNet(channels=(4, 8, 16, 32)), SegClsLoss(batch_dice=True)
         optimizer = torch.optim.AdamW(network.parameters(), 3e-3)
-        loader = subjects_loader(segcls_dataset(cases, prep, "none", cache=True), batch_size=4, shuffle=True, seed=0)
+        dataset = segcls_dataset(cases, preprocessing(prep), cache=True)
+        loader = subjects_loader(dataset, batch_size=4, shuffle=True, seed=0)
         for _ in range(15):
             for batch in loader:
                 x, y = prepare_batch(batch)

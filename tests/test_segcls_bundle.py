@@ -3,6 +3,7 @@ torchrun with two gloo processes, --tracking mlflow."""
 
 from __future__ import annotations
 
+import csv
 import filecmp
 import json
 import os
@@ -69,31 +70,37 @@ def test_inference_evaluate_and_export(trained, phantom_dir, tmp_path):
     assert len(outputs) == len(list((phantom_dir / "imagesTs").glob("*.nii.gz"))) > 0
     assert f"spine_segcls inference: batch {len(outputs)}/{len(outputs)}" in log
     assert f"spine_segcls inference: done, {len(outputs)} batches" in log
-    # MONAI's pieces (LoadImaged … SlidingWindowInferer … Invertd, SaveImaged) give what volgan infer gives
-    import csv
-
-    import nibabel as nib
-
+    # one definition: volgan infer runs the model input inference.json lists, so the bundle's workflow (LoadImaged,
+    # model_input, ModelInferer, Invertd, SaveImaged) and volgan infer give the same maps and the same table
     from volgan.segcls.inference import run_inference
     from volgan.segcls.predict import load_model
 
     run_inference(load_model(root, "cpu"), [phantom_dir / "imagesTs"], tmp_path / "volgan", overwrite=True)
-    theirs = {Path(r[0]).name: float(r[1]) for r in
-              csv.reader((root / "eval" / "inference" / "predictions.csv").open(encoding="utf-8"))}
-    ours = {Path(r["input"]).name: float(r["tumor_probability"]) for r in
-            csv.DictReader((tmp_path / "volgan" / "predictions.csv").open(encoding="utf-8"))}
-    assert theirs.keys() == ours.keys() and all(abs(theirs[k] - ours[k]) < 1e-4 for k in ours), (theirs, ours)
+    import nibabel as nib
+
+    def table(folder):
+        rows = json.loads((folder / "predictions.json").read_text(encoding="utf-8"))
+        return {Path(r["input"]).name: {k: v for k, v in r.items() if k.startswith("p_") or k.startswith("pred")
+                                        or k == "tumor_probability"} for r in rows}
+
+    theirs, ours = table(root / "eval" / "inference"), table(tmp_path / "volgan")
+    assert theirs.keys() == ours.keys() and len(ours) == len(outputs)
+    for name in ours:
+        assert theirs[name]["predicted_tumor_type"] == ours[name]["predicted_tumor_type"], name
+        assert all(abs(theirs[name][k] - ours[name][k]) < 1e-5 for k in ours[name]), (theirs[name], ours[name])
     for path in outputs:
         bundle_map, volgan_map = nib.load(path), nib.load(tmp_path / "volgan" / path.name)
         source = nib.load(phantom_dir / "imagesTs" / path.name.replace("_seg", ""))
         assert bundle_map.shape == source.shape and np.allclose(bundle_map.affine, source.affine)
-        assert np.mean(np.asarray(bundle_map.dataobj) == np.asarray(volgan_map.dataobj)) > 0.999
-    log = bundle("run", "--config_file", "configs/evaluate.json", "--bundle_root", root, "--dataset_dir",
-                 phantom_dir, "--bootstrap", "50")
+        assert np.mean(np.asarray(bundle_map.dataobj) == np.asarray(volgan_map.dataobj)) > 0.9999
+    # evaluate.json extends inference.json, as model-zoo bundles do
+    log = bundle("run", "--config_file", "['configs/inference.json','configs/evaluate.json']", "--bundle_root", root,
+                 "--dataset_dir", phantom_dir, "--bootstrap", "50")
     summary = json.loads((root / "eval" / "report" / "summary.json").read_text(encoding="utf-8"))
     assert summary["volgan"]["n_cases"] == len(outputs) and "classification" in summary
     n = len(outputs)
-    assert f"infer: {n}/{n} volumes" in log and f"evaluate: {n}/{n} cases" in log  # lines, not \r bars
+    assert table(root / "eval" / "predictions") == theirs  # the test split is imagesTs here
+    assert f"spine_segcls inference: batch {n}/{n}" in log and f"evaluate: {n}/{n} cases" in log  # lines, not bars
     assert f"evaluation: {n} cases, foreground Dice" in log and "\r" not in log
     # in this process (each command in its own takes some 10 s of start-up); each raises on a failure
     from monai.bundle import ckpt_export, run, verify_net_in_out

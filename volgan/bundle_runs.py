@@ -174,3 +174,46 @@ def require_file(path: str | os.PathLike, what: str) -> str:
     if not Path(path).is_file():
         raise VolganInputError(path, f"no such file: {what}")
     return str(path)
+
+
+def bundles_root() -> Path:
+    """The folder holding ``spine_segcls`` and ``spine_cgan`` (``$VOLGAN_BUNDLES``, else beside the package).
+
+    Returns
+    -------
+    Path
+        the folder.
+    """
+    root = Path(os.environ.get("VOLGAN_BUNDLES", Path(__file__).resolve().parents[1] / "bundles"))
+    if not (root / "spine_segcls" / "configs" / "train.json").is_file():
+        raise VolganInputError(root, "no spine_segcls bundle here; set VOLGAN_BUNDLES to volgan's bundles/ folder")
+    return root
+
+
+def bundle_object(bundle: str, config: str, key: str, **overrides: object) -> object:
+    """The object a bundle config defines under ``key`` (``#`` for a nested key), instantiated from that file with
+    ``overrides`` (name → value) set first: how volgan's own code runs the very definitions the bundle lists.
+
+    Parameters
+    ----------
+    bundle : str
+        ``"spine_segcls"`` or ``"spine_cgan"``.
+    config : str
+        the config file's name in the bundle's ``configs/`` (``"train.json"``).
+    key : str
+        the config key, such as ``"preprocessing"`` or ``"augmentations#light"``.
+    **overrides : object
+        config values to set before parsing, such as ``spacing=[1.5, 1.5, 1.5]``.
+
+    Returns
+    -------
+    object
+        the instantiated object (None where the config says null).
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundles_root() / bundle / "configs" / config))
+    for name, value in overrides.items():
+        parser[name] = value
+    return parser.get_parsed_content(key, instantiate=True)

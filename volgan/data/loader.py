@@ -14,7 +14,7 @@ import torchio as tio
 from volgan.data.datalist import Case, balanced_test_split
 from volgan.data.io import read_volume
 from volgan.labels import LABELS, label_number
-from volgan.transforms import Preprocessing, augmentation, preprocessing
+from volgan.transforms import preprocessing as default_preprocessing
 
 
 def _read_image(path) -> tuple[torch.Tensor, np.ndarray]:
@@ -73,9 +73,9 @@ def subject_for(case: Case) -> tio.Subject:
     return tio.Subject(**fields)
 
 
-def segcls_dataset(cases: list[Case], prep: Preprocessing = Preprocessing(), augment: str = "none",
-                   cache: bool = False) -> tio.SubjectsDataset:
-    """A dataset of preprocessed (and, if ``augment`` names a preset, augmented) subjects.
+def segcls_dataset(cases: list[Case], preprocessing: tio.Transform | None = None,
+                   augmentation: tio.Transform | None = None, cache: bool = False) -> tio.SubjectsDataset:
+    """A dataset of preprocessed (and, given ``augmentation``, randomly augmented) subjects.
 
     With ``cache`` the deterministic preprocessing runs once per case and its output is kept in memory;
     the random augmentation still runs on every draw.
@@ -84,10 +84,12 @@ def segcls_dataset(cases: list[Case], prep: Preprocessing = Preprocessing(), aug
     ----------
     cases : list[Case]
         the cases to read (image, label map, ``tumor_type``).
-    prep : Preprocessing
-        the preprocessing (RAS, spacing in mm, z-normalisation, crop or pad to the patch in voxels).
-    augment : str
-        an augmentation preset of :mod:`volgan.transforms`, or ``"none"``.
+    preprocessing : tio.Transform | None
+        the deterministic preprocessing (spine_segcls's ``configs/train.json`` lists it: onto the RAS grid of the
+        spacing in mm, cropped or padded to the patch in voxels, z-normalised); None: that of
+        :func:`volgan.transforms.preprocessing` at its defaults.
+    augmentation : tio.Transform | None
+        the random augmentation applied after it (a preset of ``augmentations`` in the same config), or None.
     cache : bool
         keep each case's deterministic preprocessing in memory.
 
@@ -97,14 +99,13 @@ def segcls_dataset(cases: list[Case], prep: Preprocessing = Preprocessing(), aug
         A ``tio.SubjectsDataset`` whose subjects hold ``image`` (1, X, Y, Z) float32 and ``label``
         (1, X, Y, Z) integer maps on the patch grid, and ``tumor_type`` (-1 when unknown).
     """
-    random_part = augmentation(augment)
+    pipeline = preprocessing if preprocessing is not None else default_preprocessing()
     if cache:
-        pipeline = preprocessing(prep)
         subjects = [pipeline(subject_for(c)) for c in cases]
         for subject in subjects:
             subject.load()
-        return tio.SubjectsDataset(subjects, transform=random_part)
-    transforms = [preprocessing(prep)] + ([random_part] if random_part is not None else [])
+        return tio.SubjectsDataset(subjects, transform=augmentation)
+    transforms = [pipeline] + ([augmentation] if augmentation is not None else [])
     return tio.SubjectsDataset([subject_for(c) for c in cases], transform=tio.Compose(transforms))
 
 

@@ -11,7 +11,7 @@ import torchio as tio
 
 from volgan.data.datalist import Case
 from volgan.data.loader import segcls_dataset
-from volgan.transforms import Preprocessing
+from volgan.transforms import Preprocessing, augmentation, preprocessing
 
 # --------------------------------------------------------------------------------------------------------
 # Mixing real and synthetic volumes at an exact ratio (arXiv 2506.17165's protocol and the additive variant).
@@ -135,6 +135,6 @@ def mixed_loader(cases: list[Case], batch_size: int = 2, prep: Preprocessing = P
         A ``tio.SubjectsLoader`` of batches with ``image`` (B, 1, X, Y, Z), ``label`` (B, 1, X, Y, Z) and
         ``tumor_type`` (B,).
     """
-    dataset = segcls_dataset(cases, prep, augment, cache)
+    dataset = segcls_dataset(cases, preprocessing(prep), augmentation(augment), cache)
     sampler = RatioBatchSampler([c.source for c in cases], batch_size, seed)
     return tio.SubjectsLoader(dataset, batch_sampler=sampler, num_workers=num_workers)

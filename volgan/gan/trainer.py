@@ -313,8 +313,9 @@ DIVERSITY_GAP_TARGET = 0.15  # the synthetic-quality target: MS-SSIM within 15% 
 def training_stats(cases, prep=None) -> dict:
     """Geometry, intensity scale, pose spread and tumor sizes of the training data, recorded with the generators
     so that synthetic volumes come out in the same spacing, orientation, intensity range, pose spread and tumor
-    sizes. With ``prep`` (a :class:`volgan.transforms.Preprocessing`) the label maps are brought to the
-    generators' grid and measured there: the pose spread (:func:`volgan.gan.pose.pose_spread`) and
+    sizes. With ``prep`` (the generators' preprocessing, a torchio transform such as spine_cgan's
+    ``configs/train.json`` lists, or a :class:`volgan.transforms.Preprocessing` for the shared one) the label maps
+    are brought to the generators' grid and measured there: the pose spread (:func:`volgan.gan.pose.pose_spread`) and
     ``tumor_voxels``, the tumor's voxel count in each training map, by ``tumor_type`` (``{"1": [...], ...}``);
     without ``prep`` both are left out. Each case is read once.
 
@@ -322,8 +323,8 @@ def training_stats(cases, prep=None) -> dict:
     ----------
     cases : list[Case]
         the training cases.
-    prep : Preprocessing | None
-        the generators' grid, or None.
+    prep : tio.Transform | Preprocessing | None
+        the generators' preprocessing or grid, or None.
 
     Returns
     -------
@@ -335,9 +336,9 @@ def training_stats(cases, prep=None) -> dict:
 
     from volgan.data.loader import subject_for
     from volgan.gan.pose import pose_spread
-    from volgan.transforms import preprocessing
+    from volgan.transforms import Preprocessing, preprocessing
 
-    pipeline = preprocessing(prep) if prep is not None else None
+    pipeline = preprocessing(prep) if isinstance(prep, Preprocessing) else prep
     means, stds, codes, on_grid = [], [], Counter(), []
     for case in cases:
         subject = subject_for(case)

@@ -371,15 +371,8 @@ def _infer_one(model: LoadedModel, out: Path, path: Path, series: DicomSeries | 
             from volgan.segcls.gradcam import gradcam_volume
 
             cam_volume = gradcam_volume(model, prediction, volume)
-        probs = prediction.type_probabilities
-        if not np.isfinite(probs).all():
-            raise VolganInputError(path, "the model gave non-finite probabilities for this volume")
-        row.update({f"p_{name}": round(float(probs[k]), 6) for k, name in TUMOR_TYPES.items()})
-        row["tumor_probability"] = round(prediction.tumor_probability, 6)
-        row["predicted_tumor_type"] = int(np.argmax(probs))
-        row["output"] = str(seg_path)
-        row["gradcam"] = str(cam_path) if cam_volume is not None else ""
-        row = {k: row.get(k, "") for k in TABLE_FIELDS}
+        row = table_row(path, seg_path, prediction.type_probabilities,
+                        cam_path if cam_volume is not None else None)
         files = [seg_path.name] + ([cam_path.name] if cam_volume is not None else [])
         # the record first: a run killed before the outputs are whole finds it, sees them missing, and redoes them
         write_text(record, json.dumps({"input": str(path), "settings": settings, "output_files": files, "row": row}))
@@ -400,6 +393,91 @@ def _infer_one(model: LoadedModel, out: Path, path: Path, series: DicomSeries | 
     if seg_path.exists():
         row["error"] += f" (the {seg_path.name} in the folder is from an earlier run)"
     return {k: row.get(k, "") for k in TABLE_FIELDS}
+
+
+def table_row(path: str | os.PathLike, output: str | os.PathLike, type_probabilities: np.ndarray,
+              gradcam: str | os.PathLike | None = None) -> dict:
+    """One volume's row of the predictions table (:data:`TABLE_FIELDS`), as ``volgan infer`` and the bundle's
+    ``configs/inference.json`` write it.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        the input volume.
+    output : str | os.PathLike
+        its label map.
+    type_probabilities : np.ndarray
+        (4,) tumor_type probabilities, none first.
+    gradcam : str | os.PathLike | None
+        its Grad-CAM map, if written.
+
+    Returns
+    -------
+    dict
+        the row, every field of :data:`TABLE_FIELDS`.
+
+    Raises
+    ------
+    VolganInputError
+        naming ``path``, when a probability is not finite.
+    """
+    probs = np.asarray(type_probabilities, dtype=np.float64)
+    if not np.isfinite(probs).all():
+        raise VolganInputError(path, "the model gave non-finite probabilities for this volume")
+    row = {"input": str(path), "output": str(output), "gradcam": str(gradcam) if gradcam is not None else "",
+           "tumor_probability": round(float(1.0 - probs[0]), 6), "predicted_tumor_type": int(np.argmax(probs)),
+           "error": "", **{f"p_{name}": round(float(probs[k]), 6) for k, name in TUMOR_TYPES.items()}}
+    return {k: row[k] for k in TABLE_FIELDS}
+
+
+class PredictionTable:
+    """Ignite handler for the bundle's inference workflow: each volume's row of ``volgan infer``'s table
+    (:func:`table_row`), from the decollated output's ``type_probabilities`` (written by
+    :class:`~volgan.segcls.pipeline.TumorProbabilityd` given the head) and its input file, written as
+    ``predictions.csv`` and ``predictions.json`` in ``output_dir`` when the run completes; label maps named as
+    ``SaveImaged`` names them (``<stem>_seg<output_ext>``)."""
+
+    def __init__(self, output_dir: str | os.PathLike, output_ext: str = ".nii.gz"):
+        self.output_dir = Path(output_dir)
+        self.output_ext = output_ext
+        self.rows: list[dict] = []
+
+    def attach(self, engine) -> None:
+        """Collect rows after each iteration and write the table when the run completes.
+
+        Parameters
+        ----------
+        engine : ignite.engine.Engine
+            the evaluator.
+        """
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, lambda _: self.rows.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def collect(self, engine) -> None:
+        """This iteration's rows.
+
+        Parameters
+        ----------
+        engine : ignite.engine.Engine
+            the evaluator, its ``state.output`` a list of decollated items.
+        """
+        for item in engine.state.output:
+            source = str(item["pred"].meta["filename_or_obj"])
+            output = self.output_dir / f"{volume_stem(Path(source).name)}_seg{self.output_ext}"
+            self.rows.append(table_row(source, output, item["type_probabilities"]))
+
+    def write(self, _engine) -> None:
+        """Write ``predictions.csv`` and ``predictions.json``.
+
+        Parameters
+        ----------
+        _engine : ignite.engine.Engine
+            the evaluator.
+        """
+        write_table(self.rows, self.output_dir / "predictions.csv", self.output_dir / "predictions.json")
 
 
 def _rebuild_table(out: Path, run_rows: list[dict]) -> None:

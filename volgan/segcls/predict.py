@@ -21,16 +21,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchio as tio
-from monai.inferers import sliding_window_inference
-from monai.transforms import MapTransform
+from monai.data import MetaTensor
 
 from volgan.data.files import first_line
 from volgan.data.io import Volume
 from volgan.errors import VolganInputError
 from volgan.labels import TUMOR_LABEL
 from volgan.segcls.network import DEFAULT_CHANNELS, SegClsNet
-from volgan.transforms import Preprocessing, model_grid, normalize_intensity, resample
+from volgan.segcls.pipeline import (
+    ModelInferer,
+    combine_type_probabilities,
+    head_of_windows,
+    model_input,
+    tumor_evidence_mm3,
+    tumor_probability_from_segmentation,
+)
+from volgan.transforms import Preprocessing, resample
 
 
 @dataclass
@@ -217,103 +223,7 @@ class Prediction:
         return float(1.0 - self.type_probabilities[0])
 
 
-def to_model_grid(volume: Volume, prep: Preprocessing) -> tuple[torch.Tensor, np.ndarray, float]:
-    """Resample and normalise a volume as training did: (1, 1, X, Y, Z) tensor, its affine, and the
-    normalised value of zero intensity (used to pad windows, as training pads with zeros).
-
-    Parameters
-    ----------
-    volume : Volume
-        the input volume, any orientation and spacing.
-    prep : Preprocessing
-        the model's spacing (mm) and patch.
-
-    Returns
-    -------
-    tuple[torch.Tensor, np.ndarray, float]
-        the (1, 1, X, Y, Z) float32 model-grid image, its 4×4 affine (RAS, mm), and the pad value.
-    """
-    affine, shape = model_grid(volume.affine, volume.shape, prep.spacing)
-    data = resample(torch.from_numpy(np.ascontiguousarray(volume.array))[None], volume.affine, affine, shape)
-    raw = tio.ScalarImage(tensor=data, affine=affine)
-    normalized = normalize_intensity()(raw).data
-    std = float(data.std()) or 1.0
-    pad_value = float(-data.mean()) / std
-    return normalized[None].float(), affine, pad_value
-
 PRECISIONS = ("fp32", "bf16")
-
-MIN_TUMOR_MM3 = 30.0  # tumor evidence at which the call turns "tumor": a sphere of 3.9 mm diameter
-
-
-def tumor_evidence_mm3(tumor_probability: np.ndarray, label: np.ndarray, voxel_mm3: float) -> float:
-    """The segmentation's evidence of a tumor, in mm³: the summed tumor probability of the largest connected
-    (26-neighbour) component of voxels labeled tumor. A volume with no tumor voxel gets its highest voxel
-    probability × 10⁻³ mm³, so such volumes still rank among themselves, below every volume with one.
-
-    ``tumor_probability`` and ``label``: arrays of one shape on the model grid; ``voxel_mm3``: one voxel's volume.
-
-    Parameters
-    ----------
-    tumor_probability : np.ndarray
-        (X, Y, Z) the tumor label's softmax probability on the model grid.
-    label : np.ndarray
-        (X, Y, Z) the argmax label map on the same grid.
-    voxel_mm3 : float
-        one voxel's volume in mm³.
-
-    Returns
-    -------
-    float
-        the evidence in mm³.
-    """
-    from scipy import ndimage
-
-    components, n = ndimage.label(label == TUMOR_LABEL, ndimage.generate_binary_structure(3, 3))
-    if not n:
-        return 1e-3 * float(tumor_probability.max())
-    return voxel_mm3 * float(np.max(ndimage.sum(tumor_probability, components, range(1, n + 1))))
-
-
-def tumor_probability_from_segmentation(evidence_mm3: float, min_tumor_mm3: float = MIN_TUMOR_MM3) -> float:
-    """P(tumor) = 1 − 2^(−evidence / ``min_tumor_mm3``): 0.5 at ``min_tumor_mm3`` of tumor mass (below the
-    phantom's smallest tumor, 4 mm across, 34 mm³), rising with the evidence; its order is the evidence's.
-
-    Parameters
-    ----------
-    evidence_mm3 : float
-        the tumor evidence in mm³ (:func:`tumor_evidence_mm3`).
-    min_tumor_mm3 : float
-        the evidence at which the probability is 0.5.
-
-    Returns
-    -------
-    float
-        P(tumor), in [0, 1).
-    """
-    return float(-np.expm1(-np.log(2.0) * evidence_mm3 / min_tumor_mm3))
-
-
-def combine_type_probabilities(p_tumor: float, head_probabilities: np.ndarray) -> np.ndarray:
-    """The four tumor_type probabilities (4,): ``1 − p_tumor`` for none, and ``p_tumor`` shared over the three
-    types in the proportions of the classifier head's ``head_probabilities[1:]``.
-
-    Parameters
-    ----------
-    p_tumor : float
-        P(tumor) from the segmentation.
-    head_probabilities : np.ndarray
-        (4,) the classifier head's tumor_type probabilities.
-
-    Returns
-    -------
-    np.ndarray
-        (4,) probabilities summing to 1.
-    """
-    types = np.asarray(head_probabilities[1:], dtype=np.float64)
-    types = types / types.sum() if types.sum() > 0 else np.full(len(types), 1.0 / len(types))
-    return np.concatenate([[1.0 - p_tumor], p_tumor * types])
-
 
 def read_model_card(path: str | os.PathLike) -> dict:
     """The ``model.json`` that training writes beside a checkpoint (``spacing`` in mm, ``patch`` in voxels, the
@@ -389,25 +299,6 @@ def _whole(value) -> int:
     return int(float(value))
 
 
-class TumorProbabilityd(MapTransform):
-    """MONAI postprocessing: from the softmax probabilities under ``keys`` ((6, X, Y, Z) on the model grid, before
-    inversion) the tumor probability of :func:`tumor_probability_from_segmentation` (the largest tumor
-    component's probability mass, in mm³ of the grid's ``spacing``), stored as a float under ``output_key``."""
-
-    def __init__(self, keys, spacing, output_key: str = "tumor_probability", allow_missing_keys: bool = False):
-        super().__init__(keys, allow_missing_keys)
-        self.voxel_mm3 = float(np.prod(spacing))
-        self.output_key = output_key
-
-    def __call__(self, data):
-        d = dict(data)
-        for key in self.key_iterator(d):
-            probabilities = torch.as_tensor(d[key]).detach().float().cpu().numpy()
-            evidence = tumor_evidence_mm3(probabilities[TUMOR_LABEL], probabilities.argmax(0), self.voxel_mm3)
-            d[self.output_key] = tumor_probability_from_segmentation(evidence)
-        return d
-
-
 def channel_argmax(values: torch.Tensor) -> torch.Tensor:
     """The index of the largest of C channels at each voxel, the first on ties: (C, X, Y, Z) → (X, Y, Z) uint8.
 
@@ -463,8 +354,11 @@ def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_
         raise VolganInputError(None, f"precision must be one of {PRECISIONS}, got {precision!r}")
     if float(np.ptp(volume.array)) == 0.0:
         raise VolganInputError(None, "the image has one intensity everywhere; there is nothing to segment")
-    x, affine, pad_value = to_model_grid(volume, model.prep)
-    x = x.to(model.device)
+    image = MetaTensor(torch.from_numpy(np.ascontiguousarray(volume.array))[None],
+                       affine=torch.as_tensor(volume.affine))
+    x = model_input(model.prep.spacing)({"image": image})["image"]  # the bundle's own inference transforms
+    affine = np.asarray(x.affine, dtype=np.float64)
+    x = x.unsqueeze(0).to(model.device)
     window_logits: list[torch.Tensor] = []
 
     def predictor(windows: torch.Tensor) -> torch.Tensor:
@@ -472,14 +366,14 @@ def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_
         window_logits.append(cls.float())
         return seg
 
+    inferer = ModelInferer(model.prep.patch, sw_batch_size, overlap)
     with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        seg = sliding_window_inference(x, model.prep.patch, sw_batch_size, predictor, overlap=overlap,
-                                       mode="constant", cval=pad_value)
+        seg = torch.as_tensor(inferer(x, predictor))
+    x = x.as_tensor().float()
     probs = torch.softmax(seg[0].float(), dim=0)
     back = resample(probs, affine, volume.affine, volume.shape, "bilinear")
     label = channel_argmax(back).cpu().numpy()
-    window_probs = torch.softmax(torch.cat(window_logits), dim=1)
-    head = window_probs[int((1.0 - window_probs[:, 0]).argmax())].cpu().numpy()
+    head = head_of_windows(window_logits)
     model_probs = probs.cpu().numpy()
     evidence = tumor_evidence_mm3(model_probs[TUMOR_LABEL], model_probs.argmax(0), float(np.prod(model.prep.spacing)))
     p_tumor = tumor_probability_from_segmentation(evidence)

@@ -30,6 +30,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from volgan.bundle_runs import bundles_root
 from volgan.data.datalist import read_datalist
 from volgan.data.files import atomic_path, write_text
 from volgan.errors import VolganInputError
@@ -44,7 +45,6 @@ from volgan.study.stages import (
     Progress,
     Stage,
     StudySettings,
-    bundles_root,
     critical_first,
     hash_plan,
 )

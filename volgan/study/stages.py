@@ -10,33 +10,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from volgan.bundle_runs import bundles_root
 from volgan.data.files import write_text
 from volgan.errors import VolganInputError
 from volgan.study.profiles import StudyProfile
 
 MANIFEST = "manifest.json"
 TRAINED_ON = "trained_on.json"  # beside a spine_segcls run: the cases it trained on
-
-
-def bundles_root() -> Path:
-    """The folder holding ``spine_segcls`` and ``spine_cgan`` (``$VOLGAN_BUNDLES``, else beside the package).
-
-    Returns
-    -------
-    Path
-        the folder.
-    """
-    root = Path(os.environ.get("VOLGAN_BUNDLES", Path(__file__).resolve().parents[2] / "bundles"))
-    if not (root / "spine_segcls" / "configs" / "train.json").is_file():
-        raise VolganInputError(root, "no spine_segcls bundle here; set VOLGAN_BUNDLES to volgan's bundles/ folder")
-    return root
 
 
 def bundle_version(bundle: str) -> str:

@@ -5,10 +5,21 @@ Geometry: a volume is resampled onto a RAS grid of ``spacing`` mm that covers it
 (:func:`model_grid`), with :func:`resample` (trilinear for images and probabilities, nearest for label
 maps). Inference maps its output back with the same function and the inverse direction, so masks come
 out in the input's own shape and affine. Intensity: z-normalisation over the whole volume.
-Training crops or pads the resampled volume to ``patch`` voxels about its centre.
+Training crops or pads the resampled volume to ``patch`` voxels about its centre. The bundles' inference configs
+list the MONAI twins (:class:`ToModelGridd`, :class:`ZNormalized`), which call the same functions.
 """
 
-from volgan.transforms.augment import AUGMENTATIONS, CLASSICAL_RECIPE, SEVERITIES, artifacts, augmentation, corrupt
+from volgan.transforms.augment import (
+    AUGMENTATIONS,
+    CLASSICAL_RECIPE,
+    SEVERITIES,
+    artifacts,
+    augmentation,
+    check_preset,
+    chosen_augmentation,
+    corrupt,
+)
+from volgan.transforms.dictionary import ToModelGridd, ZNormalized
 from volgan.transforms.fast_torchio import (
     BiasField,
     ElasticDeformation,
@@ -21,7 +32,8 @@ from volgan.transforms.fast_torchio import (
 from volgan.transforms.grid import ToModelGrid, axis_permutation, field_about_foreground, model_grid, resample
 from volgan.transforms.pipeline import Preprocessing, normalize_intensity, preprocessing
 
-__all__ = ["AUGMENTATIONS", "CLASSICAL_RECIPE", "SEVERITIES", "BiasField", "ElasticDeformation", "Preprocessing",
-           "RandomBiasField", "RandomElasticDeformation", "ToModelGrid", "artifacts", "augmentation",
-           "axis_permutation", "base_arguments", "bspline_displacement", "bspline_weights", "corrupt",
-           "field_about_foreground", "model_grid", "normalize_intensity", "preprocessing", "resample"]
+__all__ = ["AUGMENTATIONS", "BiasField", "CLASSICAL_RECIPE", "ElasticDeformation", "Preprocessing",
+           "RandomBiasField", "RandomElasticDeformation", "SEVERITIES", "ToModelGrid", "ToModelGridd",
+           "ZNormalized", "artifacts", "augmentation", "axis_permutation", "base_arguments", "bspline_displacement",
+           "bspline_weights", "check_preset", "chosen_augmentation", "corrupt", "field_about_foreground",
+           "model_grid", "normalize_intensity", "preprocessing", "resample"]

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torchio as tio
 
-from volgan.transforms.fast_torchio import RandomBiasField, RandomElasticDeformation
-from volgan.transforms.pipeline import normalize_intensity
+from volgan.errors import VolganInputError
+from volgan.transforms.fast_torchio import RandomBiasField
 
 AUGMENTATIONS = ("none", "light", "classical")
 # What the classical preset draws; a study run that augments keys its stage on it, so a new recipe retrains it.
@@ -17,7 +17,8 @@ CLASSICAL_RECIPE = "flip, affine p=0.5, one of eight artifacts or deformations p
 
 
 def augmentation(preset: str = "none") -> tio.Transform | None:
-    """Random training augmentation, applied after :func:`preprocessing`.
+    """Random training augmentation, applied after :func:`preprocessing`: the preset as spine_segcls's
+    ``configs/train.json`` lists it under ``augmentations`` (instantiated from that file, the one definition).
 
     Parameters
     ----------
@@ -25,35 +26,61 @@ def augmentation(preset: str = "none") -> tio.Transform | None:
         ``light``: left-right flip and a small affine (±10% scale, ±10°). ``classical``: the augmentation
         comparison's MRI-artifact and geometry preset: the flip and the affine (p = 0.5), then, for half the
         presentations, one of elastic deformation, anisotropy, bias field, motion, ghosting, spike, blur or noise
-        (:data:`CLASSICAL_RECIPE`). One alteration at a time, not every one at its own chance: with each applied
-        independently (v1), 2 of 8 quick-profile models trained on it ended with one tumor call for every test
-        volume, and the 8 had mean tumor AUC 0.631; one at a time, 0 of the same 8 did, with AUC 0.717.
+        (:data:`CLASSICAL_RECIPE`), renormalised to zero mean and unit standard deviation. One alteration at a
+        time, not every one at its own chance: with each applied independently (v1), 2 of 8 quick-profile models
+        trained on it ended with one tumor call for every test volume, and the 8 had mean tumor AUC 0.631; one at
+        a time, 0 of the same 8 did, with AUC 0.717.
 
     Returns
     -------
     tio.Transform or None
-        The transform (its output renormalised to zero mean and unit standard deviation for ``classical``), or
-        None for ``none``.
+        The transform, or None for ``none``.
     """
-    if preset == "none":
-        return None
-    if preset == "light":
-        return tio.Compose([tio.RandomFlip(axes=("LR",)), tio.RandomAffine(scales=0.1, degrees=10, p=0.5)])
-    if preset == "classical":
-        return tio.Compose([
-            tio.RandomFlip(axes=("LR",)),
-            tio.RandomAffine(scales=0.1, degrees=10, p=0.5),
-            tio.OneOf({RandomElasticDeformation(num_control_points=5, max_displacement=4): 1,
-                       tio.RandomAnisotropy(downsampling=(1.5, 3)): 1,
-                       RandomBiasField(coefficients=0.4): 1,
-                       tio.RandomMotion(num_transforms=2): 1,
-                       tio.RandomGhosting(): 1,
-                       tio.RandomSpike(): 1,
-                       tio.RandomBlur(std=(0, 1)): 1,
-                       tio.RandomNoise(std=(0, 0.1)): 1}, p=0.5),
-            normalize_intensity(),
-        ])
-    raise ValueError(f"unknown augmentation preset {preset!r}; expected one of {AUGMENTATIONS}")
+    from volgan.bundle_runs import bundle_object
+
+    check_preset(preset)
+    return bundle_object("spine_segcls", "train.json", f"augmentations#{preset}")
+
+
+def check_preset(preset: str) -> str:
+    """``preset`` if it names an augmentation preset (:data:`AUGMENTATIONS`).
+
+    Parameters
+    ----------
+    preset : str
+        the preset's name.
+
+    Returns
+    -------
+    str
+        ``preset``.
+
+    Raises
+    ------
+    VolganInputError
+        for any other name.
+    """
+    if preset not in AUGMENTATIONS:
+        raise VolganInputError(None, f"unknown augmentation preset {preset!r}; expected one of {AUGMENTATIONS}")
+    return preset
+
+
+def chosen_augmentation(augmentations: dict, preset: str) -> tio.Transform | None:
+    """The preset ``preset`` of a bundle config's ``augmentations`` (name → transform), checked.
+
+    Parameters
+    ----------
+    augmentations : dict
+        the presets, name → transform or None.
+    preset : str
+        the one to use (:data:`AUGMENTATIONS`).
+
+    Returns
+    -------
+    tio.Transform or None
+        the preset's transform.
+    """
+    return augmentations[check_preset(preset)]
 
 
 # --------------------------------------------------------------------------------------------------------

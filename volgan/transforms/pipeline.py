@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 import torchio as tio
 
-from volgan.transforms.grid import ToModelGrid
-
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -31,7 +29,8 @@ def normalize_intensity() -> tio.Transform:
 
 
 def preprocessing(prep: Preprocessing = Preprocessing()) -> tio.Compose:
-    """The pipeline every training, validation and synthetic volume goes through.
+    """The pipeline every training, validation and synthetic volume goes through: spine_segcls's
+    ``configs/train.json`` ``preprocessing``, instantiated from that file for ``prep``'s spacing and patch.
 
     Parameters
     ----------
@@ -44,4 +43,7 @@ def preprocessing(prep: Preprocessing = Preprocessing()) -> tio.Compose:
         onto the RAS grid of ``prep.spacing`` (:class:`ToModelGrid`), cropped or padded to ``prep.patch`` about the
         centre, z-normalised.
     """
-    return tio.Compose([ToModelGrid(prep.spacing), tio.CropOrPad(prep.patch), normalize_intensity()])
+    from volgan.bundle_runs import bundle_object
+
+    return bundle_object("spine_segcls", "train.json", "preprocessing", spacing=[float(s) for s in prep.spacing],
+                         patch=[int(n) for n in prep.patch])
