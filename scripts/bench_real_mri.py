@@ -66,8 +66,8 @@ def study_recipe(out: Path, seeds: list[int]) -> list[dict]:
         seconds = time.perf_counter() - start
         model = folder / "models" / "model_final.pt"
         evaluation = evaluate_model(model, test, (0,))
-        truth = np.array([r["tumor_type"] != 0 for r in evaluation])
-        p_tumor = np.array([1.0 - r["probabilities"][0] for r in evaluation])
+        truth = np.array([r.tumor_type != 0 for r in evaluation])
+        p_tumor = np.array([1.0 - r.probabilities[0] for r in evaluation])
         rows.append({"recipe": f"study 100:0, quick, seed {seed}", "seconds": seconds,
                      "phantom_auc": float(roc_auc(p_tumor, truth)), "real": check_model(model, scans_to_check)})
     return rows

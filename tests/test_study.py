@@ -328,3 +328,24 @@ def test_pool_subsets_are_nested_and_stratified(phantom_dir):
     assert len({c.tumor_type for c in small}) == 4
     assert adapt_profile(PROFILES["quick"], 10).pool_sizes == (5, 10)
     assert adapt_profile(PROFILES["quick"], 20).pool_sizes == (12, 20)
+
+
+def test_records_cross_modules_typed_and_round_trip():
+    """Arms and evaluation rows reach the report as dataclasses made from their JSON, and write back the same JSON."""
+    import math
+
+    from volgan.study.records import CaseEvaluation, PlannedArm
+
+    arm = PlannedArm("sweep", "80:20", 1, ("r1", "r2"), ("s1",), "none", gan_pool=2, share=0.2, run="run-x",
+                     eval="eval-x", real_check="real-x")
+    assert PlannedArm.from_dict(json.loads(json.dumps(arm.to_dict()))) == arm and arm.n_train == 3
+    row = {"case": "c1", "tumor_type": 2, "severity": 0, "probabilities": [0.1, 0.2, 0.6, 0.1],
+           "tumor_evidence_mm3": 41.5, "dice": {str(k): 0.5 for k in range(1, 6)} | {"5": None},
+           "iou": {str(k): 0.25 for k in range(1, 6)}, "gradcam_tumor_share": None}
+    record = CaseEvaluation.from_dict(row)
+    assert record.tumor_dice is None and record.dice[1] == 0.5 and record.calls_tumor
+    assert math.isnan(record.gradcam_tumor_share)  # measured, undefined (no tumor voxel): NaN, not "not measured"
+    assert record.to_dict() == row
+    unmeasured = {k: v for k, v in row.items() if k != "gradcam_tumor_share"}
+    assert CaseEvaluation.from_dict(unmeasured).gradcam_tumor_share is None
+    assert CaseEvaluation.from_dict(unmeasured).to_dict() == unmeasured

@@ -28,6 +28,7 @@ SOURCES = ("real", "synthetic")
 # Named label numbers (LABELS): use these, not bare numbers.
 BACKGROUND, VERTEBRA, DISC, CORD, CSF = 0, 1, 2, 3, 4
 FOREGROUND = tuple(k for k in LABELS if k != BACKGROUND)
+ANATOMY_LABELS = (VERTEBRA, DISC, CORD, CSF)  # the foreground less the tumor
 
 # A partially annotated label map's background voxels become PARTIAL_BASE + a bit mask of the labels they may be
 # (background and every unannotated label) in the batches the segmenter trains on (volgan.training.prepare_batch).

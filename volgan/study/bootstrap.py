@@ -15,7 +15,8 @@ import warnings
 import numpy as np
 
 from volgan.evaluation.metrics import ratio, weighted_auc, weighted_rates
-from volgan.labels import NUM_TUMOR_TYPES
+from volgan.labels import ANATOMY_LABELS, NUM_TUMOR_TYPES
+from volgan.study.records import CaseEvaluation
 
 
 def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -76,13 +77,13 @@ def weighted_metrics(probabilities: np.ndarray, truth: np.ndarray, tumor_dice: n
             "tumor_dice": mean_of(tumor_dice), "tumor_iou": mean_of(tumor_iou), "anatomy_dice": mean_of(anatomy_dice)}
 
 
-def case_arrays(rows: list[dict], severity: int, order: list[str]) -> tuple[np.ndarray, ...]:
+def case_arrays(rows: list[CaseEvaluation], severity: int, order: list[str]) -> tuple[np.ndarray, ...]:
     """(probabilities, truth, tumor Dice, tumor IoU, anatomy Dice) of one evaluation at ``severity``, cases in
     ``order``.
 
     Parameters
     ----------
-    rows : list[dict]
+    rows : list[CaseEvaluation]
         an evaluation's rows (:func:`volgan.study.build.evaluate_model`).
     severity : int
         the artifact strength.
@@ -94,19 +95,19 @@ def case_arrays(rows: list[dict], severity: int, order: list[str]) -> tuple[np.n
     tuple[np.ndarray, ...]
         probabilities (n, 4), truth (n,), tumor Dice, tumor IoU and anatomy Dice (n,) each.
     """
-    by_case = {r["case"]: r for r in rows if r["severity"] == severity}
+    by_case = {r.case: r for r in rows if r.severity == severity}
     picked = [by_case[c] for c in order]
 
     def value(x):
         return math.nan if x is None else float(x)
 
-    probabilities = np.array([r["probabilities"] for r in picked], dtype=np.float64).reshape(-1, NUM_TUMOR_TYPES)
-    truth = np.array([r["tumor_type"] for r in picked], dtype=np.int64)
-    dice = np.array([value(r["dice"]["5"]) for r in picked])
-    iou = np.array([value(r["iou"]["5"]) for r in picked])
+    probabilities = np.array([r.probabilities for r in picked], dtype=np.float64).reshape(-1, NUM_TUMOR_TYPES)
+    truth = np.array([r.tumor_type for r in picked], dtype=np.int64)
+    dice = np.array([value(r.tumor_dice) for r in picked])
+    iou = np.array([value(r.tumor_iou) for r in picked])
     with warnings.catch_warnings():  # a volume whose anatomy labels are all empty-in-both gives NaN
         warnings.simplefilter("ignore", RuntimeWarning)
-        anatomy = np.array([np.nanmean([value(r["dice"][str(k)]) for k in range(1, 5)]) for r in picked])
+        anatomy = np.array([np.nanmean([value(r.dice[k]) for k in ANATOMY_LABELS]) for r in picked])
     return probabilities, truth, dice, iou, anatomy
 
 

@@ -20,6 +20,7 @@ from volgan.data.datalist import Case, read_datalist, write_datalist
 from volgan.data.files import strict_json, write_text
 from volgan.study.data import real_cases
 from volgan.study.profiles import StudyProfile
+from volgan.study.records import CaseEvaluation, PlannedArm
 from volgan.study.stages import Progress, Stage, StudySettings, run_bundle
 
 FINAL_MODEL = "model_final.pt"  # written by spine_segcls itself (its final-model CheckpointSaver)
@@ -126,7 +127,7 @@ def gradcam_tumor_share(model, prediction, image, label, dilation: int = 2, prec
 
 
 def evaluate_model(model_path: Path, test: list[Case], severities: tuple[int, ...], gradcam: bool = False
-                   ) -> list[dict]:
+                   ) -> list[CaseEvaluation]:
     """Per test case and artifact severity: tumor_type probabilities, the segmentation's tumor evidence (mm³) and
     per-label Dice and IoU; with ``gradcam`` also ``gradcam_tumor_share`` (:func:`gradcam_tumor_share`) on the
     clean tumor-bearing volumes. The network runs in bfloat16 where spine_segcls trains in it by default (a CPU
@@ -145,9 +146,9 @@ def evaluate_model(model_path: Path, test: list[Case], severities: tuple[int, ..
 
     Returns
     -------
-    list[dict]
-        one row per case and severity: ``case``, ``tumor_type``, ``severity``, ``probabilities`` (4,),
-        ``tumor_evidence_mm3``, ``dice`` and ``iou`` per label 1–5 (and ``gradcam_tumor_share``).
+    list[CaseEvaluation]
+        one per case and severity: probabilities (4,), tumor evidence (mm³), Dice and IoU per label 1–5 (and the
+        Grad-CAM tumor share).
     """
     from volgan.evaluation.metrics import confusion_counts, dice_iou
     from volgan.segcls.predict import load_model, predict
@@ -161,14 +162,15 @@ def evaluate_model(model_path: Path, test: list[Case], severities: tuple[int, ..
             prediction = predict(model, image, precision=precision)
             counts = confusion_counts(prediction.label.array, label.array)
             scores = {k: dice_iou(v) for k, v in counts.items()}
-            row = {"case": case.name, "tumor_type": int(case.tumor_type), "severity": severity,
-                   "probabilities": [round(float(p), 6) for p in prediction.type_probabilities],
-                   "tumor_evidence_mm3": round(float(prediction.tumor_evidence_mm3), 6),
-                   "dice": {str(k): d for k, (d, _) in scores.items()},
-                   "iou": {str(k): i for k, (_, i) in scores.items()}}
+            share = None
             if gradcam and severity == 0:
-                row["gradcam_tumor_share"] = gradcam_tumor_share(model, prediction, image, label, precision=precision)
-            rows.append(row)
+                share = gradcam_tumor_share(model, prediction, image, label, precision=precision)
+                share = math.nan if share is None else float(share)
+            rows.append(CaseEvaluation(case=case.name, tumor_type=int(case.tumor_type), severity=severity,
+                                       probabilities=tuple(round(float(p), 6) for p in prediction.type_probabilities),
+                                       tumor_evidence_mm3=round(float(prediction.tumor_evidence_mm3), 6),
+                                       dice={k: d for k, (d, _) in scores.items()},
+                                       iou={k: i for k, (_, i) in scores.items()}, gradcam_tumor_share=share))
     return rows
 
 
@@ -191,7 +193,7 @@ def evaluate_run(folder: Path, out: Path, run_key: str, severities: tuple[int, .
     """
     _, test = real_cases(out)
     rows = evaluate_model(out / "stages" / run_key / "models" / FINAL_MODEL, test, severities, gradcam)
-    write_text(folder / "eval.json", json.dumps(strict_json(rows)) + "\n")
+    write_text(folder / "eval.json", json.dumps(strict_json([row.to_dict() for row in rows])) + "\n")
 
 
 def check_run_on_real(folder: Path, out: Path, run_key: str, scans: list) -> None:
@@ -362,7 +364,7 @@ def _build_data(folder: Path, settings: StudySettings, progress: Progress) -> No
 def _build_report(folder: Path, settings: StudySettings, progress: Progress, arms: list[dict]) -> None:
     from volgan.study.report import write_study_report
 
-    write_study_report(folder, settings.out, settings.profile, arms, settings.real)
+    write_study_report(folder, settings.out, settings.profile, [PlannedArm.from_dict(a) for a in arms], settings.real)
 
 
 BUILDERS = {

@@ -12,6 +12,7 @@ import numpy as np
 from volgan.evaluation.rendering import fmt
 from volgan.study.answer import KEY_METRICS, METRICS, diff_cell, number, pick, unlearned
 from volgan.study.bootstrap import Replicates
+from volgan.study.records import CaseEvaluation, PlannedArm
 from volgan.transforms import SEVERITIES
 
 GRADCAM = "gradcam_tumor_share"
@@ -136,14 +137,14 @@ def result_cell(row: dict) -> str:
     return f"{fmt(row['mean'])} ± {fmt(row['sd'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
 
 
-def degenerate_classifiers(arms: list[dict], evals: dict[str, list[dict]]) -> dict:
+def degenerate_classifiers(arms: list[PlannedArm], evals: dict[str, list[CaseEvaluation]]) -> dict:
     """Trained models whose tumor call is the same for every clean test volume (all tumor or none).
 
     Parameters
     ----------
-    arms : list[dict]
+    arms : list[PlannedArm]
         the study's arms.
-    evals : dict[str, list[dict]]
+    evals : dict[str, list[CaseEvaluation]]
         {evaluation key: rows}.
 
     Returns
@@ -152,8 +153,8 @@ def degenerate_classifiers(arms: list[dict], evals: dict[str, list[dict]]) -> di
         ``n``: the evaluated models whose tumor call is the same for every clean test volume, ``of``: the models
         evaluated.
     """
-    keys = sorted({a["eval"] for a in arms})
-    same = [k for k in keys if len({(1 - r["probabilities"][0]) >= 0.5 for r in evals[k] if r["severity"] == 0}) == 1]
+    keys = sorted({a.eval for a in arms})
+    same = [k for k in keys if len({r.calls_tumor for r in evals[k] if r.severity == 0}) == 1]
     return {"n": len(same), "of": len(keys)}
 
 

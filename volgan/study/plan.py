@@ -6,36 +6,18 @@ with what each depends on. Runs that share a training set, recipe and seed are p
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from volgan.data.datalist import Case
 from volgan.evaluation.real_mri import scan_digest
 from volgan.study.build import FINAL_MODEL, check_scans
 from volgan.study.data import data_fingerprint, pool_subset, real_cases
 from volgan.study.profiles import ARMS, GRADCAM_ARMS, SHARES, StudyProfile
+from volgan.study.records import Arm, PlannedArm
 from volgan.study.stages import Stage, StudySettings, digest
 
 # --------------------------------------------------------------------------------------------------------
 # Arms
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One training configuration of the study: a training set, an augmentation preset, a seed."""
-
-    section: str                        # "sweep" or "augmentation"
-    arm: str                            # sweep: "100:0" …; augmentation: none|classical|gan|both
-    seed: int
-    real: tuple[str, ...]               # real case names
-    synthetic: tuple[str, ...]          # synthetic case names (from gan_pool's synthetic pool)
-    augment: str
-    gan_pool: int = 0                   # which GAN's synthetic pool (0: none)
-    share: float = 0.0                  # sweep: synthetic share
-    real_pool: int = 0                  # augmentation: real-pool size
-
-    @property
-    def n_train(self) -> int:
-        return len(self.real) + len(self.synthetic)
 
 
 def _names(cases: list[Case]) -> tuple[str, ...]:
@@ -313,7 +295,7 @@ def plan_study(settings: StudySettings) -> list[Stage]:
     arms_doc = []
     for a in arms:
         key = run_key(a, profile)[0]
-        arms_doc.append({**asdict(a), "run": key, "eval": eval_key(key), "real_check": real_key(key)})
+        arms_doc.append(PlannedArm(**asdict(a), run=key, eval=eval_key(key), real_check=real_key(key)).to_dict())
     stages.append(Stage("report", "report", "study report", {"arms": arms_doc, "profile": asdict(profile)},
                         tuple(["quality", *eval_keys]), {"arms": arms_doc}))
     return stages

@@ -13,24 +13,25 @@ import numpy as np
 
 from volgan.evaluation.real_mri import HEALTHY_CUTOFF
 from volgan.evaluation.rendering import fmt
+from volgan.study.records import PlannedArm
 
 MIN_SCANS_FOR_ORDER = 5  # annotated real scans needed before the arms' order on them is compared with the phantoms'
 
 
-def _arm_label(arm: dict) -> str:
-    if arm["section"] == "sweep":
-        share = round(100 * arm["share"])
+def _arm_label(arm: PlannedArm) -> str:
+    if arm.section == "sweep":
+        share = round(100 * arm.share)
         return f"sweep {100 - share}:{share}"
-    return f"{arm['arm']} (pool {arm['real_pool']})"
+    return f"{arm.arm} (pool {arm.real_pool})"
 
 
-def gather(arms: list[dict], stages: Path) -> dict | None:
+def gather(arms: list[PlannedArm], stages: Path) -> dict | None:
     """Every run's real-MRI rows, and per arm (its seeds together) each scan's mean Dice per annotated label, mean
     tumor probability and the healthy scans called a tumor.
 
     Parameters
     ----------
-    arms : list[dict]
+    arms : list[PlannedArm]
         the study's arms (section, arm, seed, real_pool, share and their run, eval and real_check stage keys).
     stages : Path
         the study's ``stages`` folder.
@@ -43,19 +44,19 @@ def gather(arms: list[dict], stages: Path) -> dict | None:
     """
     per_run, scans = {}, {}
     for arm in arms:
-        path = stages / arm["real_check"] / "real_mri.json"
+        path = stages / arm.real_check / "real_mri.json"
         if not path.is_file():
             return None
         doc = json.loads(path.read_text(encoding="utf-8"))
-        per_run[arm["run"]] = doc["rows"]
+        per_run[arm.run] = doc["rows"]
         for row in doc["rows"]:
             scans[row["scan"]] = {"annotated": row["annotated"], "tumor_type": row["tumor_type"]}
     groups: dict[tuple, list[dict]] = {}
     for arm in arms:
-        groups.setdefault((arm["section"], arm["arm"], arm["real_pool"], arm["share"]), []).append(arm)
+        groups.setdefault((arm.section, arm.arm, arm.real_pool, arm.share), []).append(arm)
     per_arm = []
     for (section, name, pool, share), members in groups.items():
-        runs = [per_run[a["run"]] for a in sorted(members, key=lambda a: a["seed"])]
+        runs = [per_run[a.run] for a in sorted(members, key=lambda a: a.seed)]
         entry = {"section": section, "arm": name, "real_pool": pool, "synthetic_share": share,
                  "label": _arm_label(members[0]), "seeds": len(runs), "scans": {}}
         for scan in scans:
@@ -208,7 +209,7 @@ FIGURE_ARMS = (("sweep", 0.0), ("sweep", 0.1), ("sweep", 1.0))
 FIGURE_HEIGHT_MM = 160.0  # the height of scan shown
 
 
-def figure(real: dict, arms: list[dict], stages: Path, folder: Path) -> dict[str, str]:
+def figure(real: dict, arms: list[PlannedArm], stages: Path, folder: Path) -> dict[str, str]:
     """A real slice of each scan with the seed-0 prediction of each arm of the augmentation comparison (largest
     pool) and of the sweep's 100:0, 90:10 and 0:100, the reference cord outlined.
 
@@ -216,7 +217,7 @@ def figure(real: dict, arms: list[dict], stages: Path, folder: Path) -> dict[str
     ----------
     real : dict
         :func:`gather`'s output.
-    arms : list[dict]
+    arms : list[PlannedArm]
         the study's arms.
     stages : Path
         the study's ``stages`` folder.
@@ -236,10 +237,10 @@ def figure(real: dict, arms: list[dict], stages: Path, folder: Path) -> dict[str
 
     from volgan.evaluation.rendering import save_figure
 
-    pools = [a["real_pool"] for a in arms if a["section"] == "augmentation"]
-    chosen = [a for a in arms if a["seed"] == 0 and ((a["section"], a["share"]) in FIGURE_ARMS or (
-        a["section"] == "augmentation" and pools and a["real_pool"] == max(pools)))]
-    scans = json.loads((stages / chosen[0]["real_check"] / "real_mri.json").read_text(encoding="utf-8"))["scans"]
+    pools = [a.real_pool for a in arms if a.section == "augmentation"]
+    chosen = [a for a in arms if a.seed == 0 and ((a.section, a.share) in FIGURE_ARMS or (
+        a.section == "augmentation" and pools and a.real_pool == max(pools)))]
+    scans = json.loads((stages / chosen[0].real_check / "real_mri.json").read_text(encoding="utf-8"))["scans"]
     fig, axes = plt.subplots(len(scans), len(chosen), figsize=(1.9 * len(chosen), 2.6 * len(scans)), squeeze=False)
     colours = matplotlib.colors.ListedColormap(["none", "#e6c229", "#3b8bd4", "#e8463a", "#56b870", "#b03ad4"])
     for i, scan in enumerate(scans):
@@ -258,7 +259,7 @@ def figure(real: dict, arms: list[dict], stages: Path, folder: Path) -> dict[str
         low, high = np.percentile(data, [1, 99])
         for j, arm in enumerate(chosen):
             ax = axes[i, j]
-            pred_file = stages / arm["real_check"] / "predictions" / f"{scan['name']}_seg.nii.gz"
+            pred_file = stages / arm.real_check / "predictions" / f"{scan['name']}_seg.nii.gz"
             pred = np.asarray(nib.as_closest_canonical(nib.load(pred_file)).dataobj)
             shown = data[x][:, rows]
             extent = (0, shown.shape[0] * zooms[1], 0, shown.shape[1] * zooms[2])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +25,7 @@ from volgan.study.answer import KEY_METRICS, METRICS, answer, diff_cell, forest_
 from volgan.study.bootstrap import Replicates, case_arrays, weighted_mean, weighted_metrics
 from volgan.study.claims import GRADCAM, claims, degenerate_classifiers, findings, phantom_order, result_cell
 from volgan.study.profiles import ARMS
+from volgan.study.records import CaseEvaluation, PlannedArm
 from volgan.transforms import SEVERITIES
 
 ROBUSTNESS_METRICS = ("accuracy", "auc", "tumor_dice", "anatomy_dice")
@@ -66,18 +66,19 @@ DEFINITIONS = [
 # Aggregation
 
 
-def _group_key(arm: dict) -> tuple:
-    return (arm["section"], arm["real_pool"], arm["arm"])
+def _group_key(arm: PlannedArm) -> tuple:
+    return (arm.section, arm.real_pool, arm.arm)
 
 
-def aggregate(arms: list[dict], evals: dict[str, list[dict]], replicates: Replicates, test_order: list[str]) -> dict:
+def aggregate(arms: list[PlannedArm], evals: dict[str, list[CaseEvaluation]], replicates: Replicates,
+              test_order: list[str]) -> dict:
     """Per group of arms (same configuration, all seeds) and severity: {metric: K × (1 + R) values}.
 
     Parameters
     ----------
-    arms : list[dict]
+    arms : list[PlannedArm]
         the study's arms (with their evaluation keys).
-    evals : dict[str, list[dict]]
+    evals : dict[str, list[CaseEvaluation]]
         {evaluation key: rows}.
     replicates : Replicates
         the bootstrap case weights (shared by every arm, so differences are paired).
@@ -91,12 +92,12 @@ def aggregate(arms: list[dict], evals: dict[str, list[dict]], replicates: Replic
     """
     groups: dict[tuple, dict[int, str]] = {}
     for arm in arms:
-        groups.setdefault(_group_key(arm), {})[arm["seed"]] = arm["eval"]
+        groups.setdefault(_group_key(arm), {})[arm.seed] = arm.eval
     matrices = {}
     for key, by_seed in groups.items():
         seeds = sorted(by_seed)
         for severity in range(len(SEVERITIES)):
-            if not all(any(r["severity"] == severity for r in evals[by_seed[s]]) for s in seeds):
+            if not all(any(r.severity == severity for r in evals[by_seed[s]]) for s in seeds):
                 continue  # the sweep's arms are evaluated on the clean test set only
             per_seed = [weighted_metrics(*case_arrays(evals[by_seed[s]], severity, test_order), replicates.cases)
                         for s in seeds]
@@ -124,13 +125,13 @@ LABEL_SOURCE_WHY = {
            "BENCHMARKS.md)"}
 
 
-def gradcam_shares(rows: list[dict], severity: int, order: list[str]) -> np.ndarray | None:
+def gradcam_shares(rows: list[CaseEvaluation], severity: int, order: list[str]) -> np.ndarray | None:
     """Each case's Grad-CAM tumor share at ``severity`` in ``order`` (NaN where it has no tumor), or None when the
     evaluation did not measure it.
 
     Parameters
     ----------
-    rows : list[dict]
+    rows : list[CaseEvaluation]
         an evaluation's rows.
     severity : int
         the artifact strength.
@@ -142,10 +143,10 @@ def gradcam_shares(rows: list[dict], severity: int, order: list[str]) -> np.ndar
     np.ndarray | None
         (n,) shares, or None.
     """
-    by_case = {r["case"]: r for r in rows if r["severity"] == severity}
-    if not all(GRADCAM in by_case[c] for c in order):
+    by_case = {r.case: r for r in rows if r.severity == severity}
+    if any(by_case[c].gradcam_tumor_share is None for c in order):
         return None
-    return np.array([math.nan if by_case[c][GRADCAM] is None else float(by_case[c][GRADCAM]) for c in order])
+    return np.array([by_case[c].gradcam_tumor_share for c in order], dtype=np.float64)
 
 
 def _reference(key: tuple) -> tuple:
@@ -153,12 +154,12 @@ def _reference(key: tuple) -> tuple:
     return ("sweep", 0, "100:0") if section == "sweep" else ("augmentation", pool, "none")
 
 
-def build_results(arms: list[dict], matrices: dict, replicates: Replicates) -> list[dict]:
+def build_results(arms: list[PlannedArm], matrices: dict, replicates: Replicates) -> list[dict]:
     """One row per (group, severity, metric) with the summary and, when it has one, the paired difference.
 
     Parameters
     ----------
-    arms : list[dict]
+    arms : list[PlannedArm]
         the study's arms.
     matrices : dict
         :func:`aggregate`'s output.
@@ -176,8 +177,8 @@ def build_results(arms: list[dict], matrices: dict, replicates: Replicates) -> l
         a, ref = info[key], _reference(key)
         for metric in METRICS:
             row = {"section": key[0], "arm": key[2], "real_pool": key[1] or None,
-                   "synthetic_share": a["share"] if key[0] == "sweep" else None,
-                   "n_real": len(a["real"]), "n_synthetic": len(a["synthetic"]), "augment": a["augment"],
+                   "synthetic_share": a.share if key[0] == "sweep" else None,
+                   "n_real": len(a.real), "n_synthetic": len(a.synthetic), "augment": a.augment,
                    "severity": SEVERITIES[severity], "metric": metric, **replicates.summarize(values[metric])}
             if key != ref and (ref, severity) in matrices:
                 diff = replicates.summarize(values[metric], matrices[ref, severity][metric])
@@ -421,7 +422,7 @@ def to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def write_study_report(folder: Path, out: Path, profile, arms: list[dict], real: Path | None) -> dict:
+def write_study_report(folder: Path, out: Path, profile, arms: list[PlannedArm], real: Path | None) -> dict:
     """Read every evaluation and the quality report under ``out/stages`` and write the study report into
     ``folder``; returns the study document.
 
@@ -433,7 +434,7 @@ def write_study_report(folder: Path, out: Path, profile, arms: list[dict], real:
         the study's output folder.
     profile : StudyProfile
         the study profile.
-    arms : list[dict]
+    arms : list[PlannedArm]
         the study's arms with their stage keys.
     real : Path | None
         the user's datalist, or None for phantoms.
@@ -444,12 +445,13 @@ def write_study_report(folder: Path, out: Path, profile, arms: list[dict], real:
         the study document (``study.json``).
     """
     stages = out / "stages"
-    evals = {a["eval"]: json.loads((stages / a["eval"] / "eval.json").read_text(encoding="utf-8")) for a in arms}
-    test_order = sorted({r["case"] for rows in evals.values() for r in rows})
+    evals = {a.eval: [CaseEvaluation.from_dict(row) for row in
+                      json.loads((stages / a.eval / "eval.json").read_text(encoding="utf-8"))] for a in arms}
+    test_order = sorted({r.case for rows in evals.values() for r in rows})
     replicates = Replicates(len(test_order), profile.seeds, profile.bootstrap, profile.seed)
     matrices = aggregate(arms, evals, replicates, test_order)
     rows = build_results(arms, matrices, replicates)
-    pools = sorted({a["real_pool"] for a in arms if a["section"] == "augmentation"})
+    pools = sorted({a.real_pool for a in arms if a.section == "augmentation"})
     degenerate = degenerate_classifiers(arms, evals)
     quality_dir = stages / "quality" / "quality"
     quality = json.loads((quality_dir / "quality.json").read_text(encoding="utf-8")) \
@@ -461,14 +463,14 @@ def write_study_report(folder: Path, out: Path, profile, arms: list[dict], real:
         study_findings += real_report.finding(real_mri, phantom_order(rows))
     document = {
         "profile": asdict(profile), "data": str(real) if real else "phantom",
-        "n": {"test": len(test_order), "seeds": profile.seeds, "trained_models": len({a["eval"] for a in arms})},
+        "n": {"test": len(test_order), "seeds": profile.seeds, "trained_models": len({a.eval for a in arms})},
         "claims": claims(matrices, replicates, pools),
         "gradcam_tumor_share": {f"pool {k[1]}, {k[2]}": replicates.summarize(v[GRADCAM])
                                 for (k, sev), v in matrices.items() if sev == 0 and GRADCAM in v},
         "degenerate_classifiers": degenerate,
-        "arms": [{"section": a["section"], "arm": a["arm"], "seed": a["seed"], "real_pool": a["real_pool"],
-                  "synthetic_share": a["share"], "n_real": len(a["real"]), "n_synthetic": len(a["synthetic"]),
-                  "run": a["run"]} for a in arms],
+        "arms": [{"section": a.section, "arm": a.arm, "seed": a.seed, "real_pool": a.real_pool,
+                  "synthetic_share": a.share, "n_real": len(a.real), "n_synthetic": len(a.synthetic),
+                  "run": a.run} for a in arms],
         "findings": study_findings, "results": rows, "quality": quality, "real_mri": real_mri,
         "stage_seconds": {k: v["seconds"] for k, v in manifest.items()}, "definitions": DEFINITIONS,
     }
