@@ -5,7 +5,8 @@ One sub-package per stage of the data flow: :mod:`volgan.data` (volumes, datalis
 GAN and synthesis) → :mod:`volgan.segcls` (the segmenter-classifier, inference, Grad-CAM) →
 :mod:`volgan.evaluation` (metrics, reports, synthetic quality) → :mod:`volgan.study` (the ratio sweep and
 augmentation comparison). Shared by all: :mod:`volgan.labels`, :mod:`volgan.errors`, :mod:`volgan.training`
-(engine pieces of both bundles) and :mod:`volgan.cli`.
+(engine pieces of both bundles) and :mod:`volgan.bundle_runs`; the command line, :mod:`volgan.cli`, is a package
+of its own (one module per group of commands).
 
 Label numbers and tumor classes are the contract of docs/design.md and live in :mod:`volgan.labels`.
 """

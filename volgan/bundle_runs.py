@@ -217,3 +217,26 @@ def bundle_object(bundle: str, config: str, key: str, **overrides: object) -> ob
     for name, value in overrides.items():
         parser[name] = value
     return parser.get_parsed_content(key, instantiate=True)
+
+
+def require_layers(layers: list[str], one_of: list[str], how: str) -> None:
+    """Refuse a config run without a config it extends: each config file names itself in ``layers`` (a base sets
+    it, a config over it adds with MONAI's ``+layers``), so a config run alone sees only its own name.
+
+    Parameters
+    ----------
+    layers : list[str]
+        the names the loaded config files gave.
+    one_of : list[str]
+        the configs this one may extend (``inference``: the evaluation workflow; ``train``: a federated client's
+        evaluation over the training config).
+    how : str
+        how to run it instead, for the message.
+
+    Raises
+    ------
+    VolganInputError
+        when none of them was loaded.
+    """
+    if not any(name in layers for name in one_of):
+        raise VolganInputError(None, f"this config extends configs/{one_of[0]}.json; {how}")
