@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,54 @@ from volgan.transforms import Preprocessing, preprocessing
 
 QUALITY_ENTRIES = ("quality.json", "quality.md", "quality.png")
 FEATURE_NETWORK = "MONAI resnet10 (3D), random weights with torch seed 0, global-average-pooled 512 features"
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """``quality.json``, the synthetic-quality report, as the study reads it: where the data came from, the grid
+    (``shape`` in voxels, ``spacing`` in mm), the label source, the feature networks, the counts, the Fréchet
+    distances and MS-SSIM diversity ``overall`` and ``per_type``, memorization, label consistency, pose spread and
+    the tumor sites verified. The sections are the JSON's own (see ``quality.md`` for their meaning)."""
+
+    real: str
+    synthetic: str
+    grid: dict
+    label_source: str | None
+    feature_network: str
+    feature_networks: dict
+    n: dict
+    overall: dict
+    per_type: dict[str, dict]
+    memorization: dict
+    label_consistency: dict
+    pose_spread: dict
+    tumor_site_verified: dict
+
+    def to_dict(self) -> dict:
+        """The report as ``quality.json`` holds it.
+
+        Returns
+        -------
+        dict
+            every section, in the file's order.
+        """
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> QualityReport:
+        """The record from ``quality.json``'s content.
+
+        Parameters
+        ----------
+        data : dict
+            the parsed file.
+
+        Returns
+        -------
+        QualityReport
+            the record.
+        """
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
 
 
 def load_arrays(cases: list[Case], prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from volgan.data.files import strict_json, write_text
+from volgan.evaluation.quality import QualityReport
 from volgan.evaluation.rendering import fmt, html_page, markdown_page
 from volgan.study import real_report
 from volgan.study.answer import KEY_METRICS, METRICS, answer, diff_cell, forest_plot, number, pick
@@ -237,7 +238,8 @@ def claims_table(rows: list[dict], gradcam: dict) -> tuple[str, list[str], list[
             ["claim", "source", "metric", "comparison", "difference [95% CI]", "verdict"], body)
 
 
-def tables(rows: list[dict], pools: list[int], quality: dict | None) -> list[tuple[str, list[str], list[list[str]]]]:
+def tables(rows: list[dict], pools: list[int],
+           quality: QualityReport | None) -> list[tuple[str, list[str], list[list[str]]]]:
     """The report's tables after the claims: the ratio sweep and its paired differences, the augmentation comparison per
     pool size, clean and under artifacts, and the synthetic-quality figures.
 
@@ -247,7 +249,7 @@ def tables(rows: list[dict], pools: list[int], quality: dict | None) -> list[tup
         the result rows.
     pools : list[int]
         the augmentation comparison's real-pool sizes.
-    quality : dict | None
+    quality : QualityReport | None
         the synthetic-quality report, or None.
 
     Returns
@@ -280,8 +282,8 @@ def tables(rows: list[dict], pools: list[int], quality: dict | None) -> list[tup
     out.append(("Robustness: the real test set with MRI artifacts (mean [95% CI])", ["arm", "metric", *SEVERITIES],
                 robust))
     if quality:
-        groups = [("all", quality["overall"]), *quality["per_type"].items()]
-        source = quality.get("label_source") or "gan"
+        groups = [("all", quality.overall), *quality.per_type.items()]
+        source = quality.label_source or "gan"
         out.append(("Synthetic data used by this study", ["what", "value"], [
             ["label maps", LABEL_SOURCE_TEXT.get(source, source)],
             ["images", "painted by the conditional image GAN of bundles/spine_cgan, trained on the real pool only"],
@@ -292,19 +294,19 @@ def tables(rows: list[dict], pools: list[int], quality: dict | None) -> list[tup
                     [[name, str(g["n_synthetic"]), fmt(g["frechet_synthetic_vs_real"], 2),
                       fmt(g["frechet_real_vs_real"], 2), fmt(g["msssim_synthetic"]), fmt(g["msssim_real"]),
                       fmt(g.get("diversity_gap"))] for name, g in groups]))
-        memo, cons = quality["memorization"], quality["label_consistency"]
+        memo, cons = quality.memorization, quality.label_consistency
         smooth = memo["smoothed"]
         rows_q = [["synthetic volumes nearer to a training volume than the nearest test volume (raw / smoothed)",
                    f"{memo['synthetic_nearer_than_nearest_test']} / "
-                   f"{smooth['synthetic_nearer_than_nearest_test']} of {quality['n']['synthetic']}"],
+                   f"{smooth['synthetic_nearer_than_nearest_test']} of {quality.n['synthetic']}"],
                   ["memorization (smoothed): chance of as many or more, verdict",
                    f"p = {fmt(smooth.get('p_value'), 3)}, {smooth.get('verdict') or 'no test set'}"],
                   ["median nearest-training distance, synthetic / test (smoothed)",
                    fmt(smooth.get("median_distance_ratio"), 2)]]
-        judge = quality["overall"].get("frechet_judge_synthetic_vs_real")
+        judge = quality.overall.get("frechet_judge_synthetic_vs_real")
         if judge is not None:
             rows_q.append(["Fréchet distance on the judge's own encoder, synthetic vs real (real vs real floor)",
-                           f"{fmt(judge, 3)} ({fmt(quality['overall'].get('frechet_judge_real_vs_real'), 3)})"])
+                           f"{fmt(judge, 3)} ({fmt(quality.overall.get('frechet_judge_real_vs_real'), 3)})"])
         if cons.get("model"):
             rows_q += [[f"label consistency Dice, {k}", fmt(v.get("mean"))] for k, v in cons["dice"].items()]
             if "targets" in cons:
@@ -454,7 +456,7 @@ def write_study_report(folder: Path, out: Path, profile, arms: list[PlannedArm],
     pools = sorted({a.real_pool for a in arms if a.section == "augmentation"})
     degenerate = degenerate_classifiers(arms, evals)
     quality_dir = stages / "quality" / "quality"
-    quality = json.loads((quality_dir / "quality.json").read_text(encoding="utf-8")) \
+    quality = QualityReport.from_dict(json.loads((quality_dir / "quality.json").read_text(encoding="utf-8"))) \
         if (quality_dir / "quality.json").is_file() else None
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["stages"]
     real_mri = real_report.gather(arms, stages)
@@ -471,7 +473,8 @@ def write_study_report(folder: Path, out: Path, profile, arms: list[PlannedArm],
         "arms": [{"section": a.section, "arm": a.arm, "seed": a.seed, "real_pool": a.real_pool,
                   "synthetic_share": a.share, "n_real": len(a.real), "n_synthetic": len(a.synthetic),
                   "run": a.run} for a in arms],
-        "findings": study_findings, "results": rows, "quality": quality, "real_mri": real_mri,
+        "findings": study_findings, "results": rows,
+        "quality": quality.to_dict() if quality is not None else None, "real_mri": real_mri,
         "stage_seconds": {k: v["seconds"] for k, v in manifest.items()}, "definitions": DEFINITIONS,
     }
     document = strict_json(document)
