@@ -349,3 +349,37 @@ def test_records_cross_modules_typed_and_round_trip():
     unmeasured = {k: v for k, v in row.items() if k != "gradcam_tumor_share"}
     assert CaseEvaluation.from_dict(unmeasured).gradcam_tumor_share is None
     assert CaseEvaluation.from_dict(unmeasured).to_dict() == unmeasured
+
+
+def _same(a, b, path="") -> list[str]:
+    """Where two JSON documents differ: numbers beyond 1e-9 relative (BLAS may order sums differently per CPU)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in a.keys() | b.keys() for d in _same(a.get(k), b.get(k), f"{path}/{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} items against {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _same(x, y, f"{path}[{i}]")]
+    if isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
+        return [] if abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1e-3) else [f"{path}: {a!r} against {b!r}"]
+    return [] if a == b else [f"{path}: {a!r} against {b!r}"]
+
+
+def test_study_json_figures_are_those_of_the_stored_evaluations(tmp_path):
+    """study.json before and after a change: the evaluations, real-MRI checks and quality report of a tiny study
+    (tests/data, made by the commit its ``made_by`` names) must give the stored study.json figures: results,
+    claims, findings, the real-MRI section, the degenerate classifiers and the Grad-CAM shares."""
+    import gzip
+
+    from volgan.study.profiles import PROFILES
+    from volgan.study.records import PlannedArm
+    from volgan.study.results import study_document
+
+    stored = json.loads(gzip.decompress((Path(__file__).parent / "data" / "tiny_study_evaluations.json.gz")
+                                        .read_bytes()))
+    for name, content in stored["files"].items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(json.dumps(content), encoding="utf-8")
+    document = study_document(tmp_path, PROFILES["tiny"], [PlannedArm.from_dict(a) for a in stored["arms"]], None)
+    assert set(stored["expected"]) <= set(document)
+    differences = _same(stored["expected"], {k: document[k] for k in stored["expected"]})
+    assert not differences, differences[:10]
