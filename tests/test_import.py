@@ -18,8 +18,8 @@ from helpers import write_dicom_series
 from scipy import ndimage
 
 from volgan.data.datalist import read_datalist
-from volgan.data.importer import LABEL_MAP_PRESETS, load_label_map, map_labels
 from volgan.data.io import Volume, read_volume, write_volume
+from volgan.data.label_mapping import LABEL_MAP_PRESETS, load_label_map, map_labels
 from volgan.data.phantom import PhantomConfig, generate_case
 from volgan.labels import LABELS
 from volgan.segcls.train import SegClsLoss, SegClsScore

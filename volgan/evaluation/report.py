@@ -33,7 +33,7 @@ from volgan.evaluation.metrics import (
 )
 from volgan.evaluation.rendering import fmt, html_page, make_figures, markdown_page
 from volgan.labels import LABELS, TUMOR_LABEL, TUMOR_TYPES
-from volgan.segcls.inference import stem_of_output
+from volgan.segcls.table import read_class_table, stem_of_output
 from volgan.training import progress_of
 
 SEG_METRICS = ("Dice", "IoU", "HD95", "NSD")
@@ -121,53 +121,6 @@ def find_pairs(pred_dir: str | os.PathLike, ref: str | os.PathLike,
             image = candidates[0] if candidates else None
         pairs.append(Pair(name, preds[name], Path(label), image, tumor_type, annotated))
     return pairs
-
-
-def read_class_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """``volgan infer``'s table (CSV or JSON) → {case name: probabilities over tumor_type (4,)}.
-
-    Parameters
-    ----------
-    path : str | os.PathLike
-        ``predictions.csv`` or ``predictions.json``.
-
-    Returns
-    -------
-    dict[str, np.ndarray]
-        {case name: probabilities (4,)}.
-
-    Raises
-    ------
-    VolganInputError
-        naming the file, when it is unreadable or lacks the probability columns.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise VolganInputError(path, "no such classification table")
-    try:
-        if path.suffix == ".json":
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            rows = list(csv.DictReader(path.open(encoding="utf-8-sig", newline="")))  # a spreadsheet's BOM too
-    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as exc:
-        raise VolganInputError(path, f"unreadable table ({exc})") from None
-    columns = [f"p_{name}" for name in TUMOR_TYPES.values()]
-    table = {}
-    for n, row in enumerate(rows):
-        if not isinstance(row, dict) or "input" not in row or any(c not in row for c in columns):
-            raise VolganInputError(path, f"row {n} lacks 'input' or one of {columns}")
-        if row.get("error"):
-            continue
-        try:
-            probs = np.array([float(row[c]) for c in columns])
-        except (TypeError, ValueError):
-            raise VolganInputError(path, f"row {n} has a probability that is not a number") from None
-        if not (np.isfinite(probs).all() and (probs >= 0).all() and (probs <= 1).all()):
-            bad = next(c for c, p in zip(columns, probs, strict=True) if not (math.isfinite(p) and 0 <= p <= 1))
-            raise VolganInputError(path, f"row {n} ({row['input']}): {bad} is {row[bad]!r}; probabilities must be "
-                                         "finite numbers in [0, 1]")
-        table[stem_of_output(row["output"]) if row.get("output") else volume_stem(Path(row["input"]).name)] = probs
-    return table
 
 
 def summary_line(summary: dict) -> str:

@@ -86,26 +86,6 @@ def output_suffix(path: Path, output_ext: str | None) -> str:
     return {".mhd": ".mha", ".nhdr": ".nrrd", "": ".nii.gz"}.get(suffix, suffix)
 
 
-def stem_of_output(path: str | os.PathLike) -> str:
-    """The case name in an output file name: ``"case_seg.mha"`` → ``"case"``.
-
-    Parameters
-    ----------
-    path : str | os.PathLike
-        an output file of ``volgan infer`` (``NAME_seg.ext``) or any volume file.
-
-    Returns
-    -------
-    str
-        the case name (the file's stem, less a trailing ``_seg`` or ``_gradcam``).
-    """
-    stem = volume_stem(Path(path).name)
-    for tail in ("_seg", "_gradcam"):
-        if stem.endswith(tail):
-            return stem[: -len(tail)]
-    return stem
-
-
 def check_overlap(overlap: float) -> float:
     """The sliding-window overlap, refused unless 0 ≤ overlap < 1 (MONAI's sliding window needs that).
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 
@@ -19,6 +20,26 @@ from volgan.labels import TUMOR_TYPES
 
 TABLE_FIELDS = ["input", "output", "gradcam", "tumor_probability", "predicted_tumor_type",
                 *[f"p_{name}" for name in TUMOR_TYPES.values()], "error"]
+
+
+def stem_of_output(path: str | os.PathLike) -> str:
+    """The case name in an output file name: ``"case_seg.mha"`` → ``"case"``.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        an output file of ``volgan infer`` (``NAME_seg.ext``) or any volume file.
+
+    Returns
+    -------
+    str
+        the case name (the file's stem, less a trailing ``_seg`` or ``_gradcam``).
+    """
+    stem = volume_stem(Path(path).name)
+    for tail in ("_seg", "_gradcam"):
+        if stem.endswith(tail):
+            return stem[: -len(tail)]
+    return stem
 
 
 def table_row(path: str | os.PathLike, output: str | os.PathLike, type_probabilities: np.ndarray,
@@ -125,3 +146,50 @@ def write_table(rows: list[dict], csv_path: Path, json_path: Path) -> None:
     with atomic_path(csv_path) as tmp:
         tmp.write_text(buffer.getvalue(), encoding="utf-8")
     write_text(json_path, json.dumps(rows, indent=2) + "\n")
+
+
+def read_class_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``volgan infer``'s table (CSV or JSON) → {case name: probabilities over tumor_type (4,)}.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        ``predictions.csv`` or ``predictions.json``.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        {case name: probabilities (4,)}.
+
+    Raises
+    ------
+    VolganInputError
+        naming the file, when it is unreadable or lacks the probability columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VolganInputError(path, "no such classification table")
+    try:
+        if path.suffix == ".json":
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            rows = list(csv.DictReader(path.open(encoding="utf-8-sig", newline="")))  # a spreadsheet's BOM too
+    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as exc:
+        raise VolganInputError(path, f"unreadable table ({exc})") from None
+    columns = [f"p_{name}" for name in TUMOR_TYPES.values()]
+    table = {}
+    for n, row in enumerate(rows):
+        if not isinstance(row, dict) or "input" not in row or any(c not in row for c in columns):
+            raise VolganInputError(path, f"row {n} lacks 'input' or one of {columns}")
+        if row.get("error"):
+            continue
+        try:
+            probs = np.array([float(row[c]) for c in columns])
+        except (TypeError, ValueError):
+            raise VolganInputError(path, f"row {n} has a probability that is not a number") from None
+        if not (np.isfinite(probs).all() and (probs >= 0).all() and (probs <= 1).all()):
+            bad = next(c for c, p in zip(columns, probs, strict=True) if not (math.isfinite(p) and 0 <= p <= 1))
+            raise VolganInputError(path, f"row {n} ({row['input']}): {bad} is {row[bad]!r}; probabilities must be "
+                                         "finite numbers in [0, 1]")
+        table[stem_of_output(row["output"]) if row.get("output") else volume_stem(Path(row["input"]).name)] = probs
+    return table
