@@ -1,5 +1,7 @@
-"""Every preprocessing and augmentation definition of volgan, so that real and synthetic volumes, training
-and inference go through one declared pipeline.
+"""The transforms volgan's pipelines are made of. The pipelines themselves are listed once per bundle, in
+spine_segcls's ``configs/train.json`` (``preprocessing``, ``augmentations``) and ``configs/inference.json``
+(``model_input``); :func:`preprocessing` and :func:`augmentation` instantiate those entries, so real and synthetic
+volumes, training and inference go through what the configs declare.
 
 Geometry: a volume is resampled onto a RAS grid of ``spacing`` mm that covers its voxel centres
 (:func:`model_grid`), with :func:`resample` (trilinear for images and probabilities, nearest for label
