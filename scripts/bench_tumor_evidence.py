@@ -1,0 +1,105 @@
+"""Where the quick study's real-only models find a tumor on healthy real scans: the tumor evidence (the largest
+predicted tumor component's probability mass, mm³, what the tumor probability is read from) over the whole scan and
+counting only components within 10 or 20 mm of the predicted cord, on the shipped real scans and the phantom test
+set (with its AUC and its calls at the 30 mm³ cutoff).
+
+    python scripts/bench_tumor_evidence.py [--seeds 0,1] [--out DIR] [--write]
+
+It asks whether "a tumor probability that needs evidence" of an anatomical kind (a tumor must lie at the cord, as the
+phantom's intramedullary and extramedullary tumors do) would clear the healthy real scans. Models: the quick study's
+100:0 recipe, trained as ``scripts/bench_real_mri.py`` trains them (a folder from it can be given as ``--out``).
+Threads: torch's default (both cores of this machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from bench_real_mri import study_recipe
+from benchmarks import write_section
+from monai.data import MetaTensor
+from scipy import ndimage
+
+from volgan.data.io import read_volume
+from volgan.evaluation.metrics import roc_auc
+from volgan.evaluation.real_mri import shipped_scans
+from volgan.labels import CORD, TUMOR_LABEL
+from volgan.segcls.pipeline import MIN_TUMOR_MM3, ModelInferer, model_input
+from volgan.segcls.predict import load_model
+
+GATES = (None, 20.0, 10.0)  # mm from the predicted cord; None: anywhere (the shipped rule)
+
+
+@torch.inference_mode()
+def grid_probabilities(model, path: Path) -> np.ndarray:
+    """Softmax probabilities (6, X, Y, Z) on the model grid, through the bundle's own model input and inferer."""
+    volume = read_volume(path)
+    image = MetaTensor(torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32))[None],
+                       affine=torch.as_tensor(volume.affine))
+    x = model_input(model.prep.spacing)({"image": image})["image"]
+    seg = ModelInferer(model.prep.patch, 4, 0.25)(x.unsqueeze(0), lambda w: model.network(w)[0])
+    return torch.softmax(torch.as_tensor(seg)[0].float(), 0).numpy()
+
+
+def gated_evidence(probabilities: np.ndarray, spacing) -> dict:
+    """The tumor evidence (mm³) anywhere and within each gate's distance of the largest cord component."""
+    label = probabilities.argmax(0)
+    full = ndimage.generate_binary_structure(3, 3)
+    components, n = ndimage.label(label == TUMOR_LABEL, full)
+    floor = 1e-3 * float(probabilities[TUMOR_LABEL].max())
+    if not n:
+        return {gate: floor for gate in GATES}
+    mass = float(np.prod(spacing)) * ndimage.sum(probabilities[TUMOR_LABEL], components, range(1, n + 1))
+    cords, m = ndimage.label(label == CORD, full)
+    if m:
+        cord = cords == 1 + int(np.argmax(ndimage.sum(np.ones_like(cords), cords, range(1, m + 1))))
+        nearest = ndimage.minimum(ndimage.distance_transform_edt(~cord, sampling=spacing), components,
+                                  range(1, n + 1))
+    else:
+        nearest = np.full(n, np.inf)
+    return {gate: float(mass[nearest <= (np.inf if gate is None else gate)].max(initial=floor)) for gate in GATES}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench-tumor-evidence-"))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    study_recipe(out, seeds)
+    from volgan.study.data import real_cases
+
+    _, test = real_cases(out)
+    scans = shipped_scans()
+    lines = ["| model | cord gate | phantom AUC | phantom tumors called (≥ 30 mm³) | phantom healthy called | "
+             + " | ".join(f"{s.name}: evidence (mm³)" for s in scans) + " |",
+             "|---|---|---|---|---|" + "---|" * len(scans)]
+    for seed in seeds:
+        model = load_model(out / f"run-seed{seed}" / "models" / "model_final.pt")
+        spacing = tuple(model.prep.spacing)
+        phantom = [(c.tumor_type != 0, gated_evidence(grid_probabilities(model, c.image), spacing)) for c in test]
+        real = [gated_evidence(grid_probabilities(model, s.image), spacing) for s in scans]
+        truth = np.array([t for t, _ in phantom])
+        for gate in GATES:
+            evidence = np.array([e[gate] for _, e in phantom])
+            lines.append(f"| quick 100:0, seed {seed} | {'anywhere' if gate is None else f'≤ {gate:g} mm'} | "
+                         f"{roc_auc(evidence, truth):.3f} | {int((evidence[truth] >= MIN_TUMOR_MM3).sum())} of "
+                         f"{int(truth.sum())} | {int((evidence[~truth] >= MIN_TUMOR_MM3).sum())} of "
+                         f"{int((~truth).sum())} | " + " | ".join(f"{r[gate]:.0f}" for r in real) + " |")
+    body = "\n".join(["Evidence: the largest predicted tumor component's probability mass on the model grid; a volume "
+                      f"is called a tumor from {MIN_TUMOR_MM3:g} mm³ (p = 0.5). Gate: only components within that "
+                      "distance of the largest predicted cord component count.", "", *lines])
+    print(body)
+    if args.write:
+        write_section("Real MRI: where the healthy scans' tumor evidence lies", body,
+                      f"python scripts/bench_tumor_evidence.py --seeds {args.seeds} --write")
+
+
+if __name__ == "__main__":
+    main()
