@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose, MapTransform
+from monai.utils import convert_to_dst_type
 
 from volgan.bundle_runs import bundles_root
 from volgan.labels import TUMOR_LABEL
@@ -69,7 +71,11 @@ class ModelInferer(SlidingWindowInferer):
         meta = getattr(inputs, "meta", {}) or {}
         zero = meta.get(ZERO_VALUE, 0.0)
         self.cval = float(torch.as_tensor(zero).flatten()[0])
-        return super().__call__(inputs, network, *args, **kwargs)
+        if not isinstance(inputs, MetaTensor):
+            return super().__call__(inputs, network, *args, **kwargs)
+        # windows of a plain tensor: MetaTensor's bookkeeping on every window cost 30% (27 windows of 32³)
+        output = super().__call__(inputs.as_tensor(), network, *args, **kwargs)
+        return convert_to_dst_type(output, inputs)[0]
 
 
 def tumor_evidence_mm3(tumor_probability: np.ndarray, label: np.ndarray, voxel_mm3: float) -> float:
