@@ -166,10 +166,11 @@ def head_of_windows(window_logits: list[torch.Tensor]) -> np.ndarray:
 
 
 class SegmentationWithHead(torch.nn.Module):
-    """The segmentation logits (B, 6, X, Y, Z) of a network whose ``segment_and_classify`` gives (segmentation,
-    classification) (:class:`~volgan.segcls.network.SegClsNet`, ``SegmentationNet`` or its TorchScript export),
-    for MONAI's sliding-window inferer, keeping each window's classification logits for
-    :meth:`take_head_probabilities` (one volume at a time)."""
+    """The segmentation logits (B, 6, X, Y, Z) of a network that gives (segmentation, classification) — from its
+    ``segment_and_classify`` where it has one (:class:`~volgan.segcls.network.SegClsNet`, ``SegmentationNet`` or
+    its TorchScript export), else from its forward (``volgan.segcls.predict.ScriptedSegCls``) — for MONAI's
+    sliding-window inferer, keeping each window's classification logits for :meth:`take_head_probabilities` (one
+    volume at a time)."""
 
     def __init__(self, network: torch.nn.Module):
         super().__init__()
@@ -177,7 +178,8 @@ class SegmentationWithHead(torch.nn.Module):
         self.window_logits: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        seg, cls = self.network.segment_and_classify(x)
+        both = getattr(self.network, "segment_and_classify", self.network)
+        seg, cls = both(x)
         self.window_logits.append(cls.detach().float())
         return seg
 

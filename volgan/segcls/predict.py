@@ -30,8 +30,8 @@ from volgan.labels import TUMOR_LABEL
 from volgan.segcls.network import DEFAULT_CHANNELS, SegClsNet
 from volgan.segcls.pipeline import (
     ModelInferer,
+    SegmentationWithHead,
     combine_type_probabilities,
-    head_of_windows,
     model_input,
     tumor_evidence_mm3,
     tumor_probability_from_segmentation,
@@ -359,21 +359,15 @@ def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_
     x = model_input(model.prep.spacing)({"image": image})["image"]  # the bundle's own inference transforms
     affine = np.asarray(x.affine, dtype=np.float64)
     x = x.unsqueeze(0).to(model.device)
-    window_logits: list[torch.Tensor] = []
-
-    def predictor(windows: torch.Tensor) -> torch.Tensor:
-        seg, cls = model.network(windows)
-        window_logits.append(cls.float())
-        return seg
-
+    network = SegmentationWithHead(model.network)
     inferer = ModelInferer(model.prep.patch, sw_batch_size, overlap)
     with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        seg = torch.as_tensor(inferer(x, predictor))
+        seg = torch.as_tensor(inferer(x, network))
     x = x.as_tensor().float()
     probs = torch.softmax(seg[0].float(), dim=0)
     back = resample(probs, affine, volume.affine, volume.shape, "bilinear")
     label = channel_argmax(back).cpu().numpy()
-    head = head_of_windows(window_logits)
+    head = network.take_head_probabilities()
     model_probs = probs.cpu().numpy()
     evidence = tumor_evidence_mm3(model_probs[TUMOR_LABEL], model_probs.argmax(0), float(np.prod(model.prep.spacing)))
     p_tumor = tumor_probability_from_segmentation(evidence)
