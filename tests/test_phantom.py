@@ -12,6 +12,7 @@ from scipy import ndimage
 from volgan.data.datalist import read_datalist
 from volgan.data.io import read_volume
 from volgan.data.phantom import PhantomConfig, generate_case, make_dataset, tumor_type_for
+from volgan.labels import CORD, CSF, VERTEBRA
 
 FACES = ndimage.generate_binary_structure(3, 1)
 CONFIGS = {
@@ -180,6 +181,30 @@ def test_random_contrast_draws_each_case_its_own_seeded_look():
     again = generate_case(0, 3, config)
     assert again.info == looks[3] and np.array_equal(again.image.array, generate_case(0, 3, config).image.array)
     assert generate_case(1, 3, config).info["contrast"] != looks[3]["contrast"]
-    case = generate_case(0, 3, config)
+    clearest = max(range(6), key=lambda i: abs(looks[i]["contrast"]["cord"] - looks[i]["contrast"]["csf"]))
+    case = generate_case(0, clearest, config)
     cord, csf = case.image.array[case.label.array == 3].mean(), case.image.array[case.label.array == 4].mean()
-    assert (cord < csf) == (looks[3]["contrast"]["cord"] < looks[3]["contrast"]["csf"])  # the drawn values are used
+    drawn = looks[clearest]["contrast"]
+    assert (cord < csf) == (drawn["cord"] < drawn["csf"])  # the drawn values are used
+    assert all(abs(look["contrast"]["cord"] - look["contrast"]["csf"]) >= 0.25 for look in looks)  # cord visible
+
+
+def _centre_of(mask: np.ndarray, axis: int) -> float:
+    """The mask's centre of mass along ``axis``, in voxels from the grid's centre."""
+    return float(np.argwhere(mask)[:, axis].mean() - (mask.shape[axis] - 1) / 2.0)
+
+
+def test_region_frames_the_cervical_spine_on_its_canal():
+    """Cervical: the field centred on the canal and a smaller vertebral body; auto picks it for random contrast."""
+    lumbar = generate_case(0, 2, PhantomConfig(size=(48, 48, 48), tumor_fraction=0.0, region="lumbar"))
+    cervical = generate_case(0, 2, PhantomConfig(size=(48, 48, 48), tumor_fraction=0.0, region="cervical"))
+    canal = [np.isin(case.label.array, (CORD, CSF)) for case in (lumbar, cervical)]
+    # Same draws but the framing: the canal moves 10 mm at natural size (7.5 mm in this 72 mm field) anterior.
+    assert 3.5 < _centre_of(canal[1], 1) - _centre_of(canal[0], 1) < 6.5  # voxels of 1.5 mm, RAS: anterior
+    bone = [(case.label.array == VERTEBRA).sum() for case in (lumbar, cervical)]
+    assert bone[1] < 0.6 * bone[0]
+    assert PhantomConfig(contrast="random").anatomy_region == "cervical"
+    assert PhantomConfig(region="cervical").anatomy_region == "cervical"
+    assert PhantomConfig().anatomy_region == "lumbar"
+    with pytest.raises(ValueError, match="region"):
+        PhantomConfig(region="thoracic")

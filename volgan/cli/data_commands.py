@@ -36,6 +36,10 @@ def add_phantom_parser(sub) -> None:
     p.add_argument("--clutter", action="store_true",
                    help="soft-tissue clutter outside the spine (vessels, fat islands, fibre texture; labeled "
                         "background), as real scans have")
+    p.add_argument("--region", choices=["auto", "lumbar", "cervical"], default="auto",
+                   help="the spine drawn: lumbar (a large vertebral body, the field centred between canal and body) "
+                        "or cervical (a small body, the field centred on the canal, as cord MRI is framed); auto "
+                        "(default): cervical for --contrast random, lumbar otherwise")
     p.add_argument("--orientation", default="RAS", help="axis code of the stored arrays (RAS, LPS, PIR, …) or random")
     p.add_argument("--anatomy-field", type=float, default=None, metavar="MM",
                    help="draw the anatomy for a cubic field of MM mm and show its centre (96: natural size whatever "
@@ -68,7 +72,7 @@ def run_phantom(args) -> int:
         config = PhantomConfig(size=args.size, spacing=args.spacing, contrast=args.contrast,
                                tumor_fraction=args.tumor_fraction, types=tumor_types(args.types),
                                orientation=args.orientation, anatomy_field_mm=args.anatomy_field,
-                               clutter=args.clutter)
+                               clutter=args.clutter, region=args.region)
     except ValueError as exc:
         raise VolganInputError(None, str(exc)) from None
     start = time.perf_counter()

@@ -12,6 +12,10 @@ import numpy as np
 from volgan.labels import CORD, CSF, DISC, EXTRAMEDULLARY, INTRAMEDULLARY, TUMOR_LABEL, VERTEBRA
 
 REFERENCE_FOV_MM = 96.0  # field of view at which anatomy has its natural size
+# The spine's region: the vertebral body's radii (left-right, anterior-posterior, mm at natural size) and how far
+# (mm) the field's centre lies anterior of the canal's axis. Lumbar: a large body, the field centred between canal
+# and body (the study's phantoms). Cervical: a small body, the field centred on the canal, as cord MRI is framed.
+REGIONS: dict[str, tuple[tuple[float, float], float]] = {"lumbar": ((18.0, 14.0), 10.0), "cervical": ((9.0, 8.0), 0.0)}
 
 
 def local_coordinates(rng: np.random.Generator, shape, spacing, fov) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -71,7 +75,8 @@ class Anatomy:
     """The spine's geometry in mm, drawn once per case for a field of ``fov`` mm; masks are boolean arrays of
     the grid's shape. Tumors are centred within ``visible_z`` mm of the grid's centre along the spine."""
 
-    def __init__(self, rng, fov, spacing, x, y, z, visible_z: float | None = None):
+    def __init__(self, rng, fov, spacing, x, y, z, visible_z: float | None = None, region: str = "lumbar"):
+        body_radii, canal_offset = REGIONS[region]
         s = min(fov[0], fov[1]) / REFERENCE_FOV_MM * rng.uniform(0.9, 1.1)
         self.scale, self.z = s, z
         length = fov[2]
@@ -82,12 +87,12 @@ class Anatomy:
         wavelength = length * rng.uniform(1.2, 2.5)
         yc = bend_ap * np.sin(2 * math.pi * z / wavelength + phase)
         xc = bend_lr * np.sin(2 * math.pi * z / wavelength + phase * 0.7)
-        self.u = (y - yc).astype(np.float32)  # anterior offset from the canal axis
+        self.u = (y - yc + (canal_offset - 10.0) * s).astype(np.float32)  # anterior offset from the field's centre
         self.v = (x - xc).astype(np.float32)  # left-right offset
 
         self.canal_r = np.array([9.0, 7.0]) * s * rng.uniform(0.9, 1.1, 2)  # (lr, ap) radii
         self.cord_r = np.array([5.0, 3.8]) * s * rng.uniform(0.9, 1.1, 2)
-        self.body_r = np.array([18.0, 14.0]) * s * rng.uniform(0.9, 1.1, 2)
+        self.body_r = np.array(body_radii) * s * rng.uniform(0.9, 1.1, 2)
         # At least this much CSF (mm) between cord and canal wall, so the sampled cord never touches bone.
         self.margin = 1.25 * float(max(spacing))
         self.canal_r = np.maximum(self.canal_r, self.cord_r + self.margin)

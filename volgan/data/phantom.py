@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from volgan.data.anatomy import Anatomy, local_coordinates
+from volgan.data.anatomy import REGIONS, Anatomy, local_coordinates
 from volgan.data.datalist import DATASET_FILE, FORMATS, Case, balanced_test_split, layout_paths, write_datalist
 from volgan.data.files import staged_output_dir
 from volgan.data.io import Volume, reorient, write_nifti
@@ -44,8 +44,11 @@ CONTRASTS = (*INTENSITY, "random")
 # every tissue's mean intensity uniform in this range (air stays dark), so cord, CSF, fat and bone take any order
 # of brightness that T1w, T2w, T2*w or MT-weighted spinal MRI gives them; and these ranges of partial-volume blur
 # (voxels), bias-field coefficients, Rician noise (relative to the brightest tissue) and slice thickness (the
-# blur along one random axis, in voxels: 2D stacks of 3–8 mm slices).
+# blur along one random axis, in voxels: 2D stacks of 3–8 mm slices). Cord and CSF differ by at least
+# RANDOM_CORD_CSF, as on every sequence used to image the cord (T1w, T2w, T2*w, MT); a case where they match
+# shows no cord to learn (measured: with no such floor the quick recipe learned no cord at all).
 RANDOM_TISSUE = (0.05, 1.0)
+RANDOM_CORD_CSF = 0.25
 RANDOM_BLUR = (0.3, 1.2)
 RANDOM_BIAS = (0.0, 0.5)
 RANDOM_NOISE = (0.01, 0.06)
@@ -79,10 +82,20 @@ class PhantomConfig:
     bias: float = 0.3  # bias-field polynomial coefficient range
     anatomy_field_mm: float | None = None
     clutter: bool = False  # soft-tissue clutter outside the spine, labeled background
+    region: str = "auto"  # "lumbar", "cervical" or "auto": cervical for contrast "random", else lumbar
+
+    @property
+    def anatomy_region(self) -> str:
+        """The region drawn (:data:`volgan.data.anatomy.REGIONS`): ``region``, with ``"auto"`` resolved."""
+        if self.region != "auto":
+            return self.region
+        return "cervical" if self.contrast == "random" else "lumbar"
 
     def __post_init__(self):
         if self.contrast not in CONTRASTS:
             raise ValueError(f"contrast must be one of {', '.join(CONTRASTS)}, got {self.contrast!r}")
+        if self.region not in ("auto", *REGIONS):
+            raise ValueError(f"region must be one of auto, {', '.join(REGIONS)}, got {self.region!r}")
         if not 0.0 <= self.tumor_fraction <= 1.0:  # also refuses NaN
             raise ValueError(f"tumor fraction must lie in [0, 1], got {self.tumor_fraction}")
         if not self.types or any(t not in (1, 2, 3) for t in self.types):
@@ -166,7 +179,7 @@ def generate_case(seed: int, index: int, config: PhantomConfig = PhantomConfig()
 
     x, y, z = local_coordinates(rng, shape, spacing, fov)
     field = fov if config.anatomy_field_mm is None else np.full(3, float(config.anatomy_field_mm))
-    anatomy = Anatomy(rng, field, spacing, x, y, z, visible_z=fov[2] / 2.0)
+    anatomy = Anatomy(rng, field, spacing, x, y, z, visible_z=fov[2] / 2.0, region=config.anatomy_region)
     tumor, tumor_info = anatomy.place_tumor(rng, tumor_type, spacing)
     label = anatomy.label_map(tumor)
     image, look = _appearance(rng, config, anatomy, tumor, tumor_type)
@@ -191,6 +204,8 @@ def _appearance(rng, config: PhantomConfig, anatomy: Anatomy, tumor, tumor_type:
     blur, bias, noise = config.blur, config.bias, config.noise
     if config.contrast == "random":
         table = {k: 0.0 if k == "air" else float(rng.uniform(*RANDOM_TISSUE)) for k in TISSUES}
+        while abs(table["cord"] - table["csf"]) < RANDOM_CORD_CSF:  # every cord sequence shows the cord in its CSF
+            table["cord"] = float(rng.uniform(*RANDOM_TISSUE))
         blur, bias, noise = (float(rng.uniform(*r)) for r in (RANDOM_BLUR, RANDOM_BIAS, RANDOM_NOISE))
         slice_axis, slice_blur = int(rng.integers(3)), float(rng.uniform(*RANDOM_SLICE_BLUR))
         look = {"contrast": {k: round(v, 4) for k, v in table.items()}, "blur": round(blur, 4),
