@@ -16,6 +16,11 @@ scans shipped in data/real (and any folder of yours with --extra).
    Targets: cord Dice ≥ 0.85 on the shipped T2, ≥ 0.70 on held-out T1w, T2*w and MT-weighted scans (not shipped:
    unmeasured here), no tumor called on a healthy scan.
 
+Both recipes also run on a contrast-flip proxy of each shipped scan (``NAME_cord_brightest_proxy``: the intensities
+remapped by a tent peaking at the cord's median, so CSF turns darker than the cord, as on T1w); it is no real T1w
+scan, only the nearest check of "another contrast" that the shipped data allow. Its Dice is reported against the 0.70
+target; its tumor call is not counted among the healthy real scans.
+
 Threads: torch's default (both cores of this machine); the timings are of the commands as a user runs them.
 """
 
@@ -35,7 +40,7 @@ import numpy as np
 from benchmarks import ROOT, write_section
 
 from volgan.evaluation.metrics import roc_auc
-from volgan.evaluation.real_mri import check_model, real_check_datalist, shipped_scans, user_scans
+from volgan.evaluation.real_mri import RealScan, check_model, real_check_datalist, shipped_scans, user_scans
 
 
 def study_recipe(out: Path, seeds: list[int]) -> list[dict]:
@@ -92,6 +97,24 @@ def random_recipe(out: Path) -> dict:
             "phantom_seconds": phantoms, "real": check_model(bundle / "models" / "model.pt", scans_to_check)}
 
 
+def cord_brightest(scan: RealScan, folder: Path) -> RealScan:
+    """A contrast-flip proxy of a real T2 scan: its intensities remapped by a tent that peaks at the cord's median
+    (air and muscle stay dark, the cord is brightest, CSF turns dark as on T1w). It checks that a model finds the cord
+    when CSF is darker than the cord; it is not a real T1w scan.
+    """
+    from volgan.data.io import Volume, read_volume, write_volume
+
+    image, mask = read_volume(scan.image), read_volume(scan.label)
+    cord = float(np.median(image.array[mask.array > 0]))
+    top = float(np.percentile(image.array, 99.5))
+    values = image.array.astype(np.float32)
+    flipped = np.where(values <= cord, values / cord, np.clip((top - values) / (top - cord), 0.0, 1.0)) * cord
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{scan.name}_cord_brightest.nii.gz"
+    write_volume(Volume(flipped.astype(np.float32), image.affine), path)
+    return RealScan(f"{scan.name}_cord_brightest_proxy", path, scan.label, scan.annotated, scan.tumor_type)
+
+
 def table(rows: list[dict]) -> str:
     scans = [r["scan"] for r in rows[0]["real"]]
     head = "| recipe | " + " | ".join(f"{s}: Dice ({', '.join(r['annotated'])}) | {s}: p(tumor)"
@@ -112,11 +135,15 @@ def table(rows: list[dict]) -> str:
 def verdicts(rows: list[dict]) -> list[str]:
     out = []
     for row in rows:
-        t2 = [r["dice"].get("cord") for r in row["real"]]
-        healthy = [r["tumor_probability"] for r in row["real"] if r["tumor_type"] == 0]
+        t2 = [r["dice"].get("cord") for r in row["real"] if "proxy" not in r["scan"]]
+        proxies = [r["dice"].get("cord") for r in row["real"] if "proxy" in r["scan"]]
+        healthy = [r["tumor_probability"] for r in row["real"] if r["tumor_type"] == 0 and "proxy" not in r["scan"]]
         met = all(d is not None and d >= 0.85 for d in t2)
+        flip = ("" if not proxies else f"cord Dice ≥ 0.70 on the contrast-flip proxies: "
+                f"**{'met' if all(d is not None and d >= 0.7 for d in proxies) else 'NOT met'}** "
+                f"(lowest {min((d or 0.0) for d in proxies):.3f}); ")
         out.append(f"- {row['recipe']}: cord Dice ≥ 0.85 on every real T2: **{'met' if met else 'NOT met'}** "
-                   f"(lowest {min((d or 0.0) for d in t2):.3f}); no tumor called on a healthy scan: "
+                   f"(lowest {min((d or 0.0) for d in t2):.3f}); {flip}no tumor called on a healthy real scan: "
                    f"**{'met' if all(p < 0.5 for p in healthy) else 'NOT met'}** (highest p {max(healthy):.3f})"
                    + ("" if row.get("phantom_auc") is None else
                       f"; phantom AUC ≥ 0.80: **{'met' if row['phantom_auc'] >= 0.8 else 'NOT met'}** "
@@ -135,6 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-real-mri-"))
     scans_to_check = shipped_scans()
+    scans_to_check += [cord_brightest(scan, out / "proxies") for scan in list(scans_to_check)]
     if args.extra:
         scans_to_check += user_scans(real_check_datalist(args.extra, out / "extra"))
     rows = study_recipe(out, [int(s) for s in args.seeds.split(",")])

@@ -13,11 +13,15 @@ from volgan.transforms import (
     ElasticDeformation,
     RandomBiasField,
     RandomElasticDeformation,
+    RandomFieldOfView,
+    RandomIntensityCurve,
     artifacts,
     augmentation,
     axis_permutation,
     bspline_weights,
     corrupt,
+    default_preset,
+    intensity_curve,
 )
 
 OBLIQUE = np.array([[0, -0.8, 0, 10], [1.2, 0, 0, -5], [0, 0, 3, 2], [0, 0, 0, 1.0]])
@@ -106,3 +110,68 @@ def test_artifacts_are_reproducible_and_grow_with_severity():
     assert errors[0] < errors[1] < errors[2]
     with pytest.raises(ValueError):
         artifacts(4)
+
+
+def test_the_intensity_curve_gives_each_presentation_its_own_contrast_order():
+    """Four flat tissues: the curve re-draws their brightness, order included; air stays the darkest; the label
+    is untouched; torch's seed fixes the draw."""
+    tissues = np.zeros((1, 20, 20, 20), dtype=np.float32)
+    for k, value in enumerate((0.3, 0.55, 0.8, 1.0)):  # four tissues in slabs, air (0) in the first slab
+        tissues[:, 4 * (k + 1): 4 * (k + 2)] = value
+    s = tio.Subject(image=tio.ScalarImage(tensor=torch.from_numpy(tissues)),
+                    label=tio.LabelMap(tensor=torch.from_numpy((tissues * 4).astype(np.int64))))
+    curve = RandomIntensityCurve(knots=5)
+    orders = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        out = curve(s)
+        levels = [float(out.image.data[0, 4 * k + 1].mean()) for k in range(5)]
+        assert levels[0] == pytest.approx(0.0, abs=1e-6) and min(levels) >= -1e-6 and max(levels) <= 1.0 + 1e-6
+        assert torch.equal(out.label.data, s.label.data)
+        orders.add(tuple(np.argsort(levels[1:])))
+    assert len(orders) >= 6  # not one monotone map: the tissues change places
+    torch.manual_seed(3)
+    first = curve(s).image.data
+    torch.manual_seed(3)
+    assert torch.equal(first, curve(s).image.data)
+    assert torch.allclose(intensity_curve(torch.from_numpy(tissues), torch.tensor([0.0, 1.0])),
+                          torch.from_numpy(tissues / tissues.max()), atol=1e-6)  # the identity curve
+
+
+def test_random_contrast_phantoms_train_with_the_contrast_preset_by_default():
+    from volgan.data.datalist import Datalist
+
+    assert default_preset(Datalist([], meta={"volgan": {"config": {"contrast": "random"}}})) == "contrast"
+    assert default_preset(Datalist([], meta={"volgan": {"config": {"contrast": "t2"}}})) == "light"
+    assert default_preset(Datalist([])) == "light"  # a user's own datalist
+    preset = augmentation("contrast")
+    assert {RandomIntensityCurve, RandomFieldOfView} <= {type(t) for t in preset.transforms}
+
+
+def test_the_random_field_of_view_crops_about_the_centre_and_blanks_the_rest():
+    """Each draw keeps a box of 50–100% per axis holding the centre; outside, the image takes its minimum and the
+    label background; torch's seed fixes the box."""
+    shape = (40, 32, 24)
+    image = torch.rand((1, *shape)) + 2.0
+    s = tio.Subject(image=tio.ScalarImage(tensor=image), label=tio.LabelMap(tensor=torch.full((1, *shape), 3)))
+    boxes = set()
+    for seed in range(10):
+        torch.manual_seed(seed)
+        out = RandomFieldOfView(extent=(0.5, 1.0), margin=0.12)(s)
+        kept = out.label.data[0] == 3
+        corners = kept.nonzero()
+        low, high = corners.min(0).values, corners.max(0).values + 1
+        assert int(kept.sum()) == int(torch.prod(high - low))  # one box
+        for axis, n in enumerate(shape):
+            assert 0.5 * n - 1 <= int(high[axis] - low[axis]) <= n
+            assert low[axis] <= round(0.38 * n) and high[axis] >= round(0.62 * n)  # the centre is kept
+        assert torch.equal(out.image.data[0][kept], image[0][kept])
+        assert bool((out.image.data[0][~kept] == image.min()).all()) and bool((out.label.data[0][~kept] == 0).all())
+        boxes.add((*low.tolist(), *high.tolist()))
+    assert len(boxes) == 10
+    torch.manual_seed(4)
+    first = RandomFieldOfView()(s).label.data
+    torch.manual_seed(4)
+    assert torch.equal(first, RandomFieldOfView()(s).label.data)
+    with pytest.raises(ValueError, match="extent"):
+        RandomFieldOfView(extent=(0.0, 1.0))

@@ -20,8 +20,10 @@ from volgan.transforms.augment import (
     check_preset,
     chosen_augmentation,
     corrupt,
+    default_preset,
 )
 from volgan.transforms.dictionary import ToModelGridd, ZNormalized
+from volgan.transforms.domain import RandomFieldOfView, RandomIntensityCurve, intensity_curve
 from volgan.transforms.fast_torchio import (
     BiasField,
     ElasticDeformation,
@@ -34,8 +36,9 @@ from volgan.transforms.fast_torchio import (
 from volgan.transforms.grid import ToModelGrid, axis_permutation, field_about_foreground, model_grid, resample
 from volgan.transforms.pipeline import Preprocessing, normalize_intensity, preprocessing
 
-__all__ = ["AUGMENTATIONS", "BiasField", "CLASSICAL_RECIPE", "ElasticDeformation", "Preprocessing",
-           "RandomBiasField", "RandomElasticDeformation", "SEVERITIES", "ToModelGrid", "ToModelGridd",
-           "ZNormalized", "artifacts", "augmentation", "axis_permutation", "base_arguments", "bspline_displacement",
-           "bspline_weights", "check_preset", "chosen_augmentation", "corrupt", "field_about_foreground",
-           "model_grid", "normalize_intensity", "preprocessing", "resample"]
+__all__ = ["AUGMENTATIONS", "BiasField", "CLASSICAL_RECIPE", "ElasticDeformation", "Preprocessing", "RandomBiasField",
+           "RandomElasticDeformation", "RandomFieldOfView", "RandomIntensityCurve", "SEVERITIES", "ToModelGrid",
+           "ToModelGridd", "ZNormalized", "artifacts", "augmentation", "axis_permutation", "base_arguments",
+           "bspline_displacement", "bspline_weights", "check_preset", "chosen_augmentation", "corrupt",
+           "default_preset", "field_about_foreground", "intensity_curve", "model_grid", "normalize_intensity",
+           "preprocessing", "resample"]

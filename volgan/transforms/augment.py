@@ -11,7 +11,7 @@ import torchio as tio
 from volgan.errors import VolganInputError
 from volgan.transforms.fast_torchio import RandomBiasField
 
-AUGMENTATIONS = ("none", "light", "classical")
+AUGMENTATIONS = ("none", "light", "contrast", "classical")
 # What the classical preset draws; a study run that augments keys its stage on it, so a new recipe retrains it.
 CLASSICAL_RECIPE = "flip, affine p=0.5, one of eight artifacts or deformations p=0.5"
 
@@ -22,8 +22,10 @@ def augmentation(preset: str = "none") -> tio.Transform | None:
 
     Parameters
     ----------
-    preset : {"none", "light", "classical"}
-        ``light``: left-right flip and a small affine (±10% scale, ±10°). ``classical``: the augmentation
+    preset : {"none", "light", "contrast", "classical"}
+        ``light``: left-right flip and a small affine (±10% scale, ±10°). ``contrast``: ``light`` and a random
+        intensity curve (:class:`~volgan.transforms.RandomIntensityCurve`), a new contrast for every presentation,
+        for the contrast-agnostic recipe. ``classical``: the augmentation
         comparison's MRI-artifact and geometry preset: the flip and the affine (p = 0.5), then, for half the
         presentations, one of elastic deformation, anisotropy, bias field, motion, ghosting, spike, blur or noise
         (:data:`CLASSICAL_RECIPE`), renormalised to zero mean and unit standard deviation. One alteration at a
@@ -81,6 +83,25 @@ def chosen_augmentation(augmentations: dict, preset: str) -> tio.Transform | Non
         the preset's transform.
     """
     return augmentations[check_preset(preset)]
+
+
+def default_preset(datalist) -> str:
+    """spine_segcls's default augmentation for a data set: ``contrast`` for phantoms of random contrast (the
+    contrast-agnostic recipe: a new contrast per presentation, :class:`~volgan.transforms.RandomIntensityCurve`),
+    ``light`` for anything else.
+
+    Parameters
+    ----------
+    datalist : volgan.data.datalist.Datalist
+        the training data's datalist; ``volgan phantom`` records its configuration in ``meta["volgan"]``.
+
+    Returns
+    -------
+    str
+        the preset's name (:data:`AUGMENTATIONS`).
+    """
+    config = (datalist.meta.get("volgan") or {}).get("config") or {}
+    return "contrast" if config.get("contrast") == "random" else "light"
 
 
 # --------------------------------------------------------------------------------------------------------
