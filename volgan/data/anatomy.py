@@ -87,7 +87,7 @@ class Anatomy:
         wavelength = length * rng.uniform(1.2, 2.5)
         yc = bend_ap * np.sin(2 * math.pi * z / wavelength + phase)
         xc = bend_lr * np.sin(2 * math.pi * z / wavelength + phase * 0.7)
-        self.u = (y - yc + (canal_offset - 10.0) * s).astype(np.float32)  # anterior offset from the field's centre
+        self.u = (y - yc + (canal_offset - 10.0) * s).astype(np.float32)  # anterior; canal axis at canal_u
         self.v = (x - xc).astype(np.float32)  # left-right offset
 
         self.canal_r = np.array([9.0, 7.0]) * s * rng.uniform(0.9, 1.1, 2)  # (lr, ap) radii

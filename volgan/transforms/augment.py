@@ -23,15 +23,15 @@ def augmentation(preset: str = "none") -> tio.Transform | None:
     Parameters
     ----------
     preset : {"none", "light", "contrast", "classical"}
-        ``light``: left-right flip and a small affine (±10% scale, ±10°). ``contrast``: ``light`` and a random
-        intensity curve (:class:`~volgan.transforms.RandomIntensityCurve`), a new contrast for every presentation,
-        for the contrast-agnostic recipe. ``classical``: the augmentation
-        comparison's MRI-artifact and geometry preset: the flip and the affine (p = 0.5), then, for half the
-        presentations, one of elastic deformation, anisotropy, bias field, motion, ghosting, spike, blur or noise
-        (:data:`CLASSICAL_RECIPE`), renormalised to zero mean and unit standard deviation. One alteration at a
-        time, not every one at its own chance: with each applied independently (v1), 2 of 8 quick-profile models
-        trained on it ended with one tumor call for every test volume, and the 8 had mean tumor AUC 0.631; one at
-        a time, 0 of the same 8 did, with AUC 0.717.
+        ``light``: left-right flip and a small affine (±10% scale, ±10°). ``contrast``: ``light``, a random intensity
+        curve (:class:`~volgan.transforms.RandomIntensityCurve`), a new contrast for every presentation, and a random
+        field of view (:class:`~volgan.transforms.RandomFieldOfView`), for the contrast-agnostic recipe. ``classical``:
+        the augmentation comparison's MRI-artifact and geometry preset: the flip and the affine (p = 0.5), then, for
+        half the presentations, one of elastic deformation, anisotropy, bias field, motion, ghosting, spike, blur or
+        noise (:data:`CLASSICAL_RECIPE`), renormalised to zero mean and unit standard deviation. One alteration at a
+        time, not every one at its own chance: with each applied independently (v1), 2 of 8 quick-profile models trained
+        on it ended with one tumor call for every test volume, and the 8 had mean tumor AUC 0.631; one at a time, 0 of
+        the same 8 did, with AUC 0.717.
 
     Returns
     -------
@@ -87,7 +87,7 @@ def chosen_augmentation(augmentations: dict, preset: str) -> tio.Transform | Non
 
 def default_preset(datalist) -> str:
     """spine_segcls's default augmentation for a data set: ``contrast`` for phantoms of random contrast (the
-    contrast-agnostic recipe: a new contrast per presentation, :class:`~volgan.transforms.RandomIntensityCurve`),
+    contrast-agnostic recipe: a new contrast per presentation and a random field of view),
     ``light`` for anything else.
 
     Parameters

@@ -1,7 +1,6 @@
 """Domain randomisation at training time: a random intensity curve (a new contrast for every presentation of a
 training volume) and a random field of view (the tight crop that cord MRI is acquired in).
 
-
 Domain randomisation (SynthSeg, arXiv 2107.09559) draws every tissue's intensity anew for each training example.
 volgan's random-contrast phantoms draw one contrast per case, so a data set of 48 phantoms holds 48 contrasts, and a
 segmenter trained on it learns those (measured: the quick recipe on 24 random-contrast phantoms reached a cord Dice
