@@ -20,7 +20,6 @@ from volgan.transforms import (
     axis_permutation,
     bspline_weights,
     corrupt,
-    default_preset,
     intensity_curve,
 )
 
@@ -138,12 +137,15 @@ def test_the_intensity_curve_gives_each_presentation_its_own_contrast_order():
                           torch.from_numpy(tissues / tissues.max()), atol=1e-6)  # the identity curve
 
 
-def test_random_contrast_phantoms_train_with_the_contrast_preset_by_default():
+def test_random_contrast_phantoms_train_with_the_contrast_agnostic_recipe_by_default():
     from volgan.data.datalist import Datalist
+    from volgan.segcls.train import recipe_default
 
-    assert default_preset(Datalist([], meta={"volgan": {"config": {"contrast": "random"}}})) == "contrast"
-    assert default_preset(Datalist([], meta={"volgan": {"config": {"contrast": "t2"}}})) == "light"
-    assert default_preset(Datalist([])) == "light"  # a user's own datalist
+    random = Datalist([], meta={"volgan": {"config": {"contrast": "random"}}})
+    settings = ("augment", "patch_samples", "tumor_weight")
+    assert [recipe_default(random, k, None) for k in settings] == ["contrast", 8, 1.0]
+    assert recipe_default(Datalist([], meta={"volgan": {"config": {"contrast": "t2"}}}), "augment", "light") == "light"
+    assert recipe_default(Datalist([]), "tumor_weight", 5.0) == 5.0  # a user's own datalist
     preset = augmentation("contrast")
     assert {RandomIntensityCurve, RandomFieldOfView} <= {type(t) for t in preset.transforms}
 

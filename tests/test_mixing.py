@@ -97,3 +97,62 @@ def test_the_bundles_own_loader_trains_on_every_case_with_the_ratio_in_every_bat
     assert orders[0] != orders[1]
     assert json.loads(json.dumps([c.name for c in workflow.parser.get_parsed_content("split")[0]])) \
         == [c.name for c in mix]
+
+
+def test_patch_training_draws_each_case_patch_samples_times_and_names_the_type_each_patch_shows(phantom_dir,
+                                                                                               tmp_path):
+    """spine_segcls with ``patch_samples``: each epoch holds every training case's patches, of ``sample_patch``
+    voxels, through torchio's queue; a patch that shows no tumor voxel is tumor_type 0; the model card and the
+    validation inferer take the sampled patch as the network's window."""
+    from monai.bundle import ConfigWorkflow
+
+    from volgan.data.datalist import write_datalist
+    from volgan.labels import TUMOR_LABEL
+    from volgan.segcls.train import WindowedSegClsInferer
+
+    cases = [dataclasses.replace(c, split="training") for c in read_datalist(phantom_dir).cases[:6]]
+    write_datalist(cases, tmp_path / "data")
+    root = Path(__file__).resolve().parent.parent / "bundles" / "spine_segcls"
+    workflow = ConfigWorkflow(config_file=str(root / "configs" / "train.json"), workflow_type="train",
+                              meta_file=str(root / "configs" / "metadata.json"), bundle_root=str(tmp_path),
+                              dataset_dir=str(tmp_path / "data"), patch=[32, 32, 32], sample_patch=[16, 16, 16],
+                              patch_samples=3, batch_size=2, val_fraction=0.0, progress=False)
+    workflow.initialize()
+    assert workflow.parser.get_parsed_content("prep").patch == (16, 16, 16)
+    assert isinstance(workflow.parser.get_parsed_content("validate#inferer"), WindowedSegClsInferer)
+    by_name = {c.name: c.tumor_type for c in cases}
+    names, types_seen = [], set()
+    for batch in workflow.parser.get_parsed_content("train#dataloader"):
+        assert tuple(batch["image"]["data"].shape[1:]) == (1, 16, 16, 16)
+        for name, label, tumor_type in zip(batch["name"], batch["label"]["data"], batch["tumor_type"], strict=True):
+            shows_tumor = bool((label == TUMOR_LABEL).any())
+            assert int(tumor_type) == (by_name[name] if shows_tumor else 0)
+            types_seen.add((by_name[name] > 0, shows_tumor))
+        names += list(batch["name"])
+    assert sorted(names) == sorted(c.name for c in cases for _ in range(3))
+    assert (True, True) in types_seen  # the label sampler centres some patches on the tumor
+
+
+def test_the_windowed_validation_inferer_equals_the_network_on_one_window():
+    """One window the size of the volume: the network's own outputs (log-probabilities for the head); smaller
+    windows give the same shapes."""
+    import torch
+
+    from volgan.errors import VolganInputError
+    from volgan.segcls.network import SegClsNet
+    from volgan.segcls.train import WindowedSegClsInferer, training_window
+
+    torch.manual_seed(0)
+    network = SegClsNet(channels=(4, 8)).eval()
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        seg, cls = network(x)
+        whole_seg, whole_cls = WindowedSegClsInferer((16, 16, 16))(x, network)
+        part_seg, part_cls = WindowedSegClsInferer((8, 8, 8))(x, network)
+    torch.testing.assert_close(whole_seg, seg)
+    torch.testing.assert_close(whole_cls, torch.log_softmax(cls, dim=1))
+    assert part_seg.shape == seg.shape and part_cls.shape == cls.shape
+    assert training_window([64] * 3, 0, [32] * 3) == [64] * 3
+    assert training_window([64] * 3, 8, [32] * 3) == [32] * 3
+    with pytest.raises(VolganInputError, match="--sample_patch"):
+        training_window([32] * 3, 8, [64] * 3)

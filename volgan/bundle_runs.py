@@ -102,6 +102,7 @@ RULES: dict[str, Callable[[object], str | None]] = {
     "save_interval": _whole(1),
     "monitor_interval": _whole(1),
     "num_workers": _whole(0),
+    "patch_samples": _whole(0),
     "seed": _whole(0),
     "size": _grid,
     "base": _whole(1),

@@ -13,7 +13,7 @@ import torchio as tio
 
 from volgan.data.datalist import Case, balanced_test_split
 from volgan.data.io import read_volume
-from volgan.labels import LABELS, label_number
+from volgan.labels import LABELS, NO_TUMOR, TUMOR_LABEL, label_number
 from volgan.transforms import preprocessing as default_preprocessing
 
 
@@ -109,9 +109,42 @@ def segcls_dataset(cases: list[Case], preprocessing: tio.Transform | None = None
     return tio.SubjectsDataset([subject_for(c) for c in cases], transform=tio.Compose(transforms))
 
 
+class PatchQueue(tio.Queue):
+    """torchio's patch queue whose patches carry the tumor type they show: a patch of a tumor-bearing volume that
+    holds no tumor voxel is ``tumor_type`` 0 (none), as a sliding window of such a volume is at inference, where the
+    window most sure of a tumor gives the type. Volumes of unknown type (−1) stay unknown."""
+
+    def __getitem__(self, index) -> tio.Subject:
+        patch = super().__getitem__(index)
+        if int(patch["tumor_type"]) > NO_TUMOR and "label" in patch and not bool(
+                (patch["label"].data == TUMOR_LABEL).any()):
+            patch["tumor_type"] = NO_TUMOR
+        return patch
+
+
+def patch_sampler(patch: tuple[int, int, int]) -> tio.LabelSampler:
+    """Patches of ``patch`` voxels centred on a voxel of a label drawn uniformly from those the volume holds (air,
+    bone, disc, cord, CSF, tumor alike): the cord and a tumor are centred as often as the background, which fills
+    most of a volume.
+
+    Parameters
+    ----------
+    patch : tuple[int, int, int]
+        the patch size in voxels.
+
+    Returns
+    -------
+    tio.LabelSampler
+        the sampler (it reads ``label``).
+    """
+    return tio.LabelSampler(tuple(int(n) for n in patch), label_name="label",
+                            label_probabilities={k: 0.0 if k == TUMOR_LABEL else 1.0 for k in LABELS})
+
+
 def subjects_loader(dataset: tio.SubjectsDataset, batch_size: int = 2, shuffle: bool = False,
-                    num_workers: int = 0, sampler=None, seed: int = 0, batch_sampler=None) -> tio.SubjectsLoader:
-    """A batch loader for subjects.
+                    num_workers: int = 0, sampler=None, seed: int = 0, batch_sampler=None, patch_samples: int = 0,
+                    patch: tuple[int, int, int] | None = None) -> tio.SubjectsLoader:
+    """A batch loader for subjects, or, given ``patch_samples``, for patches of them.
 
     Parameters
     ----------
@@ -128,13 +161,28 @@ def subjects_loader(dataset: tio.SubjectsDataset, batch_size: int = 2, shuffle: 
     seed : int
         fixes the shuffled order.
     batch_sampler
-        makes the batches itself (such as :class:`~volgan.data.mixing.RatioBatchSampler`).
+        makes the batches itself (such as :class:`~volgan.data.mixing.RatioBatchSampler`); unused with patches.
+    patch_samples : int
+        0: whole subjects. N > 0: N patches of ``patch`` voxels from each subject per epoch, through torchio's patch
+        queue (:class:`PatchQueue`, :func:`patch_sampler`), which mixes the patches of four subjects at a time; each
+        subject's random augmentation is drawn once per epoch, before its patches are cut. The epoch then holds every
+        subject's patches, so its real:synthetic share is the cases' share; single batches need not keep it. A
+        ``sampler`` (``DistributedSampler``) picks each process's subjects.
+    patch : tuple[int, int, int] | None
+        the patch size in voxels, with ``patch_samples``.
 
     Returns
     -------
     tio.SubjectsLoader
         A ``tio.SubjectsLoader``; its batches hold (B, 1, X, Y, Z) images and label maps.
     """
+    if patch_samples:
+        if patch is None:
+            raise ValueError("patch_samples needs the patch size")
+        queue = PatchQueue(dataset, max_length=4 * int(patch_samples), samples_per_volume=int(patch_samples),
+                           sampler=patch_sampler(patch), subject_sampler=sampler, num_workers=num_workers,
+                           shuffle_subjects=sampler is None)
+        return tio.SubjectsLoader(queue, batch_size=batch_size, num_workers=0)
     if batch_sampler is not None:
         return tio.SubjectsLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers)
     generator = torch.Generator().manual_seed(seed)

@@ -20,7 +20,6 @@ from volgan.transforms.augment import (
     check_preset,
     chosen_augmentation,
     corrupt,
-    default_preset,
 )
 from volgan.transforms.dictionary import ToModelGridd, ZNormalized
 from volgan.transforms.domain import RandomFieldOfView, RandomIntensityCurve, intensity_curve
@@ -40,5 +39,5 @@ __all__ = ["AUGMENTATIONS", "BiasField", "CLASSICAL_RECIPE", "ElasticDeformation
            "RandomElasticDeformation", "RandomFieldOfView", "RandomIntensityCurve", "SEVERITIES", "ToModelGrid",
            "ToModelGridd", "ZNormalized", "artifacts", "augmentation", "axis_permutation", "base_arguments",
            "bspline_displacement", "bspline_weights", "check_preset", "chosen_augmentation", "corrupt",
-           "default_preset", "field_about_foreground", "intensity_curve", "model_grid", "normalize_intensity",
-           "preprocessing", "resample"]
+           "field_about_foreground", "intensity_curve", "model_grid",
+           "normalize_intensity", "preprocessing", "resample"]

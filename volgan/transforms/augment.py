@@ -85,25 +85,6 @@ def chosen_augmentation(augmentations: dict, preset: str) -> tio.Transform | Non
     return augmentations[check_preset(preset)]
 
 
-def default_preset(datalist) -> str:
-    """spine_segcls's default augmentation for a data set: ``contrast`` for phantoms of random contrast (the
-    contrast-agnostic recipe: a new contrast per presentation and a random field of view),
-    ``light`` for anything else.
-
-    Parameters
-    ----------
-    datalist : volgan.data.datalist.Datalist
-        the training data's datalist; ``volgan phantom`` records its configuration in ``meta["volgan"]``.
-
-    Returns
-    -------
-    str
-        the preset's name (:data:`AUGMENTATIONS`).
-    """
-    config = (datalist.meta.get("volgan") or {}).get("config") or {}
-    return "contrast" if config.get("contrast") == "random" else "light"
-
-
 # --------------------------------------------------------------------------------------------------------
 # MRI artifacts at fixed severities: the study's robustness test (Ainapure et al.'s noise-robustness point).
 
