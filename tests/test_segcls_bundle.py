@@ -148,14 +148,20 @@ def test_model_zoo_properties(tmp_path, phantom_dir, workflow, config):
     assert flow.check_properties() == []
 
 
-def test_torchrun_two_gloo_processes(tmp_path, phantom_dir):
+@pytest.mark.parametrize("patches", [0, 2])
+def test_torchrun_two_gloo_processes(tmp_path, phantom_dir, patches):
+    """Whole volumes, or 2 patches of 16³ per volume (patch training: each process cuts its own volumes' patches)."""
+    sampling = ["--patch_samples", str(patches), "--sample_patch", "[16,16,16]"]
     log = bundle("--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "--config_file",
                  "['configs/train.json','configs/multi_gpu_train.json']", "--bundle_root", tmp_path,
-                 "--dataset_dir", phantom_dir, *QUICK, runner=(sys.executable, "-m", "torch.distributed.run"))
+                 "--dataset_dir", phantom_dir, *QUICK, *sampling, runner=(sys.executable, "-m", "torch.distributed.run"))
     assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "model.json").is_file()
-    # 12 cases: 4 test, 8 training of which 2 validate; 6 train -> 3 per rank -> 2 batches (one process: 3)
+    card = json.loads((tmp_path / "models" / "model.json").read_text(encoding="utf-8"))
+    assert card["patch"] == ([16] * 3 if patches else [32] * 3)
+    # 12 cases: 4 test, 8 training of which 2 validate; 6 train -> 3 per rank -> 2 batches (one process: 3); with 2
+    # patches each, 6 patches per rank -> 3 batches
     iterations = set(re.findall(r"Epoch: 1/2, Iter: \d+/(\d+) --", log))
-    assert iterations == {"2"}, iterations
+    assert iterations == ({"3"} if patches else {"2"}), iterations
     writers = {path.name.split(".")[-2] for path in (tmp_path / "eval").glob("events.out.tfevents.*")}
     assert len(writers) == 1, writers  # TensorBoard events from the first process only (its pid in each name)
 

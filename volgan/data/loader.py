@@ -123,9 +123,10 @@ class PatchQueue(tio.Queue):
 
 
 def patch_sampler(patch: tuple[int, int, int]) -> tio.LabelSampler:
-    """Patches of ``patch`` voxels centred on a voxel of a label drawn uniformly from those the volume holds (air,
-    bone, disc, cord, CSF, tumor alike): the cord and a tumor are centred as often as the background, which fills
-    most of a volume.
+    """Patches of ``patch`` voxels centred on a voxel of a label drawn uniformly from the anatomy the volume holds
+    (background, vertebra, disc, cord, CSF alike), never on the tumor: the cord is centred as often as the background,
+    which fills most of a volume, and a tumor shows up at about its share of the cord-centred patches (centring it
+    as often as the rest, the contrast-agnostic recipe labeled much of a real cord tumor: BENCHMARKS.md, "Real MRI").
 
     Parameters
     ----------

@@ -228,7 +228,8 @@ def training_window(patch, patch_samples: int, sample_patch):
 # was measured on the acceptance commands (48 phantoms, 40 epochs; BENCHMARKS.md, "Real MRI"): the contrast
 # preset (a new contrast per presentation) took real T2 cord Dice from 0.000 to 0.218, and with its random field of
 # view to 0.356; 8 patches of 32³ per volume per epoch (about 10,000 presentations, not 1,240) and the tumor label's
-# weight at 1, not 5, to 0.842 (at weight 5 the model labeled most of the real cord tumor: 0.291).
+# weight at 1, not 5, to 0.842 (patches at weight 5 gave 0.191 and 0.291: the model labeled much of the real cord
+# tumor).
 CONTRAST_AGNOSTIC_RECIPE: dict[str, object] = {"augment": "contrast", "patch_samples": 8, "tumor_weight": 1.0}
 
 
