@@ -154,7 +154,8 @@ def test_torchrun_two_gloo_processes(tmp_path, phantom_dir, patches):
     sampling = ["--patch_samples", str(patches), "--sample_patch", "[16,16,16]"]
     log = bundle("--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "--config_file",
                  "['configs/train.json','configs/multi_gpu_train.json']", "--bundle_root", tmp_path,
-                 "--dataset_dir", phantom_dir, *QUICK, *sampling, runner=(sys.executable, "-m", "torch.distributed.run"))
+                 "--dataset_dir", phantom_dir, *QUICK, *sampling,
+                 runner=(sys.executable, "-m", "torch.distributed.run"))
     assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "model.json").is_file()
     card = json.loads((tmp_path / "models" / "model.json").read_text(encoding="utf-8"))
     assert card["patch"] == ([16] * 3 if patches else [32] * 3)
