@@ -133,6 +133,25 @@ def test_patch_training_draws_each_case_patch_samples_times_and_names_the_type_e
     assert (True, True) in types_seen  # the label sampler centres some patches on the tumor
 
 
+def test_patches_of_a_map_that_leaves_the_tumor_unannotated_keep_the_volumes_tumor_type(phantom_dir):
+    """A cord-only map of a tumor-bearing volume says nothing of where its tumor lies: its patches keep the volume's
+    type; a fully annotated map's tumor-free patches are type 0."""
+    from volgan.data.loader import segcls_dataset, subjects_loader
+    from volgan.labels import TUMOR_LABEL
+    from volgan.transforms import Preprocessing, preprocessing
+
+    case = next(c for c in read_datalist(phantom_dir).cases if c.tumor_type)
+    prep = preprocessing(Preprocessing(spacing=(4.0,) * 3, patch=(32,) * 3))
+    for annotated, keeps_type in ((None, False), (("cord", "csf"), True)):
+        dataset = segcls_dataset([dataclasses.replace(case, annotated=annotated)] * 2, prep)
+        seen = set()
+        for batch in subjects_loader(dataset, batch_size=1, patch_samples=8, patch=(8, 8, 8)):
+            shows_tumor = bool((batch["label"]["data"] == TUMOR_LABEL).any())
+            seen.add(shows_tumor)
+            assert int(batch["tumor_type"][0]) == (case.tumor_type if keeps_type or shows_tumor else 0)
+        assert False in seen, annotated  # some patches show no tumor voxel
+
+
 def test_the_windowed_validation_inferer_equals_the_network_on_one_window():
     """One window the size of the volume: the network's own outputs (log-probabilities for the head); smaller
     windows give the same shapes."""

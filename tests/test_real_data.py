@@ -177,6 +177,37 @@ def test_marginal_loss_equals_dice_ce_on_full_maps_and_ignores_unannotated_label
     assert not torch.allclose(loss.seg_loss(swapped, label[:1]), loss.seg_loss(logits, label[:1]))
 
 
+def test_a_healthy_cord_only_case_marks_its_tumor_known_absent():
+    """Unannotated voxels of a cord-only map may be background, vertebra, disc or CSF, and tumor only where the case
+    may hold one: a healthy scan's marginal loss punishes any tumor it is given."""
+    import torch
+
+    from volgan.data.loader import unknown_bits
+    from volgan.labels import TUMOR_LABEL
+    from volgan.segcls.train import SegClsLoss
+    from volgan.training import mark_unknown
+
+    tumor_bit = 1 << TUMOR_LABEL
+    assert unknown_bits(None, 0) == unknown_bits(None, None) == 0
+    for tumor_type in (None, 1, 3):
+        assert unknown_bits(("cord",), tumor_type) & tumor_bit
+    assert unknown_bits(("cord",), 0) == sum(1 << k for k in (0, 1, 2, 4))
+    assert unknown_bits(("cord", "tumor"), 2) == unknown_bits(("cord",), 0)
+
+    loss = SegClsLoss(batch_dice=True)
+    label = torch.zeros(1, 1, 6, 6, 6, dtype=torch.long)
+    label[..., 2:4, 2:4, :] = 3
+    seg = torch.zeros(1, 6, 6, 6, 6)
+    seg[:, 0] = 4.0
+    seg[:, 3] = torch.where(label[:, 0] == 3, 8.0, 0.0)
+    tumor_outside = seg.clone()
+    tumor_outside[:, TUMOR_LABEL, 0] = 12.0  # tumor where the map says 0
+    for tumor_type, punished in ((0, True), (None, False)):
+        marked = mark_unknown(label, torch.tensor([unknown_bits(("cord",), tumor_type)]))
+        before, after = loss.marginal_seg_loss(seg, marked), loss.marginal_seg_loss(tumor_outside, marked)
+        assert bool(after > before + 0.05) == punished, (tumor_type, before, after)
+
+
 # ---- anisotropic real stacks keep their geometry
 
 

@@ -27,14 +27,19 @@ def _read_label(path) -> tuple[torch.Tensor, np.ndarray]:
     return torch.from_numpy(volume.array[None].astype(np.int64)), volume.affine
 
 
-def unknown_bits(annotated: tuple[str, ...] | None) -> int:
+def unknown_bits(annotated: tuple[str, ...] | None, tumor_type: int | None = None) -> int:
     """What a 0 of a partially annotated label map may be, as a bit mask over the labels: background and every
     label the map leaves unannotated (bit k for label k); 0 for a fully annotated map, whose 0 is background.
+
+    A healthy case (``tumor_type`` 0) holds no tumor voxel, so its tumor label is known, annotated or not: a healthy
+    cord-only scan teaches the segmenter that none of its voxels is tumor (its other unannotated labels stay unknown).
 
     Parameters
     ----------
     annotated : tuple[str, ...] | None
         the labels the map annotates (None: all).
+    tumor_type : int | None
+        the case's tumor type (0: healthy; None: unknown).
 
     Returns
     -------
@@ -43,7 +48,7 @@ def unknown_bits(annotated: tuple[str, ...] | None) -> int:
     """
     if annotated is None:
         return 0
-    known = {label_number(name) for name in annotated}
+    known = {label_number(name) for name in annotated} | ({TUMOR_LABEL} if tumor_type == NO_TUMOR else set())
     return sum(1 << k for k in LABELS if k not in known)
 
 
@@ -66,7 +71,7 @@ def subject_for(case: Case) -> tio.Subject:
         "name": case.name,
         "source": case.source,
         "tumor_type": -1 if case.tumor_type is None else int(case.tumor_type),
-        "unknown_bits": unknown_bits(case.annotated),
+        "unknown_bits": unknown_bits(case.annotated, case.tumor_type),
     }
     if case.label is not None:
         fields["label"] = tio.LabelMap(case.label, reader=_read_label)
@@ -112,11 +117,13 @@ def segcls_dataset(cases: list[Case], preprocessing: tio.Transform | None = None
 class PatchQueue(tio.Queue):
     """torchio's patch queue whose patches carry the tumor type they show: a patch of a tumor-bearing volume that
     holds no tumor voxel is ``tumor_type`` 0 (none), as a sliding window of such a volume is at inference, where the
-    window most sure of a tumor gives the type. Volumes of unknown type (−1) stay unknown."""
+    window most sure of a tumor gives the type. Volumes of unknown type (−1), and those whose map leaves the tumor
+    unannotated, keep their type."""
 
     def __getitem__(self, index) -> tio.Subject:
         patch = super().__getitem__(index)
-        if int(patch["tumor_type"]) > NO_TUMOR and "label" in patch and not bool(
+        tumor_annotated = not (int(patch["unknown_bits"]) >> TUMOR_LABEL) & 1
+        if int(patch["tumor_type"]) > NO_TUMOR and tumor_annotated and not bool(
                 (patch["label"].data == TUMOR_LABEL).any()):
             patch["tumor_type"] = NO_TUMOR
         return patch
