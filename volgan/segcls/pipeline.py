@@ -126,6 +126,26 @@ def tumor_probability_from_segmentation(evidence_mm3: float, min_tumor_mm3: floa
     return float(-np.expm1(-np.log(2.0) * evidence_mm3 / min_tumor_mm3))
 
 
+def tumor_call(probabilities: np.ndarray, voxel_mm3: float) -> tuple[float, float]:
+    """The segmentation's tumor call: its evidence (:func:`tumor_evidence_mm3`) and the probability read from it
+    (:func:`tumor_probability_from_segmentation`), as ``volgan infer`` and the bundle's inference give them.
+
+    Parameters
+    ----------
+    probabilities : np.ndarray
+        (6, X, Y, Z) softmax probabilities on the model grid.
+    voxel_mm3 : float
+        one voxel's volume in mm³.
+
+    Returns
+    -------
+    tuple[float, float]
+        the evidence in mm³ and P(tumor).
+    """
+    evidence = tumor_evidence_mm3(probabilities[TUMOR_LABEL], probabilities.argmax(0), voxel_mm3)
+    return evidence, tumor_probability_from_segmentation(evidence)
+
+
 def combine_type_probabilities(p_tumor: float, head_probabilities: np.ndarray) -> np.ndarray:
     """The four tumor_type probabilities (4,): ``1 − p_tumor`` for none, and ``p_tumor`` shared over the three
     types in the proportions of the classifier head's ``head_probabilities[1:]``.
@@ -214,8 +234,7 @@ class TumorProbabilityd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             probabilities = torch.as_tensor(d[key]).detach().float().cpu().numpy()
-            evidence = tumor_evidence_mm3(probabilities[TUMOR_LABEL], probabilities.argmax(0), self.voxel_mm3)
-            d[self.output_key] = tumor_probability_from_segmentation(evidence)
+            _, d[self.output_key] = tumor_call(probabilities, self.voxel_mm3)
             if self.head is not None:
                 d["type_probabilities"] = combine_type_probabilities(d[self.output_key],
                                                                      self.head.take_head_probabilities())

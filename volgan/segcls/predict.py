@@ -4,7 +4,7 @@ A volume is resampled onto the model's RAS grid (:func:`volgan.transforms.model_
 segmented by sliding windows of the training patch size, and its softmax probabilities are resampled
 back onto the input grid before the argmax.
 
-Whether a tumor is present is read from the segmentation (:func:`tumor_probability_from_segmentation`): the
+Whether a tumor is present is read from the segmentation (:func:`volgan.segcls.pipeline.tumor_call`): the
 largest predicted tumor component's probability mass in mm³. Which type it is comes from the classifier head
 of the window most sure a tumor is present (for a volume that fits one window, the network's output). The
 head alone ranked tumor-bearing volumes at chance where the segmentation already found the tumors (quick
@@ -26,15 +26,13 @@ from monai.data import MetaTensor
 from volgan.data.files import first_line
 from volgan.data.io import Volume
 from volgan.errors import VolganInputError
-from volgan.labels import TUMOR_LABEL
 from volgan.segcls.network import DEFAULT_CHANNELS, SegClsNet
 from volgan.segcls.pipeline import (
     ModelInferer,
     SegmentationWithHead,
     combine_type_probabilities,
     model_input,
-    tumor_evidence_mm3,
-    tumor_probability_from_segmentation,
+    tumor_call,
 )
 from volgan.transforms import Preprocessing, resample
 
@@ -369,7 +367,6 @@ def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_
     label = channel_argmax(back).cpu().numpy()
     head = network.take_head_probabilities()
     model_probs = probs.cpu().numpy()
-    evidence = tumor_evidence_mm3(model_probs[TUMOR_LABEL], model_probs.argmax(0), float(np.prod(model.prep.spacing)))
-    p_tumor = tumor_probability_from_segmentation(evidence)
+    evidence, p_tumor = tumor_call(model_probs, float(np.prod(model.prep.spacing)))
     return Prediction(Volume(label, volume.affine), combine_type_probabilities(p_tumor, head), x, affine,
                       head, evidence)

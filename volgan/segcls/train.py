@@ -157,19 +157,19 @@ class WindowedSegClsInferer:
 
     def __init__(self, roi_size, enabled: bool = False, overlap: float = 0.0, sw_batch_size: int = 4):
         from volgan.segcls.pipeline import ModelInferer
+        from volgan.training import AutocastInferer
 
         self.windows = ModelInferer(tuple(int(n) for n in roi_size), sw_batch_size, overlap)
-        self.enabled = bool(enabled)
+        self.autocast = AutocastInferer(enabled)
 
     def __call__(self, inputs: torch.Tensor, network) -> tuple[torch.Tensor, torch.Tensor]:
         from volgan.segcls.pipeline import SegmentationWithHead
 
         head = SegmentationWithHead(network)
         segs, heads = [], []
-        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.enabled):
-            for volume in inputs:
-                segs.append(torch.as_tensor(self.windows(volume[None], head)).float())
-                heads.append(torch.as_tensor(head.take_head_probabilities()).clamp_min(1e-12).log())
+        for volume in inputs:
+            segs.append(torch.as_tensor(self.autocast(volume[None], lambda v: self.windows(v, head))))
+            heads.append(torch.as_tensor(head.take_head_probabilities()).clamp_min(1e-12).log())
         return torch.cat(segs), torch.stack(heads).to(inputs.device)
 
 
