@@ -80,7 +80,7 @@ def study_recipe(out: Path, seeds: list[int]) -> list[dict]:
         rows.append({"recipe": f"study 100:0, quick, seed {seed}", "seconds": training_seconds(folder),
                      "phantom_auc": phantom_auc(model, test), "auc_target": True,
                      "real": check_model(model, scans_to_check, predictions(folder)),
-                     "predictions": predictions(folder)})
+                     "predictions": folder / "real-predictions"})
     return rows
 
 
@@ -128,7 +128,7 @@ def random_recipe(out: Path, seed: int = 0) -> dict:
     return {"recipe": "contrast random, 48 phantoms, bundle defaults, 40 epochs" + (f", --seed {seed}" if seed else ""),
             "seconds": training_seconds(bundle), "phantom_seconds": phantoms,
             "phantom_auc": phantom_auc(model, read_datalist(data).split("test")),
-            "real": check_model(model, scans_to_check, predictions(bundle)), "predictions": predictions(bundle)}
+            "real": check_model(model, scans_to_check, predictions(bundle)), "predictions": bundle / "real-predictions"}
 
 
 def cord_brightest(scan: RealScan, folder: Path) -> RealScan:
@@ -163,20 +163,20 @@ def mask_span(reference) -> tuple[int, int, int]:
     return axis, int(spanned.min()), int(spanned.max())
 
 
-def extent_dice(prediction: Path, scan: RealScan) -> tuple[float, int]:
-    """Cord Dice within the slices the reference's cord mask spans (:func:`mask_span`), and the predicted cord voxels
-    beyond them: a cord mask that stops short of the image's ends (the PAM50 template's stops at slices its own level
-    map still paints cord on) annotates no slice beyond."""
+def extent_dice(prediction: Path, reference, span: tuple[int, int, int]) -> tuple[float, int]:
+    """Cord Dice within the slices ``span`` (:func:`mask_span`) of the ``reference`` cord mask, and the predicted cord
+    voxels beyond them: a cord mask that stops short of the image's ends (the PAM50 template's stops at slices its own
+    level map still paints cord on) annotates no slice beyond."""
     from volgan.data.io import read_volume
+    from volgan.evaluation.metrics import confusion_counts, dice_iou
 
-    reference = read_volume(scan.label, label=True)
     cord = read_volume(prediction, label=True).array == label_number("cord")
-    axis, first, last = mask_span(reference)
+    axis, first, last = span
     inside = np.zeros(cord.shape[axis], dtype=bool)
     inside[first:last + 1] = True
     inside = np.expand_dims(inside, tuple(a for a in range(3) if a != axis))
-    mask, within = reference.array > 0, cord & inside
-    return 2.0 * float((within & mask).sum()) / float(within.sum() + mask.sum()), int((cord & ~inside).sum())
+    counts = confusion_counts((cord & inside).astype(np.uint8), (reference.array > 0).astype(np.uint8), [1])
+    return dice_iou(counts[1])[0], int((cord & ~inside).sum())
 
 
 def extent_table(rows: list[dict]) -> str:
@@ -184,12 +184,14 @@ def extent_table(rows: list[dict]) -> str:
     from volgan.data.io import read_volume
 
     scans = [s for s in scans_to_check if s.label is not None]
-    spans = [mask_span(read_volume(s.label, label=True)) for s in scans]
+    references = [read_volume(s.label, label=True) for s in scans]
+    spans = [mask_span(reference) for reference in references]
     head = "| recipe | " + " | ".join(f"{s.name}: cord Dice within slices {first}–{last} (cord voxels beyond)"
                                       for s, (_, first, last) in zip(scans, spans, strict=True)) + " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for row in rows:
-        cells = ["{:.3f} ({})".format(*extent_dice(row["predictions"] / f"{s.name}_seg.nii.gz", s)) for s in scans]
+        cells = ["{:.3f} ({})".format(*extent_dice(row["predictions"] / f"{s.name}_seg.nii.gz", reference, span))
+                 for s, reference, span in zip(scans, references, spans, strict=True)]
         lines.append(f"| {row['recipe']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
