@@ -16,12 +16,19 @@ from volgan.data.files import write_text  # noqa: E402
 
 
 def machine() -> str:
+    """This machine in one line: architecture, cores and whether its CPU computes bfloat16 natively (training's
+    ``"auto"`` precision follows it), Python, torch and GPU."""
     import os
 
     import torch
 
+    from volgan.training import bf16_autocast
+
     gpu = f"CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+    # training's "auto" arithmetic differs between CPUs, and with it every trained model's figures
+    arithmetic = ("native bfloat16 (training's auto: bf16)" if bf16_autocast("auto", "cpu")
+                  else "no native bfloat16 (training's auto: fp32)")
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores ({arithmetic}), Python {platform.python_version()}, "
             f"torch {torch.__version__}, {gpu}")
 
 

@@ -266,6 +266,8 @@ def test_infer_refuses_a_model_without_its_card(cli, tmp_path, phantom_dir, mode
     ({"spacing": [1.5, 1.5, 1.5], "patch": [0, 0, 0], "channels": [4, 8, 16, 32]}, "patch"),
     ({"spacing": [0, 1.5, 1.5], "patch": [32, 32, 32], "channels": [4, 8, 16, 32]}, "spacing"),
     ({"spacing": [1.5, 1.5, 1.5], "patch": [30, 32, 32], "channels": [4, 8, 16, 32]}, "multiples of 8"),
+    ({"spacing": [1.5] * 3, "patch": [32] * 3, "channels": [4, 8, 16, 32], "training_arithmetic": "fp16"},
+     "training_arithmetic"),
     ("{not json", "unreadable model card"),
 ])
 def test_infer_bad_model_card_names_the_card(cli, tmp_path, phantom_dir, model_dir, card, needle):

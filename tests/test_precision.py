@@ -4,6 +4,7 @@ that has both); a non-finite loss stops training at once and keeps the last fini
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -177,6 +178,8 @@ def test_segcls_trains_to_finite_weights(tmp_path, real_data, size, amp, env):
     state = torch.load(tmp_path / "models" / "model_final.pt", weights_only=True)
     state = state.get("model", state)
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    card = json.loads((tmp_path / "models" / "model.json").read_text(encoding="utf-8"))
+    assert card["training_arithmetic"] == ("bf16" if amp == "true" else "fp32")
 
 
 def test_autocast_inferer_runs_bf16_and_returns_fp32():

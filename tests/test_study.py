@@ -20,6 +20,7 @@ from volgan.study.bootstrap import Replicates, weighted_metrics
 from volgan.study.data import adapt_profile, pool_subset
 from volgan.study.profiles import ARMS, PROFILES, SHARES
 from volgan.study.report import CSV_FIELDS, METRICS
+from volgan.training import bf16_autocast
 from volgan.transforms import SEVERITIES
 
 
@@ -47,11 +48,15 @@ def test_report_has_every_field(study):
     assert all(r["n_synthetic"] == r["n_real"] == pool for pool, r in gan.items())
     assert doc["quality"]["label_consistency"]["model"]
     assert doc["findings"] and any("within noise" in f for f in doc["findings"])
+    # every model's arithmetic, from its card: this CPU's default (bf16 where it computes bfloat16 natively)
+    arithmetic = "bf16" if bf16_autocast("auto", "cpu") else "fp32"
+    assert doc["training_arithmetic"] == {arithmetic: len({a["run"] for a in doc["arms"]})}
     csv_lines = (study / "study.csv").read_text(encoding="utf-8").splitlines()
     assert csv_lines[0].split(",") == list(CSV_FIELDS) and len(csv_lines) == len(rows) + 1
     html = (study / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == 6 and "src='http" not in html
     md = (study / "report.md").read_text(encoding="utf-8")
+    assert f"segmenter-classifiers trained (in {arithmetic}: " in md
     for title in ("Ratio sweep at a fixed training-set size", "paired difference against no augmentation",
                   "Robustness", "Synthetic quality", "Definitions"):
         assert title in md

@@ -235,7 +235,8 @@ def read_model_card(path: str | os.PathLike) -> dict:
     Returns
     -------
     dict
-        ``spacing`` (mm), ``patch`` (voxels) and ``channels``.
+        ``spacing`` (mm), ``patch`` (voxels) and ``channels``; ``training_arithmetic`` (``"bf16"`` or ``"fp32"``)
+        when the card names it.
 
     Raises
     ------
@@ -248,6 +249,7 @@ def read_model_card(path: str | os.PathLike) -> dict:
                                      "patch and widths); without it the model's preprocessing is unknown")
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
+        arithmetic = card.get("training_arithmetic")
         card = {"spacing": [float(x) for x in card["spacing"]], "patch": [_whole(x) for x in card["patch"]],
                 "channels": [_whole(x) for x in card["channels"]]}
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -260,6 +262,10 @@ def read_model_card(path: str | os.PathLike) -> dict:
                                      f"{divisor} voxels")
     if len(card["channels"]) < 2 or not all(c > 0 for c in card["channels"]):
         raise VolganInputError(path, f"model card: channels {card['channels']} are not two or more positive widths")
+    if arithmetic is not None:  # cards written before spine_segcls 0.8.2 name none
+        if arithmetic not in ("bf16", "fp32"):
+            raise VolganInputError(path, f"model card: training_arithmetic {arithmetic!r} is not bf16 or fp32")
+        card["training_arithmetic"] = arithmetic
     return card
 
 

@@ -259,8 +259,10 @@ def recipe_default(datalist, setting: str, otherwise):
 MODEL_CARD = "model.json"
 
 
-def write_model_card(ckpt_dir: str, prep, channels) -> str:
-    """Write ``ckpt_dir/model.json``: the preprocessing and network width a checkpoint beside it needs.
+def write_model_card(ckpt_dir: str, prep, channels, bf16: bool = False) -> str:
+    """Write ``ckpt_dir/model.json``: the preprocessing and network width a checkpoint beside it needs, and the
+    arithmetic it trained in (``training_arithmetic``, ``"bf16"`` or ``"fp32"``: a CPU with native bfloat16 trains
+    in it by default, one without in float32, and the two give different models from the same seed).
 
     Parameters
     ----------
@@ -270,6 +272,8 @@ def write_model_card(ckpt_dir: str, prep, channels) -> str:
         the spacing (mm) and patch (voxels) the network trained on.
     channels : tuple[int, ...]
         the network's widths per level.
+    bf16 : bool
+        whether training runs in bfloat16 autocast.
 
     Returns
     -------
@@ -281,11 +285,12 @@ def write_model_card(ckpt_dir: str, prep, channels) -> str:
 
     from volgan.data.files import write_text
 
-    card = {"spacing": list(prep.spacing), "patch": list(prep.patch), "channels": list(channels)}
+    card = {"spacing": list(prep.spacing), "patch": list(prep.patch), "channels": list(channels),
+            "training_arithmetic": "bf16" if bf16 else "fp32"}
     return str(write_text(Path(ckpt_dir) / MODEL_CARD, json.dumps(card, indent=2) + "\n"))
 
 
-def write_model_card_on_start(trainer, ckpt_dir: str, prep, channels) -> None:
+def write_model_card_on_start(trainer, ckpt_dir: str, prep, channels, bf16: bool = False) -> None:
     """Write the model card (:func:`write_model_card`) when ``trainer`` starts, after its data loaded and every
     check passed, so that a run which fails before training leaves ``models/`` as it was.
 
@@ -299,7 +304,9 @@ def write_model_card_on_start(trainer, ckpt_dir: str, prep, channels) -> None:
         the spacing (mm) and patch (voxels) the network trains on.
     channels : tuple[int, ...]
         the network's widths per level.
+    bf16 : bool
+        whether training runs in bfloat16 autocast.
     """
     from ignite.engine import Events
 
-    trainer.add_event_handler(Events.STARTED, lambda engine: write_model_card(ckpt_dir, prep, channels))
+    trainer.add_event_handler(Events.STARTED, lambda engine: write_model_card(ckpt_dir, prep, channels, bf16))

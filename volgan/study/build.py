@@ -220,7 +220,7 @@ def check_run_on_real(folder: Path, out: Path, run_key: str, scans: list) -> Non
 
 def evaluation_precision(device) -> str:
     """The precision the study evaluates every model in: bfloat16 where spine_segcls trains in it by default (a CPU
-    with native bfloat16, a GPU), float32 elsewhere, for every arm alike.
+    with native bfloat16), float32 elsewhere (a GPU included), for every arm alike.
 
     Parameters
     ----------

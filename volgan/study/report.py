@@ -282,6 +282,29 @@ def to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def arithmetic_text(counts: dict[str, int]) -> str:
+    """The models' training arithmetic in words, e.g. ``"in fp32: a CPU without native bfloat16; ..."``.
+
+    Parameters
+    ----------
+    counts : dict[str, int]
+        study.json's ``training_arithmetic``.
+
+    Returns
+    -------
+    str
+        one clause.
+    """
+    if len(counts) != 1:
+        mixed = ", ".join(f"{n} {name}" for name, n in counts.items())
+        return f"in {mixed}: mixed, so the arms differ in more than their data"
+    (name,) = counts
+    return {"bf16": "in bf16: a CPU with native bfloat16, or --amp true; a CPU without it trains fp32 models that "
+                    "differ from these",
+            "fp32": "in fp32: a CPU without native bfloat16; one with it trains bf16 models that differ from these"
+            }.get(name, "in an arithmetic their model cards do not name")
+
+
 def write_study_report(folder: Path, out: Path, profile, arms: list[PlannedArm], real: Path | None) -> dict:
     """Read every evaluation and the quality report under ``out/stages`` and write the study report into
     ``folder``; returns the study document.
@@ -316,7 +339,8 @@ def write_study_report(folder: Path, out: Path, profile, arms: list[PlannedArm],
     header = [f"Data: {document['data']}; profile {profile.name} ({profile.field_text}); "
               f"{document['n']['test']} real test volumes, equal per tumor_type; "
               f"{profile.seeds} seeds per configuration; "
-              f"{document['n']['trained_models']} segmenter-classifiers trained."]
+              f"{document['n']['trained_models']} segmenter-classifiers trained "
+              f"({arithmetic_text(document['training_arithmetic'])})."]
     table_list = [claims_table(document["claims"], document["gradcam_tumor_share"]),
                   ("Findings", ["finding"], [[line] for line in document["findings"]]),
                   *([real_report.table(document["real_mri"])] if real_mri is not None else []),

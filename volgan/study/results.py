@@ -1,6 +1,7 @@
 """The study's figures from its evaluations: per arm and seed the metrics on the shared bootstrap replicates
 (:func:`aggregate`), the result rows with their paired differences (:func:`build_results`) and the whole document,
-``study.json`` (:func:`study_document`): results, claims, findings, the real-MRI section and the quality report.
+``study.json`` (:func:`study_document`): results, claims, findings, the real-MRI section, the quality report and the
+arithmetic the models trained in.
 :mod:`volgan.study.report` renders it.
 """
 
@@ -158,6 +159,34 @@ def build_results(arms: list[PlannedArm], matrices: dict, replicates: Replicates
     return rows
 
 
+def training_arithmetic(arms: list[PlannedArm], stages: Path) -> dict[str, int]:
+    """How many of the study's models trained in each arithmetic, from their model cards
+    (``training_arithmetic``; ``"unknown"`` for a card that names none, or a run without its card). A CPU with
+    native bfloat16 trains in bf16 by default and one without in fp32, and the same seed gives different models in
+    each, so two machines' studies compare only where these agree.
+
+    Parameters
+    ----------
+    arms : list[PlannedArm]
+        the study's arms with their run stage keys.
+    stages : Path
+        the study's ``stages`` folder.
+
+    Returns
+    -------
+    dict[str, int]
+        {``"bf16"`` | ``"fp32"`` | ``"unknown"``: number of models}.
+    """
+    from volgan.segcls.predict import read_model_card
+
+    counts: dict[str, int] = {}
+    for run in sorted({a.run for a in arms}):
+        card = stages / run / "models" / "model.json"
+        arithmetic = read_model_card(card).get("training_arithmetic", "unknown") if card.is_file() else "unknown"
+        counts[arithmetic] = counts.get(arithmetic, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def study_document(out: Path, profile, arms: list[PlannedArm], real: Path | None) -> dict:
     """The study document (``study.json``) from every evaluation, check on real scans and the quality report under
     ``out/stages``: the results with their CIs, the claims, the findings, the real-MRI section.
@@ -198,6 +227,7 @@ def study_document(out: Path, profile, arms: list[PlannedArm], real: Path | None
     document = {
         "profile": asdict(profile), "data": str(real) if real else "phantom",
         "n": {"test": len(test_order), "seeds": profile.seeds, "trained_models": len({a.eval for a in arms})},
+        "training_arithmetic": training_arithmetic(arms, stages),
         "claims": claims(matrices, replicates, pools),
         "gradcam_tumor_share": {f"pool {k[1]}, {k[2]}": replicates.summarize(v[GRADCAM])
                                 for (k, sev), v in matrices.items() if sev == 0 and GRADCAM in v},
