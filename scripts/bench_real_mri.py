@@ -76,11 +76,10 @@ def study_recipe(out: Path, seeds: list[int]) -> list[dict]:
         if not (folder / "models" / "model_final.pt").is_file():
             folder.mkdir(parents=True, exist_ok=True)
             timed(folder, train_segcls, folder, out, config, Progress(quiet=True))
-        model = folder / "models" / "model_final.pt"
+        model, kept = folder / "models" / "model_final.pt", predictions(folder)
         rows.append({"recipe": f"study 100:0, quick, seed {seed}", "seconds": training_seconds(folder),
                      "phantom_auc": phantom_auc(model, test), "auc_target": True,
-                     "real": check_model(model, scans_to_check, predictions(folder)),
-                     "predictions": folder / "real-predictions"})
+                     "real": check_model(model, scans_to_check, kept), "predictions": kept})
     return rows
 
 
@@ -124,11 +123,11 @@ def random_recipe(out: Path, seed: int = 0) -> dict:
                "--dataset_dir", str(data), "--max_epochs", "40", "--progress", "false",
                *([] if seed == 0 else ["--seed", str(seed)])],
               check=True, capture_output=True, cwd=ROOT)
-    model = bundle / "models" / "model.pt"
+    model, kept = bundle / "models" / "model.pt", predictions(bundle)
     return {"recipe": "contrast random, 48 phantoms, bundle defaults, 40 epochs" + (f", --seed {seed}" if seed else ""),
             "seconds": training_seconds(bundle), "phantom_seconds": phantoms,
             "phantom_auc": phantom_auc(model, read_datalist(data).split("test")),
-            "real": check_model(model, scans_to_check, predictions(bundle)), "predictions": bundle / "real-predictions"}
+            "real": check_model(model, scans_to_check, kept), "predictions": kept}
 
 
 def cord_brightest(scan: RealScan, folder: Path) -> RealScan:
