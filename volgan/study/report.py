@@ -283,7 +283,8 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def arithmetic_text(counts: dict[str, int]) -> str:
-    """The models' training arithmetic in words, e.g. ``"in fp32: a CPU without native bfloat16; ..."``.
+    """The models' training arithmetic in words, e.g. ``"in fp32: a GPU or a CPU without native
+    bfloat16; ..."``.
 
     Parameters
     ----------
@@ -299,10 +300,10 @@ def arithmetic_text(counts: dict[str, int]) -> str:
         mixed = ", ".join(f"{n} {name}" for name, n in counts.items())
         return f"in {mixed}: mixed, so the arms differ in more than their data"
     (name,) = counts
-    return {"bf16": "in bf16: a CPU with native bfloat16, or --amp true; a CPU without it trains fp32 models that "
-                    "differ from these",
-            "fp32": "in fp32: a CPU without native bfloat16; one with it trains bf16 models that differ from these"
-            }.get(name, "in an arithmetic their model cards do not name")
+    return {"bf16": "in bf16: a CPU with native bfloat16; a GPU or a CPU without it trains fp32 models that differ "
+                    "from these",
+            "fp32": "in fp32: a GPU or a CPU without native bfloat16; a CPU with it trains bf16 models that differ "
+                    "from these"}.get(name, "in an arithmetic their model cards do not name")
 
 
 def write_study_report(folder: Path, out: Path, profile, arms: list[PlannedArm], real: Path | None) -> dict:
