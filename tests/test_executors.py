@@ -12,16 +12,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import STUDY, manifest
 
+from volgan.data.io import read_volume
 from volgan.study.executors import LocalExecutor
 from volgan.study.stages import Stage, StudySettings
 
 
-def _rebuild_some(study: Path, out: Path, runs: int) -> list[str]:
+def _rebuild_some(study: Path, out: Path, runs: int, gan: bool = False) -> list[str]:
     """A copy of the finished tiny study at ``out`` with ``runs`` spine_segcls runs, their evaluations and checks
-    and the report struck from its manifest, so that the next ``volgan study`` builds exactly those again."""
+    and the report struck from its manifest, so that the next ``volgan study`` builds exactly those again; with
+    ``gan`` also the smaller pool's GAN and its synthesis, and the synthetic-quality stage. Returns the runs."""
     shutil.copytree(study, out)
     stages = manifest(out)
     struck = sorted(k for k, v in stages.items() if v["kind"] == "run")[:runs]
@@ -29,6 +32,10 @@ def _rebuild_some(study: Path, out: Path, runs: int) -> list[str]:
         suffix = key.removeprefix("run-")
         for gone in (key, f"eval-{suffix}", f"real-{suffix}"):
             stages.pop(gone, None)
+    if gan:
+        pool = min(int(k.removeprefix("gan-")) for k, v in stages.items() if v["kind"] == "gan")
+        for gone in (f"gan-{pool}", f"synth-{pool}", "quality"):
+            stages.pop(gone)
     stages.pop("report")
     (out / "manifest.json").write_text(json.dumps({"version": 1, "stages": stages}), encoding="utf-8")
     for name in ("study.json", "report.html"):
@@ -40,6 +47,21 @@ def _same_figures(first: Path, second: Path) -> None:
     a = json.loads((first / "study.json").read_text(encoding="utf-8"))
     b = json.loads((second / "study.json").read_text(encoding="utf-8"))
     assert a["results"] == b["results"] and a["findings"] == b["findings"] and a["real_mri"] == b["real_mri"]
+    for quality in (a["quality"], b["quality"]):  # the same but for where the files lie
+        quality.pop("real"), quality.pop("synthetic"), quality["label_consistency"].pop("model")
+    assert a["quality"] == b["quality"]
+
+
+def _same_synthetic_volumes(first: Path, second: Path) -> None:
+    """Every synthetic image and label map of every synthesis stage of ``first`` equal, voxel for voxel, in
+    ``second``."""
+    folders = sorted((first / "stages").glob("synth-*/synthetic"))
+    assert folders
+    for folder in folders:
+        files = sorted(p.relative_to(first) for p in folder.rglob("*.nii.gz"))
+        assert files
+        for name in files:
+            assert np.array_equal(read_volume(first / name).array, read_volume(second / name).array), name
 
 
 def _kill_a_building_worker(proc: subprocess.Popen, out: Path, is_worker) -> int:
@@ -110,6 +132,19 @@ def test_a_local_worker_killed_mid_stage_is_rebuilt_with_the_same_result(study, 
     _same_figures(study, out)
 
 
+def test_a_study_resumed_on_a_local_ray_cluster_reports_the_local_figures(study, tmp_path):
+    """The fixture's study ran on the local executor; a copy with one run struck, resumed with ``--executor ray``
+    and no address (a local Ray cluster this command starts, tasks of one core each), reports the same figures."""
+    out = tmp_path / "study"
+    struck = _rebuild_some(study, out, runs=1)
+    result = subprocess.run([*STUDY, "--out", str(out), "--executor", "ray"], capture_output=True, encoding="utf-8",
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "stage(s) at a time of 1 core(s) each, 1 Ray node(s)" in result.stderr, result.stderr[:3000]
+    assert all(key in manifest(out) for key in struck)
+    _same_figures(study, out)
+
+
 def test_local_workers_are_pinned_to_their_gpu(monkeypatch, tmp_path):
     """Two visible GPUs, half a GPU per stage: four workers, two on each device; a worker sees only its own device
     (CUDA_VISIBLE_DEVICES set in the worker before CUDA starts). A stage of no known kind reports its error and where
@@ -146,9 +181,11 @@ def two_node_cluster():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the worker")
 def test_a_two_node_cluster_places_one_stage_per_gpu_and_retries_a_killed_worker(study, tmp_path, two_node_cluster):
     """Ctrl-C first: every task stops and the finished stages stay; then the same command, with one worker killed
-    mid-stage, finishes with the figures of the local executor's study."""
+    mid-stage, finishes with the figures of the local executor's study (the fixture's, killed once and resumed):
+    the runs, one GAN with its synthetic volumes, and the synthetic-quality report, rebuilt on Ray, equal the local
+    ones."""
     out = tmp_path / "study"
-    struck = _rebuild_some(study, out, runs=4)
+    struck = _rebuild_some(study, out, runs=4, gan=True)
     env = {**os.environ, "VOLGAN_RAY_GPU_RESOURCE": "stand_in_gpu"}
     command = [*STUDY, "--out", str(out), "--executor", "ray", "--address", two_node_cluster.address]
     kept = set(manifest(out))
@@ -177,6 +214,7 @@ def test_a_two_node_cluster_places_one_stage_per_gpu_and_retries_a_killed_worker
         spans = sorted((b["start"], b["end"]) for b in built if b["node"] == node)
         assert all(end <= next_start + 0.05 for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False))
     _same_figures(study, out)
+    _same_synthetic_volumes(study, out)
 
 
 def test_a_study_folder_a_node_cannot_see_is_refused(tmp_path, two_node_cluster):

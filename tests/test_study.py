@@ -1,5 +1,5 @@
-"""The study end to end at the tiny profile: every report field, a kill and resume, the same figures on a local Ray
-cluster, a changed setting that recomputes only what depends on it, the user's own datalist, bad input; and its
+"""The study end to end at the tiny profile: every report field, a kill and resume (on Ray: test_executors.py), a
+changed setting that recomputes only what depends on it, the user's own datalist, bad input; and its
 statistics."""
 
 from __future__ import annotations
@@ -176,19 +176,6 @@ def test_synthetic_label_maps_come_from_each_gans_own_pool(study):
             assert info["label_source"] == "real-deformed" and info["from"] in own_pool
     report = (study / "report.md").read_text(encoding="utf-8")
     assert "## Synthetic data used by this study" in report and "real training maps of the GAN's own pool" in report
-
-
-def test_an_interrupted_study_reports_what_an_uninterrupted_one_on_ray_does(study, tmp_path):
-    """The fixture's study ran on the local executor, killed once and resumed; this one runs whole on a local Ray
-    cluster (Ray Core tasks of one core each): the same figures."""
-    result = run("--out", tmp_path / "again", "--quiet", "--executor", "ray")
-    assert result.returncode == 0, result.stderr[-3000:]
-    first = json.loads((study / "study.json").read_text(encoding="utf-8"))
-    second = json.loads((tmp_path / "again" / "study.json").read_text(encoding="utf-8"))
-    assert first["results"] == second["results"] and first["findings"] == second["findings"]
-    for quality in (first["quality"], second["quality"]):  # the same but for where the files lie
-        quality.pop("real"), quality.pop("synthetic"), quality["label_consistency"].pop("model")
-    assert first["quality"] == second["quality"]
 
 
 def test_a_changed_setting_recomputes_only_what_depends_on_it(study):
