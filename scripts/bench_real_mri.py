@@ -215,10 +215,11 @@ def table(rows: list[dict]) -> str:
 def verdicts(rows: list[dict]) -> list[str]:
     out = []
     for row in rows:
-        t2 = [r["dice"].get("cord") for r in row["real"] if "proxy" not in r["scan"]]
+        t2 = [r["dice"].get("cord") for r in row["real"] if r["scan"] not in proxy_names]
         scan_t2 = next((r["dice"].get("cord") for r in row["real"] if r["scan"] == "t2"), None)
-        proxies = [r["dice"].get("cord") for r in row["real"] if "proxy" in r["scan"]]
-        healthy = [r["tumor_probability"] for r in row["real"] if r["tumor_type"] == 0 and "proxy" not in r["scan"]]
+        proxies = [r["dice"].get("cord") for r in row["real"] if r["scan"] in proxy_names]
+        healthy = [r["tumor_probability"] for r in row["real"]
+                   if r["tumor_type"] == 0 and r["scan"] not in proxy_names]
         met = all(d is not None and d >= 0.85 for d in t2)
         flip = ("" if not proxies else f"cord Dice ≥ 0.70 on the contrast-flip proxies: "
                 f"**{'met' if all(d is not None and d >= 0.7 for d in proxies) else 'NOT met'}** "
@@ -238,7 +239,7 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    global scans_to_check
+    global scans_to_check, proxy_names
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", type=Path, default=None)
@@ -250,7 +251,9 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-real-mri-"))
     scans_to_check = shipped_scans()
-    scans_to_check += [cord_brightest(scan, out / "proxies") for scan in list(scans_to_check)]
+    proxies = [cord_brightest(scan, out / "proxies") for scan in scans_to_check]
+    scans_to_check += proxies
+    proxy_names = {scan.name for scan in proxies}  # neither a real T2 nor a healthy real scan, whatever --extra names
     if args.extra:
         scans_to_check += user_scans(real_check_datalist(args.extra, out / "extra"))
     rows = study_recipe(out, [int(s) for s in args.seeds.split(",")])
@@ -271,6 +274,7 @@ def main() -> None:
 
 
 scans_to_check: list = []
+proxy_names: set[str] = set()
 
 if __name__ == "__main__":
     main()
