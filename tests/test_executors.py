@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -135,15 +134,13 @@ def test_a_local_worker_killed_mid_stage_is_rebuilt_with_the_same_result(study, 
 
 def test_a_study_resumed_on_a_local_ray_cluster_reports_the_local_figures(study, tmp_path):
     """The fixture's study ran on the local executor; a copy with one run struck, resumed with ``--executor ray``
-    and no address (a local Ray cluster this command starts, CPU tasks of half a node's cores each), reports the same
-    figures."""
+    and no address (a local Ray cluster of one node, which this command starts), reports the same figures."""
     out = tmp_path / "study"
     struck = _rebuild_some(study, out, runs=1)
     result = subprocess.run([*STUDY, "--out", str(out), "--executor", "ray"], capture_output=True, encoding="utf-8",
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"stage\(s\) at a time of \d+ core\(s\) each, 1 Ray node\(s\)", result.stderr), \
-        result.stderr[:3000]
+    assert "stage(s) at a time" in result.stderr and ", 1 Ray node(s)" in result.stderr, result.stderr[:3000]
     assert all(key in manifest(out) for key in struck)
     _same_figures(study, out)
 
