@@ -49,7 +49,7 @@ from benchmarks import ROOT, write_section
 from volgan.data.datalist import read_datalist
 from volgan.evaluation.metrics import roc_auc
 from volgan.evaluation.real_mri import RealScan, check_model, real_check_datalist, shipped_scans, user_scans
-from volgan.labels import label_number
+from volgan.labels import LABELS, label_number
 
 
 def study_recipe(out: Path, seeds: list[int]) -> list[dict]:
@@ -195,6 +195,45 @@ def extent_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def tumor_location(prediction: Path, reference) -> str:
+    """Where a healthy scan's predicted tumor lies: its volume (mm³), the share inside the ``reference`` cord mask (a
+    :class:`volgan.data.io.Volume` on the prediction's grid), and the largest connected component's volume with the
+    label the model gave most of the voxels around it (a 2-voxel shell): a false tumor beside vertebra or background
+    comes from bone or soft tissue, one inside the cord from the cord's own appearance."""
+    from scipy import ndimage
+
+    from volgan.data.io import read_volume
+
+    predicted = read_volume(prediction, label=True)
+    labels = predicted.array.astype(np.int64)
+    tumor = labels == label_number("tumor")
+    if not tumor.any():
+        return "none"
+    mm3 = float(abs(np.linalg.det(predicted.affine[:3, :3])))
+    inside = float((tumor & (reference.array > 0)).sum()) / float(tumor.sum())
+    components, _ = ndimage.label(tumor)
+    largest = components == int(np.argmax(np.bincount(components.ravel())[1:])) + 1
+    shell = ndimage.binary_dilation(largest, iterations=2) & ~largest
+    around = np.bincount(labels[shell], minlength=len(LABELS))
+    return (f"{tumor.sum() * mm3:,.0f} mm³, {inside:.0%} in the cord; largest {largest.sum() * mm3:,.0f} mm³ "
+            f"beside {LABELS[int(np.argmax(around))]}")
+
+
+def location_table(rows: list[dict]) -> str:
+    """Where each model's tumor lies on each healthy real scan (:func:`tumor_location`)."""
+    from volgan.data.io import read_volume
+
+    scans = [s for s in scans_to_check if s.label is not None and s.tumor_type == 0 and s.name not in proxy_names]
+    references = [read_volume(s.label, label=True) for s in scans]
+    head = "| recipe | " + " | ".join(f"{s.name}: predicted tumor" for s in scans) + " |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for row in rows:
+        cells = [tumor_location(row["predictions"] / f"{s.name}_seg.nii.gz", reference)
+                 for s, reference in zip(scans, references, strict=True)]
+        lines.append(f"| {row['recipe']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     scans = [r["scan"] for r in rows[0]["real"]]
     head = "| recipe | " + " | ".join(f"{s}: Dice ({', '.join(r['annotated'])}) | {s}: p(tumor)"
@@ -265,7 +304,11 @@ def main() -> None:
                       "Where the cord Dice is lost along the cord: each model's cord Dice counting only the slices "
                       "its reference mask spans (a mask that stops short of the image's ends annotates no slice "
                       "beyond them), and its predicted cord voxels beyond those slices. The targets above are of the "
-                      "whole scan.", "", extent_table(rows)])
+                      "whole scan.", "", extent_table(rows), "",
+                      "Where a healthy real scan's predicted tumor lies: its volume, the share inside the reference "
+                      "cord mask, and the largest component with the label the model gave most voxels around it (a "
+                      "tumor beside vertebra or background is read from bone or soft tissue, not from the cord).", "",
+                      location_table(rows)])
     print(body)
     print(json.dumps(rows, indent=1, default=lambda v: None if isinstance(v, float) and math.isnan(v) else str(v)))
     if args.write:
