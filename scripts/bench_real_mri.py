@@ -28,6 +28,9 @@ A second table says where along the cord the Dice is lost: each model's cord Dic
 mask spans, and its predicted cord voxels beyond them (the PAM50 template's cord mask stops short of the cord that
 its own level map paints).
 
+A third says where each model's tumor lies on each healthy real scan: its volume, the share inside the reference cord,
+and the largest component with the label the model gave the voxels around it (bone, soft tissue, CSF or cord).
+
 Threads: torch's default (both cores of this machine); the timings are of the commands as a user runs them.
 """
 
