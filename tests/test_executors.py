@@ -132,6 +132,33 @@ def test_a_local_worker_killed_mid_stage_is_rebuilt_with_the_same_result(study, 
     _same_figures(study, out)
 
 
+def test_a_gan_an_earlier_attempt_left_half_built_is_trained_afresh(study, tmp_path):
+    """A GAN resumed from its checkpoint differs from one trained without a break, so a study never resumes one: an
+    earlier attempt's checkpoint in the stage's hidden folder (here the finished GAN's, set back one epoch with its
+    averaged weights perturbed, which a resumed run would train on from) is discarded, and the synthetic volumes
+    equal the uninterrupted study's."""
+    import torch
+
+    out = tmp_path / "study"
+    stages = manifest(study)
+    key = min((k for k, v in stages.items() if v["kind"] == "gan"), key=lambda k: int(k.removeprefix("gan-")))
+    _rebuild_some(study, out, runs=0, gan=True)
+    partial = out / "stages" / f".{key}.{stages[key]['hash'][:12]}.partial"
+    (partial / "models").mkdir(parents=True)
+    (finished,) = (study / "stages" / key / "models").glob("checkpoint_*.pt")
+    saved = torch.load(finished, weights_only=True)
+    saved["trainer"]["iteration"] -= saved["trainer"]["epoch_length"]
+    checkpoint = partial / "models" / "checkpoint_checkpoint_epoch=1.pt"
+    for name in ("label_ema", "image_ema"):
+        saved[name] = {k: v + 0.5 if v.is_floating_point() else v for k, v in saved[name].items()}
+    torch.save(saved, checkpoint)
+    result = subprocess.run([*STUDY, "--out", str(out)], capture_output=True, encoding="utf-8", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not partial.exists() and key in manifest(out)
+    _same_synthetic_volumes(study, out)
+    _same_figures(study, out)
+
+
 def test_a_study_resumed_on_a_local_ray_cluster_reports_the_local_figures(study, tmp_path):
     """The fixture's study ran on the local executor; a copy with one run struck, resumed with ``--executor ray``
     and no address (a local Ray cluster of one node, which this command starts), reports the same figures."""

@@ -388,7 +388,7 @@ def build_stage(stage: Stage, folder: Path, settings: StudySettings, progress: P
     stage : Stage
         the stage record.
     folder : Path
-        the stage's folder (fresh, or for a resumable stage what an earlier attempt left).
+        the stage's folder (empty: every attempt starts afresh).
     settings : StudySettings
         the study's settings.
     progress : Progress

@@ -252,7 +252,7 @@ def plan_study(settings: StudySettings) -> list[Stage]:
     for n in profile.pool_sizes:
         names = _names(pool_subset(pool, n, profile.seed))
         stages.append(Stage(f"gan-{n}", "gan", f"spine_cgan on {n} real volumes", {"pool": names, **gan_config},
-                            ("data",), {"names": names}, resumable=True,
+                            ("data",), {"names": names},
                             cost=stage_cost("gan", profile.gan_epochs(n) * n)))
         stages.append(Stage(f"synth-{n}", "synth", f"{profile.synthetic} synthetic volumes from gan-{n}",
                             {"n": profile.synthetic, "seed": profile.seed, "label_source": profile.label_source,

@@ -3,7 +3,8 @@
 ``run_study(out, profile)`` builds a plan of stages and runs the ones whose configuration changed. Each
 stage writes into ``OUT/stages/<key>`` (built in a hidden ``.partial`` folder, renamed when finished) and
 is recorded in ``OUT/manifest.json`` with the hash of its configuration and of every stage it reads, so an
-interrupted study picks up where it stopped and a changed setting recomputes only what depends on it.
+interrupted study picks up at the first unfinished stage (which starts afresh, a GAN too: a resumed GAN is not
+bit-identical to one trained without a break) and a changed setting recomputes only what depends on it.
 
 Stages, in order: ``data`` (phantoms or the user's datalist: a real training pool and a fixed test set
 with equal counts per ``tumor_type``) → ``gan-N`` (bundles/spine_cgan trained on the first N cases of the
@@ -67,7 +68,7 @@ def default_jobs() -> int:
 
 
 def _partial_folder(stage: Stage, out: Path) -> Path:
-    """The folder the stage is built in (hidden; started afresh unless the stage is resumable)."""
+    """The folder the stage is built in (hidden; every attempt starts it afresh)."""
     return out / "stages" / f".{stage.key}.{stage.hash[:12]}.partial"
 
 
@@ -117,7 +118,7 @@ def _run_stages(stages: list[Stage], first: int, settings: StudySettings, manife
                     elif not running:
                         progress.start(index, stage, False)
                         partial = _partial_folder(stage, out)
-                        if partial.exists() and not stage.resumable:
+                        if partial.exists():
                             shutil.rmtree(partial)
                         partial.mkdir(parents=True, exist_ok=True)
                         start = time.perf_counter()

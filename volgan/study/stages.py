@@ -85,7 +85,6 @@ class Stage:
     config: dict
     deps: tuple[str, ...]
     args: dict = field(default_factory=dict)
-    resumable: bool = False             # keep a half-built folder (the GAN resumes from its checkpoint)
     cost: float = 0.0                   # expected work (:func:`volgan.study.plan.stage_cost`), to order the stages
     hash: str = ""
 
