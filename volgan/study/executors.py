@@ -7,10 +7,13 @@ stage is published whole or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +26,20 @@ if TYPE_CHECKING:  # imported where used: a local worker must set its thread cou
 
 RAY_GPU_RESOURCE = "VOLGAN_RAY_GPU_RESOURCE"  # environment: the Ray resource a stage asks for instead of "GPU"
 RAY_INSTALL = 'pip install "volgan[ray]"'
+
+
+def empty_folder(folder: Path) -> None:
+    """Make ``folder`` an empty folder, removing what an earlier attempt left in it (a stage's hidden partial folder:
+    every attempt starts afresh, see :func:`build_task`).
+
+    Parameters
+    ----------
+    folder : Path
+        the folder (created with its parents where missing).
+    """
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 def visible_gpus() -> list[str]:
@@ -100,9 +117,7 @@ def build_task(stage: Stage, settings: StudySettings, partial: str, threads: int
 
             torch.set_num_threads(threads)
         folder = Path(partial)
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        empty_folder(folder)
         start = time.perf_counter()
         build_stage(stage, folder, settings, Progress(quiet=True))
         result: tuple[str, object] = ("done", time.perf_counter() - start)
@@ -248,6 +263,26 @@ def _ray():
     return ray
 
 
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Hold a Ctrl-C that arrives inside a call into Ray and raise it as ``KeyboardInterrupt`` when the call returns:
+    raised inside Ray's own code, it could come out as an error of a stage's task instead (a study interrupted on Ray
+    then exited 1, not 130: once in five runs of the two-node test). Only where Ctrl-C raises ``KeyboardInterrupt``
+    (the main thread, Python's default handler); each call it wraps returns within a second or so."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 def _see_marker(marker: str, token: str, node: str) -> bool:
     """On one node: whether the driver's ``marker`` file holds ``token``; if so, write ``marker.<node>`` back."""
     path = Path(marker)
@@ -351,18 +386,20 @@ class RayExecutor:
                                         "node mounts at the same path")
 
     def submit(self, stage: Stage, settings: StudySettings, partial: Path) -> None:
-        self._running[self._task.remote(stage, settings, str(partial), self._threads)] = stage.key
+        with _ctrl_c_held():
+            self._running[self._task.remote(stage, settings, str(partial), self._threads)] = stage.key
 
     def wait(self) -> tuple[str, str, object, dict]:
         """The next stage to finish: (key, "done" or "error", seconds or exception, where)."""
         ray = self._ray
-        while True:
-            ready, _ = ray.wait(list(self._running), num_returns=1, timeout=1.0)
-            if ready:
-                break
+        ready: list = []
+        while not ready:
+            with _ctrl_c_held():
+                ready, _ = ray.wait(list(self._running), num_returns=1, timeout=1.0)
         key = self._running.pop(ready[0])
         try:
-            status, value, where = ray.get(ready[0])
+            with _ctrl_c_held():
+                status, value, where = ray.get(ready[0])
         except ray.exceptions.RayError as exc:  # retries spent: the worker or its node kept dying
             raise StageLost(f"stage {key}: its worker was lost on every attempt "
                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None

@@ -37,6 +37,7 @@ from volgan.data.files import atomic_path, write_text
 from volgan.errors import VolganInputError
 from volgan.study.build import build_stage
 from volgan.study.data import adapt_profile, slice_axis_note, split_user_data
+from volgan.study.executors import empty_folder
 from volgan.study.plan import base_stages, plan_study
 from volgan.study.profiles import PROFILES, StudyProfile
 from volgan.study.stages import (
@@ -118,9 +119,7 @@ def _run_stages(stages: list[Stage], first: int, settings: StudySettings, manife
                     elif not running:
                         progress.start(index, stage, False)
                         partial = _partial_folder(stage, out)
-                        if partial.exists():
-                            shutil.rmtree(partial)
-                        partial.mkdir(parents=True, exist_ok=True)
+                        empty_folder(partial)
                         start = time.perf_counter()
                         build_stage(stage, partial, settings, progress)
                         _finish_stage(stage, out, partial, time.perf_counter() - start, manifest, progress)
@@ -140,8 +139,12 @@ def _run_stages(stages: list[Stage], first: int, settings: StudySettings, manife
             elif pending:
                 raise RuntimeError(f"study plan: {pending[0][1].key} waits on a stage that is never built")
     except BaseException:
-        if executor is not None:
-            executor.stop()  # stages in flight stay as .partial folders, rebuilt (the GAN resumed) next time
+        if executor is not None:  # stages in flight stay as .partial folders, rebuilt afresh next time
+            try:
+                executor.stop()
+            except Exception as exc:  # the first error (or the Ctrl-C) is the one to report, not this one
+                print(f"volgan study: stopping the workers failed too: {type(exc).__name__}: {exc}".splitlines()[0],
+                      file=sys.stderr)
         raise
 
 
