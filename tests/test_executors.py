@@ -151,7 +151,7 @@ def test_a_ctrl_c_inside_a_call_into_ray_is_raised_when_the_call_returns():
 
 
 def test_a_gan_an_earlier_attempt_left_half_built_is_trained_afresh(study, tmp_path):
-    """A GAN resumed from its checkpoint differs from one trained without a break, so a study never resumes one: an
+    """A GAN resumes exactly only on the machine and thread count it started with, so a study never resumes one: an
     earlier attempt's checkpoint in the stage's hidden folder (here the finished GAN's, set back one epoch with its
     averaged weights perturbed, which a resumed run would train on from) is discarded, and the synthetic volumes
     equal the uninterrupted study's."""

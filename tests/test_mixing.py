@@ -175,3 +175,16 @@ def test_the_windowed_validation_inferer_equals_the_network_on_one_window():
     assert training_window([64] * 3, 8, [32] * 3) == [32] * 3
     with pytest.raises(VolganInputError, match="--sample_patch"):
         training_window([32] * 3, 8, [64] * 3)
+
+
+def test_a_shuffled_pass_is_ordered_by_the_seed_and_the_epoch_alone():
+    """Each pass a new order; the order of pass N is the same in a loader that starts at N (a resumed training),
+    as MONAI's engines set the epoch before each pass."""
+    from volgan.data.loader import EpochShuffle
+
+    uninterrupted = EpochShuffle(range(20), seed=5)
+    passes = [list(uninterrupted) for _ in range(3)]
+    assert all(sorted(p) == list(range(20)) for p in passes) and passes[0] != passes[1] != passes[2]
+    resumed = EpochShuffle(range(20), seed=5)
+    resumed.set_epoch(2)
+    assert list(resumed) == passes[2] and list(EpochShuffle(range(20), seed=6)) != passes[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torchio as tio
+from torch.utils.data.distributed import DistributedSampler
 
 from volgan.data.datalist import Case, balanced_test_split
 from volgan.data.io import read_volume
@@ -149,6 +150,31 @@ def patch_sampler(patch: tuple[int, int, int]) -> tio.LabelSampler:
                             label_probabilities={k: 0.0 if k == TUMOR_LABEL else 1.0 for k in LABELS})
 
 
+class EpochShuffle(DistributedSampler):
+    """torch's ``DistributedSampler`` on one process: each pass over the data in the order of
+    ``randperm(generator seeded with seed + epoch)``, drawn when the pass starts, from nothing else. MONAI's engines
+    set the epoch when one starts (as for any ``DistributedSampler``), so a training resumed at epoch N draws the
+    orders the uninterrupted one drew; a loader's own generator (``shuffle=True``) would carry its state across
+    epochs, which a checkpoint does not hold. Unlike its parent it moves on to the next epoch after each pass, so a
+    plain ``for`` loop over the loader also gets a new order each time.
+
+    Parameters
+    ----------
+    dataset : Sized
+        the dataset.
+    seed : int
+        fixes the orders.
+    """
+
+    def __init__(self, dataset, seed: int = 0):
+        super().__init__(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
+
+    def __iter__(self):
+        order = super().__iter__()  # drawn now, from seed + epoch
+        self.epoch += 1
+        return order
+
+
 def subjects_loader(dataset: tio.SubjectsDataset, batch_size: int = 2, shuffle: bool = False,
                     num_workers: int = 0, sampler=None, seed: int = 0, batch_sampler=None, patch_samples: int = 0,
                     patch: tuple[int, int, int] | None = None) -> tio.SubjectsLoader:
@@ -161,7 +187,9 @@ def subjects_loader(dataset: tio.SubjectsDataset, batch_size: int = 2, shuffle: 
     batch_size : int
         subjects per batch (unused with a ``batch_sampler``).
     shuffle : bool
-        draw in a random order, fixed by ``seed`` (unused with a ``sampler`` or ``batch_sampler``).
+        draw in a random order, each pass's fixed by ``seed`` and the epoch number (:class:`EpochShuffle`, so a
+        resumed training draws the orders an uninterrupted one drew). Unused with a ``sampler`` or
+        ``batch_sampler``.
     num_workers : int
         loader processes.
     sampler
@@ -193,9 +221,11 @@ def subjects_loader(dataset: tio.SubjectsDataset, batch_size: int = 2, shuffle: 
         return tio.SubjectsLoader(queue, batch_size=batch_size, num_workers=0)
     if batch_sampler is not None:
         return tio.SubjectsLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers)
+    if shuffle and sampler is None:
+        sampler = EpochShuffle(dataset, seed)
     generator = torch.Generator().manual_seed(seed)
-    return tio.SubjectsLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                              num_workers=num_workers, generator=generator, drop_last=False)
+    return tio.SubjectsLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                              generator=generator, drop_last=False)
 
 
 def train_val_split(cases: list[Case], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Case], list[Case]]:

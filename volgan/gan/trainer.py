@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.engines import Trainer
@@ -152,7 +154,8 @@ class CGanTrainer(Trainer):
             else nn.Identity()
         self.rec_label_weights = rec_label_weights
         self.label_rec_weight, self.kl_weight = label_rec_weight, kl_weight
-        self.noise = torch.Generator(device="cpu").manual_seed(seed + 7919 * rank)  # each process its own noise
+        self.noise = torch.Generator(device="cpu")  # seeded at each epoch's start, each process its own
+        self.seed, self.rank = seed, rank
         self.monitor_seed = seed + 1  # the monitor's fixed noise batch, apart from the training noise
         self.device_type, self.bf16 = torch.device(device).type, amp  # not MONAI's amp: no float16 GradScaler
         if amp:  # oneDNN's bf16 conv gradients are wrong on inputs smaller than the kernel (the S/8 maps at 16³)
@@ -166,6 +169,7 @@ class CGanTrainer(Trainer):
         self.real_bank: list[torch.Tensor] = []
         from ignite.engine import Events
 
+        self.add_event_handler(Events.EPOCH_STARTED, self.start_epoch)
         self.add_event_handler(Events.EPOCH_COMPLETED(every=monitor_interval), self.monitor)
         if train_handlers is not None:  # after the monitor, so the epoch's loggers see its metrics
             self._register_handlers(train_handlers)
@@ -173,10 +177,30 @@ class CGanTrainer(Trainer):
     def _z(self, n: int, dim: int) -> torch.Tensor:
         return torch.randn(n, dim, generator=self.noise).to(self.state.device)
 
+    def start_epoch(self, engine) -> None:
+        """Make the epoch's randomness a function of the seed, the epoch and the process alone, so that a run
+        resumed from an epoch's checkpoint trains as the run without a break did (weights equal bit for bit on
+        the same machine and thread count): torch's, numpy's and Python's generators and the noise generator are
+        seeded from (seed, epoch, rank), the loader's shuffle from (seed, epoch), before the epoch's first batch is
+        drawn (ignite makes each epoch's loader iterator after this event, in a resumed run as in the first). The EMA
+        warm-up counts the iterations done, which the checkpoint holds; the monitor's real images are the training
+        set's first 16, read before the seeding (they draw nothing afterwards)."""
+        if not self.real_bank:
+            dataset = self.data_loader.dataset
+            self.real_bank = [dataset[i]["image"].data[None].float() for i in range(min(16, len(dataset)))]
+        epoch = engine.state.epoch
+        words = np.random.SeedSequence((self.seed, epoch, self.rank)).generate_state(2)
+        torch.manual_seed(int(words[0]))
+        np.random.seed(int(words[0]))
+        random.seed(int(words[0]))
+        self.noise.manual_seed(int(words[1]))
+        shuffle = getattr(self.data_loader, "generator", None)
+        if shuffle is not None:
+            shuffle.manual_seed(int(np.random.SeedSequence((self.seed, epoch)).generate_state(1)[0]))
+        self.label_ema.steps = self.image_ema.steps = engine.state.iteration
+
     def _iteration(self, engine, batchdata):
         image, (label, tumor_type) = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
-        if sum(len(b) for b in self.real_bank) < 16:
-            self.real_bank.append(image.detach().float().cpu())
         real_onehot = one_hot_labels(label)
         n, shape = len(image), image.shape[2:]
         planes = class_planes(tumor_type, shape)

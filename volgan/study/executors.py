@@ -79,10 +79,10 @@ def stages_per_gpu(gpu_share: float) -> int:
 def build_task(stage: Stage, settings: StudySettings, partial: str, threads: int | None) -> tuple[str, object, dict]:
     """Build one stage in a worker (a local worker process or a Ray task): the body every executor runs.
 
-    Every stage starts from an empty ``partial`` folder (what a lost attempt left is removed), the GAN too: a GAN
-    resumed from its checkpoint is not bit-identical to one trained without a break (measured: spine_cgan at the
-    tests' 16³ settings, 4 epochs against 2 and 2 resumed, differs in every generator tensor), so a study's figures
-    would depend on whether it was interrupted.
+    Every stage starts from an empty ``partial`` folder (what a lost attempt left is removed), the GAN too: its
+    bundle resumes exactly only on the machine and thread count it started with, and an attempt may continue on
+    another worker, node or thread count, whose arithmetic differs, so a study's figures would depend on whether
+    and where it was interrupted.
 
     Parameters
     ----------

@@ -3,8 +3,9 @@
 ``run_study(out, profile)`` builds a plan of stages and runs the ones whose configuration changed. Each
 stage writes into ``OUT/stages/<key>`` (built in a hidden ``.partial`` folder, renamed when finished) and
 is recorded in ``OUT/manifest.json`` with the hash of its configuration and of every stage it reads, so an
-interrupted study picks up at the first unfinished stage (which starts afresh, a GAN too: a resumed GAN is not
-bit-identical to one trained without a break) and a changed setting recomputes only what depends on it.
+interrupted study picks up at the first unfinished stage (which starts afresh, a GAN too: its attempt may go on
+another worker or node, with other arithmetic, :func:`volgan.study.executors.build_task`) and a changed setting
+recomputes only what depends on it.
 
 Stages, in order: ``data`` (phantoms or the user's datalist: a real training pool and a fixed test set
 with equal counts per ``tumor_type``) → ``gan-N`` (bundles/spine_cgan trained on the first N cases of the
