@@ -146,6 +146,11 @@ def test_a_ctrl_c_inside_a_call_into_ray_is_raised_when_the_call_returns():
                 time.sleep(0.2)  # Python runs a handler between bytecodes: an unheld Ctrl-C would be raised here
                 finished.append(True)
         assert finished and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):  # a call that fails after a Ctrl-C: the interruption is reported
+            with _ctrl_c_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)
+                raise RuntimeError("the task was cancelled")
     finally:
         signal.signal(signal.SIGINT, previous)
 

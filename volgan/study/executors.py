@@ -267,8 +267,9 @@ def _ray():
 def _ctrl_c_held():
     """Hold a Ctrl-C that arrives inside a call into Ray and raise it as ``KeyboardInterrupt`` when the call returns:
     raised inside Ray's own code, it could come out as an error of a stage's task instead (a study interrupted on Ray
-    then exited 1, not 130: once in five runs of the two-node test). Only where Ctrl-C raises ``KeyboardInterrupt``
-    (the main thread, Python's default handler); each call it wraps returns within a second or so."""
+    then exited 1, not 130: once in five runs of the two-node test); a call that fails after a Ctrl-C raises the
+    ``KeyboardInterrupt`` too. Only where Ctrl-C raises ``KeyboardInterrupt`` (the main thread, Python's default
+    handler); each call it wraps returns within a second or so."""
     if threading.current_thread() is not threading.main_thread() \
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
@@ -277,6 +278,10 @@ def _ctrl_c_held():
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
         yield
+    except Exception:
+        if received:  # the call failed after a Ctrl-C: report the interruption, as the user asked
+            raise KeyboardInterrupt from None
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
     if received:
