@@ -411,8 +411,14 @@ class RayExecutor:
         return key, status, value, where
 
     def stop(self) -> None:
-        for ref in list(self._running):
-            self._ray.cancel(ref, force=True)
+        """End the stages in flight. A connection this executor opened is shut down, and the tasks it owns end with
+        it (Ray kills the workers of a task whose owner is gone), without ``ray.cancel``: a forced cancel that races a
+        task's completion crashed the driver inside Ray 2.60's task manager (``An unexpected system state has
+        occurred``, exit 1, in one of seven interrupted two-node studies). A connection someone else opened stays up,
+        so its tasks are cancelled."""
+        if not self._started:
+            for ref in list(self._running):
+                self._ray.cancel(ref, force=True)
         self._running.clear()
         self.close()
 
