@@ -30,7 +30,7 @@ from volgan.data.io import read_volume
 from volgan.evaluation.metrics import roc_auc
 from volgan.evaluation.real_mri import shipped_scans
 from volgan.labels import CORD, TUMOR_LABEL
-from volgan.segcls.pipeline import MIN_TUMOR_MM3, ModelInferer, model_input, tumor_probability_from_segmentation
+from volgan.segcls.pipeline import MIN_TUMOR_MM3, ModelInferer, model_input, tumor_call
 from volgan.segcls.predict import load_model
 
 GATES = (None, 20.0, 10.0)  # mm from the predicted cord; None: anywhere (the shipped rule)
@@ -54,14 +54,12 @@ def contrast_call(probabilities: np.ndarray, image: np.ndarray, spacing) -> tupl
     (by probability mass) against the tissue around it in the same scan, ``(median of the component − median of
     the 2-voxel shell's commonest label there) / interquartile range of that label over the scan``; gated
     probability = shipped × min(1, |contrast| / :data:`CONTRAST_IQR`). A tumor must stand out from its host."""
+    _, p = tumor_call(probabilities, float(np.prod(spacing)))  # the shipped call, as volgan infer makes it
     label = probabilities.argmax(0)
     components, n = ndimage.label(label == TUMOR_LABEL, ndimage.generate_binary_structure(3, 3))
     if not n:
-        p = tumor_probability_from_segmentation(1e-3 * float(probabilities[TUMOR_LABEL].max()))
         return p, p, float("nan")
-    mass = float(np.prod(spacing)) * ndimage.sum(probabilities[TUMOR_LABEL], components, range(1, n + 1))
-    component = components == 1 + int(np.argmax(mass))
-    p = tumor_probability_from_segmentation(float(mass.max()))
+    component = components == 1 + int(np.argmax(ndimage.sum(probabilities[TUMOR_LABEL], components, range(1, n + 1))))
     shell = ndimage.binary_dilation(component, iterations=2) & ~component & (label != TUMOR_LABEL)
     if not shell.any():
         return p, 0.0, 0.0
