@@ -181,9 +181,10 @@ class CGanTrainer(Trainer):
         """Make the epoch's randomness a function of the seed, the epoch and the process alone, so that a run
         resumed from an epoch's checkpoint trains as the run without a break did (weights equal bit for bit on
         the same machine and thread count): torch's, numpy's and Python's generators and the noise generator are
-        seeded from (seed, epoch, rank), the loader's shuffle from (seed, epoch), before the epoch's first batch is
-        drawn (ignite makes each epoch's loader iterator after this event, in a resumed run as in the first). The EMA
-        warm-up counts the iterations done, which the checkpoint holds; the monitor's real images are the training
+        seeded from (seed, epoch, rank), the loader's generator (its workers' seeds) from (seed, epoch), before the
+        epoch's first batch is drawn (ignite makes each epoch's loader iterator after this event, in a resumed run as
+        in the first; the order is :class:`~volgan.data.loader.EpochShuffle`'s). The EMA warm-up counts the
+        iterations done, which the checkpoint holds; the monitor's real images are the training
         set's first 16, read before the seeding (they draw nothing afterwards)."""
         if not self.real_bank:
             dataset = self.data_loader.dataset
@@ -194,9 +195,9 @@ class CGanTrainer(Trainer):
         np.random.seed(int(words[0]))
         random.seed(int(words[0]))
         self.noise.manual_seed(int(words[1]))
-        shuffle = getattr(self.data_loader, "generator", None)
-        if shuffle is not None:
-            shuffle.manual_seed(int(np.random.SeedSequence((self.seed, epoch)).generate_state(1)[0]))
+        worker_seeds = getattr(self.data_loader, "generator", None)  # the loader's workers' base seed
+        if worker_seeds is not None:
+            worker_seeds.manual_seed(int(np.random.SeedSequence((self.seed, epoch)).generate_state(1)[0]))
         self.label_ema.steps = self.image_ema.steps = engine.state.iteration
 
     def _iteration(self, engine, batchdata):
