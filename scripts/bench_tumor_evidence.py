@@ -30,11 +30,17 @@ from volgan.data.io import read_volume
 from volgan.evaluation.metrics import roc_auc
 from volgan.evaluation.real_mri import shipped_scans
 from volgan.labels import CORD, TUMOR_LABEL
-from volgan.segcls.pipeline import MIN_TUMOR_MM3, ModelInferer, model_input, tumor_call
+from volgan.segcls.pipeline import (
+    MIN_TUMOR_CONTRAST,
+    MIN_TUMOR_MM3,
+    ModelInferer,
+    model_input,
+    tumor_call,
+    tumor_probability_from_segmentation,
+)
 from volgan.segcls.predict import load_model
 
 GATES = (None, 20.0, 10.0)  # mm from the predicted cord; None: anywhere (the shipped rule)
-CONTRAST_IQR = 1.0  # the contrast (in the host tissue's interquartile ranges) from which the gate passes the call whole
 
 
 @torch.inference_mode()
@@ -50,23 +56,11 @@ def grid_probabilities(model, path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def contrast_call(probabilities: np.ndarray, image: np.ndarray, spacing) -> tuple[float, float, float]:
-    """The shipped tumor probability, a contrast-gated one, and the contrast: the largest predicted tumor component
-    (by probability mass) against the tissue around it in the same scan, ``(median of the component − median of
-    the 2-voxel shell's commonest label there) / interquartile range of that label over the scan``; gated
-    probability = shipped × min(1, |contrast| / :data:`CONTRAST_IQR`). A tumor must stand out from its host."""
-    _, p = tumor_call(probabilities, float(np.prod(spacing)))  # the shipped call, as volgan infer makes it
-    label = probabilities.argmax(0)
-    components, n = ndimage.label(label == TUMOR_LABEL, ndimage.generate_binary_structure(3, 3))
-    if not n:
-        return p, p, float("nan")
-    component = components == 1 + int(np.argmax(ndimage.sum(probabilities[TUMOR_LABEL], components, range(1, n + 1))))
-    shell = ndimage.binary_dilation(component, iterations=2) & ~component & (label != TUMOR_LABEL)
-    if not shell.any():
-        return p, 0.0, 0.0
-    host = int(np.bincount(label[shell], minlength=len(probabilities)).argmax())
-    q1, q3 = np.percentile(image[label == host], [25, 75])
-    contrast = float(np.median(image[component]) - np.median(image[shell & (label == host)])) / max(q3 - q1, 1e-3)
-    return p, p * min(1.0, abs(contrast) / CONTRAST_IQR), contrast
+    """The tumor probability from the largest predicted tumor component's mass alone (volgan's call before
+    spine_segcls 0.9.0), the shipped one, which gates it by the component's contrast against the tissue around it
+    (:func:`volgan.segcls.pipeline.tumor_call`), and that contrast."""
+    call = tumor_call(probabilities, image, float(np.prod(spacing)))
+    return tumor_probability_from_segmentation(call.evidence_mm3), call.probability, call.contrast
 
 
 def gated_evidence(probabilities: np.ndarray, spacing) -> dict:
@@ -125,7 +119,7 @@ def main() -> None:
                          f"{roc_auc(evidence, truth):.3f} | {int((evidence[truth] >= MIN_TUMOR_MM3).sum())} of "
                          f"{int(truth.sum())} | {int((evidence[~truth] >= MIN_TUMOR_MM3).sum())} of "
                          f"{int((~truth).sum())} | " + " | ".join(f"{e[gate]:.0f}" for e, _ in real) + " |")
-        for column, name in ((0, "shipped"), (1, f"contrast-gated (≥ {CONTRAST_IQR:g} IQR)")):
+        for column, name in ((0, "mass alone (before 0.9.0)"), (1, "shipped: contrast-gated")):
             p = np.array([c[column] for _, _, c in phantom])
             contrast_lines.append(
                 f"| quick 100:0, seed {seed} | {name} | {roc_auc(p, truth):.3f} | {int((p[truth] >= 0.5).sum())} of "
@@ -134,10 +128,11 @@ def main() -> None:
     body = "\n".join(["Evidence: the largest predicted tumor component's probability mass on the model grid; a volume "
                       f"is called a tumor from {MIN_TUMOR_MM3:g} mm³ (p = 0.5). Gate: only components within that "
                       "distance of the largest predicted cord component count.", "", *lines, "",
-                      "A tumor that must stand out from the tissue around it: the largest component's contrast is "
+                      "A tumor that must stand out from the tissue around it (the shipped call since spine_segcls "
+                      "0.9.0, volgan.segcls.pipeline.tumor_call): the largest component's contrast is "
                       "(its median − the median of the commonest label in a 2-voxel shell around it) / that "
                       "label's interquartile range over the same scan, on the model's z-normalised input; the "
-                      f"contrast-gated p is the shipped p × min(1, |contrast| / {CONTRAST_IQR:g}).", "",
+                      f"shipped p is the mass's p × min(1, |contrast| / {MIN_TUMOR_CONTRAST:g}).", "",
                       *contrast_lines])
     print(body)
     if args.write:

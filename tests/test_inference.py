@@ -148,6 +148,32 @@ def test_tumor_call_from_the_segmentation():
     assert combined == pytest.approx([0.2, 0.4, 0.24, 0.16])
 
 
+def test_a_tumor_that_does_not_stand_out_from_its_host_tissue_is_not_called():
+    from volgan.labels import CORD, TUMOR_LABEL
+    from volgan.segcls.pipeline import MIN_TUMOR_CONTRAST, tumor_call, tumor_probability_from_segmentation
+
+    label = np.zeros((24, 24, 24), np.int64)
+    label[6:18, 6:18, :] = CORD
+    label[9:15, 9:15, 9:15] = TUMOR_LABEL  # 216 voxels inside the cord
+    probabilities = np.full((6, *label.shape), 0.02, np.float32)
+    np.put_along_axis(probabilities, label[None], 0.9, axis=0)
+    image = np.random.default_rng(0).normal(0.0, 1.0, label.shape).astype(np.float32)  # cord IQR ≈ 1.35
+    p_mass = tumor_probability_from_segmentation(216 * 0.9 * 1.0)
+    look_alike = tumor_call(probabilities, image, 1.0)  # the tumor is cord tissue: contrast ≈ 0
+    assert look_alike.evidence_mm3 == pytest.approx(216 * 0.9, rel=1e-5)
+    assert abs(look_alike.contrast) < 0.3 and look_alike.probability < 0.3 * p_mass
+    assert look_alike.probability == pytest.approx(p_mass * abs(look_alike.contrast) / MIN_TUMOR_CONTRAST)
+    for step in (3.0, -3.0):  # brighter or darker than the cord by two of its IQRs: called as the mass says
+        lesion = image + step * (label == TUMOR_LABEL)
+        call = tumor_call(probabilities, lesion, 1.0)
+        assert np.sign(call.contrast) == np.sign(step) and abs(call.contrast) > 1.5
+        assert call.probability == pytest.approx(p_mass)
+    empty = probabilities.copy()
+    empty[TUMOR_LABEL] = 0.0  # no tumor voxel: nothing to gate, the peak-probability floor stands
+    call = tumor_call(empty, image, 1.0)
+    assert np.isnan(call.contrast) and call.probability == tumor_probability_from_segmentation(call.evidence_mm3)
+
+
 def test_prediction_keeps_the_head_and_the_evidence(model):
     case = generate_case(0, 1, PhantomConfig(size=(32, 32, 32), anatomy_field_mm=96.0))
     prediction = predict(model, case.image)

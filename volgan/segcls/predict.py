@@ -5,7 +5,8 @@ segmented by sliding windows of the training patch size, and its softmax probabi
 back onto the input grid before the argmax.
 
 Whether a tumor is present is read from the segmentation (:func:`volgan.segcls.pipeline.tumor_call`): the
-largest predicted tumor component's probability mass in mm³. Which type it is comes from the classifier head
+largest predicted tumor component's probability mass in mm³, lowered when that component does not stand out from
+the tissue around it in the scan. Which type it is comes from the classifier head
 of the window most sure a tumor is present (for a volume that fits one window, the network's output). The
 head alone ranked tumor-bearing volumes at chance where the segmentation already found the tumors (quick
 profile, 1,200 presentations: AUC 0.45 from the head, 0.83 from the segmentation; BENCHMARKS.md).
@@ -207,7 +208,9 @@ def check_finite_weights(module: torch.nn.Module, path: str | os.PathLike) -> No
 class Prediction:
     """Output for one volume: ``label`` on the input grid (uint8), the four tumor_type probabilities (4,: none from
     the segmentation, the types shared as the head says; :func:`combine_type_probabilities`), the model-grid
-    input, the classifier head's own probabilities (4,) and the segmentation's tumor evidence in mm³."""
+    input, the classifier head's own probabilities (4,), the segmentation's tumor evidence in mm³ and its largest
+    tumor component's contrast against the tissue around it (NaN without a tumor voxel;
+    :func:`~volgan.segcls.pipeline.tumor_call`)."""
 
     label: Volume
     type_probabilities: np.ndarray
@@ -215,6 +218,7 @@ class Prediction:
     model_affine: np.ndarray
     head_probabilities: np.ndarray | None = None
     tumor_evidence_mm3: float = float("nan")
+    tumor_contrast: float = float("nan")
 
     @property
     def tumor_probability(self) -> float:
@@ -352,7 +356,7 @@ def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_
     -------
     Prediction
         The label map in the input's shape and affine, the four tumor_type probabilities, the model-grid input
-        (1, 1, X, Y, Z) and its affine, the head's probabilities and the tumor evidence in mm³.
+        (1, 1, X, Y, Z) and its affine, the head's probabilities, the tumor evidence in mm³ and its contrast.
     """
     if precision not in PRECISIONS:
         raise VolganInputError(None, f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -373,6 +377,6 @@ def predict(model: LoadedModel, volume: Volume, overlap: float = 0.25, sw_batch_
     label = channel_argmax(back).cpu().numpy()
     head = network.take_head_probabilities()
     model_probs = probs.cpu().numpy()
-    evidence, p_tumor = tumor_call(model_probs, float(np.prod(model.prep.spacing)))
-    return Prediction(Volume(label, volume.affine), combine_type_probabilities(p_tumor, head), x, affine,
-                      head, evidence)
+    call = tumor_call(model_probs, x[0, 0].cpu().numpy(), float(np.prod(model.prep.spacing)))
+    return Prediction(Volume(label, volume.affine), combine_type_probabilities(call.probability, head), x, affine,
+                      head, call.evidence_mm3, call.contrast)

@@ -25,7 +25,9 @@ from volgan.transforms import SEVERITIES
 DEFINITIONS = [
     "Classification (the task of arXiv 2506.17165): tumor = tumor_type != 0. Its probability comes from the "
     "segmentation: the largest predicted tumor component's summed probability m in mm3 gives "
-    "p(tumor) = 1 - 2^(-m / 30 mm3) (volgan.segcls.inference; the classifier head ranked tumors at chance where the "
+    "p(tumor) = (1 - 2^(-m / 30 mm3)) x min(1, |c|), c the component's contrast against the tissue around it "
+    "(its median minus that of the commonest other label in a 2-voxel shell, over that label's interquartile range "
+    "in the scan; volgan.segcls.pipeline.tumor_call; the classifier head ranked tumors at chance where the "
     "segmentation found them); accuracy, precision, recall and F1 at threshold 0.5; AUC = ROC AUC of tumor (ties "
     "count one half). Tumor-type accuracy: argmax of the four tumor_type probabilities (p(tumor) shared over the "
     "types as the classifier head says).",
