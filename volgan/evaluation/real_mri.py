@@ -156,8 +156,11 @@ def check_model(model_path: Path, scans: list[RealScan], predictions: Path | Non
     -------
     list[dict]
         per scan: ``scan``, ``annotated`` (label names scored), ``dice`` ({label name: Dice} over the annotated
-        labels only; None where both masks are empty), ``tumor_probability``, ``tumor_type`` (0 healthy, None
-        unknown) and ``healthy_called_tumor`` (None unless healthy).
+        labels only; None where both masks are empty), ``tumor_probability``, what it is read from
+        (``tumor_evidence_mm3``, the largest predicted tumor component's mass, and ``tumor_contrast``, that
+        component against the tissue around it, None without a tumor voxel;
+        :func:`volgan.segcls.pipeline.tumor_call`), ``tumor_type`` (0 healthy, None unknown) and
+        ``healthy_called_tumor`` (None unless healthy).
     """
     from volgan.evaluation.metrics import confusion_counts, dice_iou
     from volgan.segcls.predict import load_model, predict
@@ -183,7 +186,8 @@ def check_model(model_path: Path, scans: list[RealScan], predictions: Path | Non
         p_tumor = float(prediction.tumor_probability)
         rows.append({"scan": scan.name, "annotated": list(scan.annotated) if scan.annotated else
                      [LABELS[k] for k in LABELS if k], "dice": dice, "tumor_probability": round(p_tumor, 6),
-                     "tumor_type": scan.tumor_type,
+                     "tumor_evidence_mm3": round(float(prediction.tumor_evidence_mm3), 3),
+                     "tumor_contrast": round(float(prediction.tumor_contrast), 3), "tumor_type": scan.tumor_type,
                      "healthy_called_tumor": None if scan.tumor_type != 0 else p_tumor >= HEALTHY_CUTOFF})
     return strict_json(rows)
 
