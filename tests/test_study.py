@@ -16,6 +16,7 @@ from helpers import manifest, run
 from volgan.data.datalist import read_datalist
 from volgan.data.io import read_volume
 from volgan.evaluation.metrics import binary_rates, roc_auc
+from volgan.segcls.pipeline import tumor_probability_from_segmentation
 from volgan.study.bootstrap import Replicates, weighted_metrics
 from volgan.study.data import adapt_profile, pool_subset
 from volgan.study.profiles import ARMS, PROFILES, SHARES
@@ -76,6 +77,10 @@ def test_every_model_is_checked_on_the_shipped_real_scans(study):
         assert [sorted(r["dice"]) for r in rows] == [["cord"], ["cord"]]
         assert all(0.0 <= r["tumor_probability"] <= 1.0 for r in rows)
         assert all(r["healthy_called_tumor"] == (r["tumor_probability"] >= 0.5) for r in rows)
+        for r in rows:  # the probability is the mass's, lowered by the contrast (none without a tumor voxel)
+            gate = 1.0 if r["tumor_contrast"] is None else min(1.0, abs(r["tumor_contrast"]))
+            assert r["tumor_probability"] == pytest.approx(
+                tumor_probability_from_segmentation(r["tumor_evidence_mm3"]) * gate, abs=1e-3)
     assert len(real["per_arm"]) == len(SHARES) + len(ARMS) * len(PROFILES["tiny"].pool_sizes)
     assert sum("Real MRI" in f for f in doc["findings"]) >= 2
     assert any("too few to tell" in f for f in doc["findings"])  # two shipped scans: the order is not compared
