@@ -119,10 +119,9 @@ def tumor_evidence_mm3(tumor_probability: np.ndarray, label: np.ndarray, voxel_m
 
     Parameters
     ----------
-    tumor_probability : np.ndarray
-        (X, Y, Z) the tumor label's softmax probability on the model grid.
-    label : np.ndarray
-        (X, Y, Z) the argmax label map on the same grid.
+    tumor_probability, label : np.ndarray
+        (X, Y, Z) each: the tumor probability and the argmax label map, as :func:`largest_tumor_component` takes
+        them.
     voxel_mm3 : float
         one voxel's volume in mm³.
 
