@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_real_mri import study_recipe
+from bench_real_mri import mask_span, study_recipe
 from benchmarks import write_section
 from monai.data import MetaTensor
 from scipy import ndimage
@@ -73,11 +73,10 @@ def lesion_proxy(scan, folder: Path, brightness: float) -> tuple[Path, np.ndarra
 
     Returns the proxy's path and the lesion mask (X, Y, Z bool) on the scan's grid."""
     image, mask = read_volume(scan.image), read_volume(scan.label)
-    spacing = np.sqrt((image.affine[:3, :3] ** 2).sum(0))
-    axis = int(np.argmax(np.abs(image.affine[2, :3])))  # the voxel axis nearest superior-inferior
+    spacing = np.array(image.spacing)
+    axis, first, last = mask_span(mask)  # along the voxel axis nearest superior-inferior
     cord = mask.array > 0
-    span = np.flatnonzero(cord.any(axis=tuple(a for a in range(3) if a != axis)))
-    middle = (int(span.min()) + int(span.max())) // 2
+    middle = (first + last) // 2
     centre = np.insert(np.array(ndimage.center_of_mass(np.take(cord, middle, axis=axis))), axis, middle)
     radii = np.where(np.arange(3) == axis, 6.0, 2.5)
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in image.shape], indexing="ij"), -1)
