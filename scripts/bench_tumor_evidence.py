@@ -3,7 +3,9 @@ predicted tumor component's probability mass, mm³, what the tumor probability i
 counting only components within 10 or 20 mm of the predicted cord, and the tumor probability gated by the largest
 component's contrast against the tissue around it, on the shipped real scans and the phantom test set (with its AUC
 and its calls at the 30 mm³ cutoff, or at p = 0.5); and whether the call answers to a lesion put into the healthy
-real scans (:func:`lesion_proxy`).
+real scans (:func:`lesion_proxy`); how the real scans' tissues compare with the phantoms' (:func:`tissue_levels`),
+and how the healthy real scans' cord and tumor labels move when an intensity curve moves the cord's z-normalised level
+(:func:`curve_rows`).
 
     python scripts/bench_tumor_evidence.py [--seeds 0,1] [--out DIR] [--write]
 
@@ -28,7 +30,7 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from volgan.data.io import Volume, read_volume, write_volume
-from volgan.evaluation.metrics import roc_auc
+from volgan.evaluation.metrics import confusion_counts, dice_iou, roc_auc
 from volgan.evaluation.real_mri import shipped_scans
 from volgan.labels import CORD, TUMOR_LABEL
 from volgan.segcls.pipeline import (
@@ -88,6 +90,82 @@ def lesion_proxy(scan, folder: Path, brightness: float) -> tuple[Path, np.ndarra
     return path, lesion
 
 
+CURVES = (0.5, 1.0, 1.5)  # powers of the intensity curve put on the healthy real scans (1: the scan as it is)
+
+
+def tissue_levels(image: np.ndarray, cord: np.ndarray, spacing) -> dict:
+    """What a scan's tissues look like next to its CSF: the cord's median and the 25th, 50th and 90th percentiles of
+    the voxels over 8 mm from the cord, each ÷ the CSF's median, and the cord's median z-normalised over the whole
+    scan (as the model's input is). CSF: the voxels within 8 mm of the cord brighter than halfway between the cord's
+    median and the 90th percentile of that shell (bright CSF, as on T2), the same rule on real scans and phantoms.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        (X, Y, Z) intensities.
+    cord : np.ndarray
+        (X, Y, Z) bool, the reference cord.
+    spacing : sequence of float
+        voxel size, mm.
+
+    Returns
+    -------
+    dict
+        ``cord_csf``, ``rest`` (three ratios) and ``cord_z``.
+    """
+    a = image.astype(np.float64)
+    near = ndimage.distance_transform_edt(~cord, sampling=spacing) <= 8.0
+    shell = a[near & ~cord]
+    csf = float(np.median(shell[shell > (np.median(a[cord]) + np.percentile(shell, 90)) / 2.0]))
+    return {"cord_csf": float(np.median(a[cord])) / csf, "rest": np.percentile(a[~near], [25, 50, 90]) / csf,
+            "cord_z": float((np.median(a[cord]) - a.mean()) / a.std())}
+
+
+def tissue_table(scans, phantoms) -> list[str]:
+    """Markdown rows of :func:`tissue_levels` for each real scan and the range over the phantom cases given."""
+    def row(name, levels):
+        return (f"| {name} | {levels['cord_csf']:.2f} | " + " / ".join(f"{v:.2f}" for v in levels["rest"])
+                + f" | {levels['cord_z']:.2f} |")
+    lines = ["| scan | cord ÷ CSF | beyond 8 mm, 25th / 50th / 90th percentile ÷ CSF | cord, z-normalised |",
+             "|---|---|---|---|"]
+    for scan in scans:
+        image = read_volume(scan.image)
+        lines.append(row(scan.name, tissue_levels(image.array, read_volume(scan.label).array > 0, image.spacing)))
+    levels = []
+    for case in phantoms:
+        image = read_volume(case.image)
+        levels.append(tissue_levels(image.array, read_volume(case.label).array == CORD, image.spacing))
+    low = {k: np.min([v[k] for v in levels], 0) for k in levels[0]}
+    high = {k: np.max([v[k] for v in levels], 0) for k in levels[0]}
+    lines.append(f"| phantom training cases (the study's, {len(levels)}): lowest–highest | "
+                 f"{low['cord_csf']:.2f}–{high['cord_csf']:.2f} | "
+                 + " / ".join(f"{a:.2f}–{b:.2f}" for a, b in zip(low["rest"], high["rest"], strict=True))
+                 + f" | {low['cord_z']:.2f}–{high['cord_z']:.2f} |")
+    return lines
+
+
+def curve_rows(model, seed: int, scans) -> list[str]:
+    """Markdown rows: each healthy real scan with its intensities (÷ the maximum) to each power of :data:`CURVES`,
+    the cord's z-normalised median, the model's cord Dice against the reference, the reference cord voxels it
+    labels tumor, and the shipped tumor probability."""
+    rows = []
+    for scan in scans:
+        image = read_volume(scan.image)
+        cord = read_volume(scan.label).array > 0
+        shifted = image.array.astype(np.float64) - float(image.array.min())
+        cells = []
+        for power in CURVES:
+            curved = (shifted / (shifted.max() or 1.0)) ** power * 1000.0
+            prediction = predict(model, Volume(curved.astype(np.float32), image.affine))
+            label = prediction.label.array
+            dice = dice_iou(confusion_counts(label, cord * CORD, (CORD,))[CORD])[0]
+            z = (np.median(curved[cord]) - curved.mean()) / curved.std()
+            cells.append(f"{z:.2f}: {dice:.2f}, {int(((label == TUMOR_LABEL) & cord).sum())}, "
+                         f"{prediction.tumor_probability:.2f}")
+        rows.append(f"| quick 100:0, seed {seed} | {scan.name} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def gated_evidence(probabilities: np.ndarray, spacing) -> dict:
     """The tumor evidence (mm³) anywhere and within each gate's distance of the largest cord component."""
     label = probabilities.argmax(0)
@@ -118,7 +196,7 @@ def main() -> None:
     study_recipe(out, seeds)
     from volgan.study.data import real_cases
 
-    _, test = real_cases(out)
+    pool, test = real_cases(out)
     scans = shipped_scans()
     proxies = [(f"{scan.name} + lesion ×{k:g}", scan, *lesion_proxy(scan, out / "lesion-proxies", k))
                for scan in scans for k in LESION_BRIGHTNESS]
@@ -127,6 +205,8 @@ def main() -> None:
     lines = ["| model | cord gate | phantom AUC | phantom tumors called (≥ 30 mm³) | phantom healthy called | "
              + " | ".join(f"{s.name}: evidence (mm³)" for s in scans) + " |",
              "|---|---|---|---|---|" + "---|" * len(scans)]
+    curve_lines = ["| model | scan | " + " | ".join(f"power {power:g}: cord z: Dice, cord voxels labeled tumor, p"
+                                                 for power in CURVES) + " |", "|---|---|" + "---|" * len(CURVES)]
     contrast_lines = ["| model | call | phantom AUC | phantom tumors called (p ≥ 0.5) | phantom healthy called | "
                       + " | ".join(f"{s.name}: p (contrast)" for s in scans) + " |",
                       "|---|---|---|---|---|" + "---|" * len(scans)]
@@ -151,6 +231,7 @@ def main() -> None:
                 f"{prediction.tumor_probability:.2f} ({prediction.tumor_contrast:+.2f}) | "
                 f"{int((tumor & lesion).sum())} of {int(lesion.sum())} ({int((healthy[scan.name] & lesion).sum())}) | "
                 f"{int((tumor & ~lesion).sum())} |")
+        curve_lines += curve_rows(model, seed, scans)
         truth = np.array([t for t, _, _ in phantom])
         for gate in GATES:
             evidence = np.array([e[gate] for _, e, _ in phantom])
@@ -176,7 +257,14 @@ def main() -> None:
                       "A lesion put into each healthy real scan (a proxy; no real lesion scan ships): an ellipsoid "
                       "5 mm across and 12 mm long inside the cord mask at its middle slice, its intensities × the "
                       "brightness named, edge blurred 0.7 mm. Does the call answer to it, and does the model label "
-                      "it tumor (voxels on the scan's grid)?", "", *lesion_lines])
+                      "it tumor (voxels on the scan's grid)?", "", *lesion_lines, "",
+                      "What the real scans' tissues look like against the phantoms the models learned from (the "
+                      "study's T2 phantoms; CSF found by brightness within 8 mm of the cord, on both):", "",
+                      *tissue_table(scans, pool), "",
+                      "The healthy real scans under an intensity curve (intensities ÷ their maximum, to the power "
+                      "named): the tissues keep their order, the cord's z-normalised level moves. Each cell: the "
+                      "cord's z-normalised median: the cord Dice, the reference cord's voxels labeled tumor, the "
+                      "shipped p.", "", *curve_lines])
     print(body)
     if args.write:
         write_section("Real MRI: where the healthy scans' tumor evidence lies", body,
