@@ -44,6 +44,7 @@ from volgan.segcls.pipeline import (
 from volgan.segcls.predict import load_model, predict
 
 LESION_BRIGHTNESS = (1.3, 1.6)  # the inserted lesion's intensity, × the cord's own
+LESION_SIZES = ((5.0, 12.0), (8.0, 24.0))  # (across, along the cord), mm: a small lesion and one filling the cord
 GATES = (None, 20.0, 10.0)  # mm from the predicted cord; None: anywhere (the shipped rule)
 
 
@@ -67,11 +68,12 @@ def contrast_call(probabilities: np.ndarray, image: np.ndarray, spacing) -> tupl
     return tumor_probability_from_segmentation(call.evidence_mm3), call.probability, call.contrast
 
 
-def lesion_proxy(scan, folder: Path, brightness: float) -> tuple[Path, np.ndarray]:
-    """A healthy real scan with an intramedullary lesion put in: an ellipsoid 5 mm across and 12 mm long along the
-    cord, centred on the cord mask's middle slice and kept inside the mask, its intensities × ``brightness`` with a
-    0.7 mm blurred edge (hyperintense, as intramedullary tumors mostly are on T2). A proxy for a real lesion scan
-    (none ships), not a lesion: it asks whether the call answers to a lesion in the cord.
+def lesion_proxy(scan, folder: Path, brightness: float, size: tuple[float, float] = LESION_SIZES[0]
+                 ) -> tuple[Path, np.ndarray]:
+    """A healthy real scan with an intramedullary lesion put in: an ellipsoid ``size`` mm (across, along the cord;
+    default 5 and 12), centred on the cord mask's middle slice and kept inside the mask, its intensities
+    × ``brightness`` with a 0.7 mm blurred edge (hyperintense, as intramedullary tumors mostly are on T2). A proxy for
+    a real lesion scan (none ships), not a lesion: it asks whether the call answers to a lesion in the cord.
 
     Returns the proxy's path and the lesion mask (X, Y, Z bool) on the scan's grid."""
     image, mask = read_volume(scan.image), read_volume(scan.label)
@@ -80,12 +82,12 @@ def lesion_proxy(scan, folder: Path, brightness: float) -> tuple[Path, np.ndarra
     cord = mask.array > 0
     middle = (first + last) // 2
     centre = np.insert(np.array(ndimage.center_of_mass(np.take(cord, middle, axis=axis))), axis, middle)
-    radii = np.where(np.arange(3) == axis, 6.0, 2.5)
+    radii = np.where(np.arange(3) == axis, size[1] / 2.0, size[0] / 2.0)
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in image.shape], indexing="ij"), -1)
     lesion = ((((grid - centre) * spacing / radii) ** 2).sum(-1) <= 1.0) & cord
     weight = ndimage.gaussian_filter(lesion.astype(np.float32), 0.7 / spacing)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{scan.name}_lesion_x{brightness:g}.nii.gz"
+    path = folder / f"{scan.name}_lesion_{size[0]:g}x{size[1]:g}mm_x{brightness:g}.nii.gz"
     write_volume(Volume(image.array.astype(np.float32) * (1.0 + (brightness - 1.0) * weight), image.affine), path)
     return path, lesion
 
@@ -198,8 +200,9 @@ def main() -> None:
 
     pool, test = real_cases(out)
     scans = shipped_scans()
-    proxies = [(f"{scan.name} + lesion ×{k:g}", scan, *lesion_proxy(scan, out / "lesion-proxies", k))
-               for scan in scans for k in LESION_BRIGHTNESS]
+    proxies = [(f"{scan.name} + lesion {a:g} × {b:g} mm ×{k:g}", scan,
+                *lesion_proxy(scan, out / "lesion-proxies", k, (a, b)))
+               for scan in scans for a, b in LESION_SIZES for k in LESION_BRIGHTNESS]
     lesion_lines = ["| model | scan | p, mass alone | p, shipped (contrast) | lesion voxels labeled tumor (on the "
                     "healthy scan) | tumor voxels elsewhere |", "|---|---|---|---|---|---|"]
     lines = ["| model | cord gate | phantom AUC | phantom tumors called (≥ 30 mm³) | phantom healthy called | "
@@ -255,8 +258,9 @@ def main() -> None:
                       f"shipped p is the mass's p × min(1, |contrast| / {MIN_TUMOR_CONTRAST:g}).", "",
                       *contrast_lines, "",
                       "A lesion put into each healthy real scan (a proxy; no real lesion scan ships): an ellipsoid "
-                      "5 mm across and 12 mm long inside the cord mask at its middle slice, its intensities × the "
-                      "brightness named, edge blurred 0.7 mm. Does the call answer to it, and does the model label "
+                      "of the size named (across × along the cord: a small lesion, and one as wide as the cord) "
+                      "inside the cord mask at its middle slice, its intensities × the brightness named, edge "
+                      "blurred 0.7 mm. Does the call answer to it, and does the model label "
                       "it tumor (voxels on the scan's grid)?", "", *lesion_lines, "",
                       "What the real scans' tissues look like against the phantoms the models learned from (the "
                       "study's T2 phantoms; CSF found by brightness within 8 mm of the cord, on both):", "",
