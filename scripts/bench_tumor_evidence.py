@@ -95,6 +95,11 @@ def lesion_proxy(scan, folder: Path, brightness: float, size: tuple[float, float
 CURVES = (0.5, 1.0, 1.5)  # powers of the intensity curve put on the healthy real scans (1: the scan as it is)
 
 
+def cord_z(image: np.ndarray, cord: np.ndarray) -> float:
+    """The cord's median intensity z-normalised over the whole scan, as the model's input is (mean 0, sd 1)."""
+    return float((np.median(image[cord]) - image.mean()) / image.std())
+
+
 def tissue_levels(image: np.ndarray, cord: np.ndarray, spacing) -> dict:
     """What a scan's tissues look like next to its CSF: the cord's median and the 25th, 50th and 90th percentiles of
     the voxels over 8 mm from the cord, each ÷ the CSF's median, and the cord's median z-normalised over the whole
@@ -118,9 +123,10 @@ def tissue_levels(image: np.ndarray, cord: np.ndarray, spacing) -> dict:
     a = image.astype(np.float64)
     near = ndimage.distance_transform_edt(~cord, sampling=spacing) <= 8.0
     shell = a[near & ~cord]
-    csf = float(np.median(shell[shell > (np.median(a[cord]) + np.percentile(shell, 90)) / 2.0]))
-    return {"cord_csf": float(np.median(a[cord])) / csf, "rest": np.percentile(a[~near], [25, 50, 90]) / csf,
-            "cord_z": float((np.median(a[cord]) - a.mean()) / a.std())}
+    cord_median = float(np.median(a[cord]))
+    csf = float(np.median(shell[shell > (cord_median + np.percentile(shell, 90)) / 2.0]))
+    return {"cord_csf": cord_median / csf, "rest": np.percentile(a[~near], [25, 50, 90]) / csf,
+            "cord_z": cord_z(a, cord)}
 
 
 def tissue_table(scans, phantoms) -> list[str]:
@@ -161,8 +167,7 @@ def curve_rows(model, seed: int, scans) -> list[str]:
             prediction = predict(model, Volume(curved.astype(np.float32), image.affine))
             label = prediction.label.array
             dice = dice_iou(confusion_counts(label, cord * CORD, (CORD,))[CORD])[0]
-            z = (np.median(curved[cord]) - curved.mean()) / curved.std()
-            cells.append(f"{z:.2f}: {dice:.2f}, {int(((label == TUMOR_LABEL) & cord).sum())}, "
+            cells.append(f"{cord_z(curved, cord):.2f}: {dice:.2f}, {int(((label == TUMOR_LABEL) & cord).sum())}, "
                          f"{prediction.tumor_probability:.2f}")
         rows.append(f"| quick 100:0, seed {seed} | {scan.name} | " + " | ".join(cells) + " |")
     return rows
