@@ -517,10 +517,10 @@ def test_synthetic_tumors_take_the_training_tumor_sizes(tmp_path, gan, real16):
 
 
 def test_bf16_autocast_follows_the_switch_and_asks_the_device_on_auto():
-    from volgan.training import bf16_autocast
+    from volgan.training import bf16_autocast, native_bf16_cpu
 
     assert bf16_autocast("false", "cpu") is False and bf16_autocast("true", "cpu") is True
-    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    native = native_bf16_cpu()
     assert bf16_autocast("auto", "cpu") is native and bf16_autocast("AUTO", "cpu") is native
 
 

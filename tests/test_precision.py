@@ -23,7 +23,8 @@ CGAN = ROOT / "bundles" / "spine_cgan"
 AVX512_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}  # oneDNN's bf16 kernels without AMX
 
 
-def native_bf16() -> bool:
+def onednn_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 here (natively, or emulated on an AVX512 CPU without AVX512-BF16 or AMX)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -35,7 +36,7 @@ def python(code: str, env: dict | None = None, timeout: int = 300) -> subprocess
                           errors="replace", timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
-@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bfloat16")
+@pytest.mark.skipif(not onednn_bf16(), reason="oneDNN runs no bfloat16 on this CPU")
 def test_small_input_convolutions_leave_bf16_and_their_gradients_stay_finite():
     """The kernel case behind the 16³ NaN: a 3³ convolution on a 2³ map, with freed memory full of NaN."""
     proc = python("""
@@ -81,8 +82,8 @@ PRECISIONS = [pytest.param("false", {}, 16, id="fp32-16")] + [
 
 @pytest.mark.parametrize("amp, env, size", PRECISIONS)
 def test_gan_trains_to_finite_weights(tmp_path, real_data, size, amp, env):
-    if amp == "true" and not native_bf16():
-        pytest.skip("this CPU has no native bfloat16")
+    if amp == "true" and not onednn_bf16():
+        pytest.skip("oneDNN runs no bfloat16 on this CPU")
     epochs = 6 if size == 16 else 2
     proc = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json", "--bundle_root",
@@ -155,10 +156,20 @@ def test_checkpoint_savers_refuse_non_finite_weights(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.pt"]
 
 
-def test_auto_precision_is_bf16_only_where_shown_to_train():
-    from volgan.training import bf16_autocast
+def test_auto_precision_is_bf16_only_where_shown_to_train(monkeypatch):
+    from volgan import training
+    from volgan.training import bf16_autocast, native_bf16_cpu
 
-    assert bf16_autocast("auto", "cpu") is native_bf16()
+    assert bf16_autocast("auto", "cpu") is native_bf16_cpu()
+    assert not native_bf16_cpu() or onednn_bf16()
+    # oneDNN says yes on an AVX512 CPU without AVX512-BF16 or AMX (it emulates bfloat16, 2.8× slower): fp32
+    monkeypatch.setattr(training.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    for avx512_bf16, amx, expected in ((False, False, False), (True, False, True), (False, True, True)):
+        monkeypatch.setattr(training.torch.cpu, "_is_avx512_bf16_supported", lambda value=avx512_bf16: value)
+        monkeypatch.setattr(training.torch.cpu, "_is_amx_tile_supported", lambda value=amx: value)
+        assert bf16_autocast("auto", "cpu") is expected and native_bf16_cpu() is expected
+    monkeypatch.setattr(training.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert bf16_autocast("auto", "cpu") is False  # no bfloat16 kernels at all
     assert bf16_autocast("auto", "cuda") is False  # not yet shown on a GPU: fp32 unless asked
     assert bf16_autocast("true", "cuda") is True and bf16_autocast("false", "cpu") is False
 
@@ -169,8 +180,8 @@ SEGCLS = ROOT / "bundles" / "spine_segcls"
 @pytest.mark.parametrize("amp, env, size", PRECISIONS)
 def test_segcls_trains_to_finite_weights(tmp_path, real_data, size, amp, env):
     """spine_segcls under its own bf16 autocast (train#inferer); at 16³ its bottleneck is 2³ under a 3³ kernel."""
-    if amp == "true" and not native_bf16():
-        pytest.skip("this CPU has no native bfloat16")
+    if amp == "true" and not onednn_bf16():
+        pytest.skip("oneDNN runs no bfloat16 on this CPU")
     proc = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json", "--bundle_root",
          str(tmp_path), "--dataset_dir", str(real_data[size]), "--spacing", f"[{48 / size},{48 / size},{48 / size}]",

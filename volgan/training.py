@@ -121,11 +121,30 @@ def flag(value: bool | int | str) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 natively: AVX512-BF16 or AMX, as torch reads the CPU, and oneDNN's
+    bfloat16 kernels available. oneDNN also reports bfloat16 support on an AVX512 CPU without either, where it
+    emulates it: one training step of the segmenter took 2.9× as long in bfloat16 as in float32 there
+    (``scripts/bench_precision.py``, BENCHMARKS.md "Training arithmetic").
+
+    Returns
+    -------
+    bool
+        True on a CPU with AVX512-BF16 or AMX whose oneDNN runs bfloat16.
+    """
+    try:
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return bool(native and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def bf16_autocast(value: bool | str, device: torch.device | str) -> bool:
     """Whether to train in bfloat16 autocast. ``"auto"`` picks it only on a device class where volgan's networks
-    have been shown to train in it: a CPU that computes bfloat16 natively (AVX512-BF16 or AMX, as oneDNN reports;
-    both oneDNN kernel paths are tested, with :func:`fp32_small_convs` in force). CUDA is not yet shown, so
-    ``"auto"`` gives fp32 there; ``true`` asks for bfloat16 anywhere. Otherwise :func:`flag` of ``value``.
+    have been shown to train in it: a CPU that computes bfloat16 natively (:func:`native_bf16_cpu`: AVX512-BF16 or
+    AMX; both oneDNN kernel paths are tested, with :func:`fp32_small_convs` in force). An AVX512 CPU without them,
+    where oneDNN emulates bfloat16 at a third of float32's speed, and CUDA, not yet shown, get fp32; ``true`` asks
+    for bfloat16 anywhere. Otherwise :func:`flag` of ``value``.
 
     Parameters
     ----------
@@ -142,12 +161,7 @@ def bf16_autocast(value: bool | str, device: torch.device | str) -> bool:
     if not (isinstance(value, str) and value.strip().lower() == "auto"):
         return flag(value)
     device = torch.device(device)
-    if device.type != "cpu":
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return device.type == "cpu" and native_bf16_cpu()
 
 
 def autocast_enabled(device_type: str) -> bool:
