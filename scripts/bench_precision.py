@@ -19,7 +19,7 @@ import torch
 from benchmarks import write_section
 
 from volgan.segcls.network import SegClsNet
-from volgan.training import bf16_autocast, fp32_small_convs, native_bf16_cpu
+from volgan.training import bf16_autocast, fp32_small_convs, native_bf16_cpu, onednn_bf16
 
 PATCH = (2, 1, 32, 32, 32)  # batch, channel, voxels
 
@@ -51,8 +51,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
     args = parser.parse_args()
-    onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    lines = [f"oneDNN runs bfloat16: {onednn}; AVX512-BF16: {torch.cpu._is_avx512_bf16_supported()}; AMX: "
+    lines = [f"oneDNN runs bfloat16: {onednn_bf16()}; AVX512-BF16: {torch.cpu._is_avx512_bf16_supported()}; AMX: "
              f"{torch.cpu._is_amx_tile_supported()}; native bfloat16 (volgan.training.native_bf16_cpu): "
              f"{native_bf16_cpu()}; training's `amp auto` here: {'bf16' if bf16_autocast('auto', 'cpu') else 'fp32'}.",
              "", "| torch threads | fp32 step (s) | bf16 autocast step (s) | bf16 ÷ fp32 |", "|---|---|---|---|"]

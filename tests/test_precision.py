@@ -17,18 +17,11 @@ import torch
 
 from volgan.data.phantom import PhantomConfig, make_dataset
 from volgan.errors import NonFiniteTraining
+from volgan.training import onednn_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
 CGAN = ROOT / "bundles" / "spine_cgan"
 AVX512_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}  # oneDNN's bf16 kernels without AMX
-
-
-def onednn_bf16() -> bool:
-    """Whether oneDNN runs bfloat16 here (natively, or emulated on an AVX512 CPU without AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def python(code: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -162,7 +155,7 @@ def test_auto_precision_is_bf16_only_where_shown_to_train(monkeypatch):
 
     assert bf16_autocast("auto", "cpu") is native_bf16_cpu()
     assert not native_bf16_cpu() or onednn_bf16()
-    # oneDNN says yes on an AVX512 CPU without AVX512-BF16 or AMX (it emulates bfloat16, 2.8× slower): fp32
+    # oneDNN says yes on an AVX512 CPU without AVX512-BF16 or AMX (it emulates bfloat16, 2.7–2.9× slower): fp32
     monkeypatch.setattr(training.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     for avx512_bf16, amx, expected in ((False, False, False), (True, False, True), (False, True, True)):
         monkeypatch.setattr(training.torch.cpu, "_is_avx512_bf16_supported", lambda value=avx512_bf16: value)

@@ -121,6 +121,20 @@ def flag(value: bool | int | str) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def onednn_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 on this CPU: natively, or emulated on an AVX512 CPU without AVX512-BF16 or AMX.
+
+    Returns
+    -------
+    bool
+        oneDNN's answer; False where torch cannot ask it.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def native_bf16_cpu() -> bool:
     """Whether this CPU computes bfloat16 natively: AVX512-BF16 or AMX, as torch reads the CPU, and oneDNN's
     bfloat16 kernels available. oneDNN also reports bfloat16 support on an AVX512 CPU without either, where it
@@ -134,9 +148,9 @@ def native_bf16_cpu() -> bool:
     """
     try:
         native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-        return bool(native and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+    return bool(native) and onednn_bf16()
 
 
 def bf16_autocast(value: bool | str, device: torch.device | str) -> bool:
